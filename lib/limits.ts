@@ -1,0 +1,47 @@
+/**
+ * Every limit and timeout of the relay in one place. Each name carries its unit; each value
+ * says why it is what it is. The server options default to these.
+ * @module
+ */
+
+/** Longest name, in UTF-8 bytes: names travel in every frame header, so they stay short. */
+export const MAX_NAME_BYTES = 255;
+
+/** Most decimal digits in a length field: 20 digits hold any 64-bit length. */
+export const MAX_LENGTH_DIGITS = 20;
+
+/** Longest auth token after `:` in a registration, in bytes (SHA-256 hex is 64; room to spare). */
+export const MAX_TOKEN_BYTES = 255;
+
+/** A client must register within this time after connecting (the original protocol's 3 s). */
+export const REGISTER_TIMEOUT_MS = 3_000;
+
+/** A client that sends nothing for this long is dropped (the original protocol's 30 s). */
+export const IDLE_TIMEOUT_MS = 30_000;
+
+/** A receiver that accepts no bytes for this long while data waits is a slow consumer. */
+export const WRITE_TIMEOUT_MS = 30_000;
+
+/** Largest payload of one message: big enough for files, small enough to bound a frame. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/** Bytes buffered for one receiver before its senders are paused (backpressure). */
+export const MAX_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/** Open connections at once; past it new connections are refused. */
+export const MAX_CONNECTIONS = 16_384;
+
+/** First read buffer of a connection: small, so idle clients stay cheap. */
+export const MIN_READ_BYTES = 2 * 1024;
+
+/** Largest read buffer: a busy sender's reads grow to this, so one read carries many frames. */
+export const MAX_READ_BYTES = 256 * 1024;
+
+/** Most bytes gathered into one socket write: many small frames, one syscall. */
+export const MAX_WRITE_BATCH_BYTES = 256 * 1024;
+
+/** Default client keepalive: well inside the idle timeout, so one lost beat does not drop it. */
+export const KEEPALIVE_MS = 10_000;
+
+/** Default TCP port of the relay (the original README's). */
+export const DEFAULT_PORT = 8080;

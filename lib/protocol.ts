@@ -13,12 +13,7 @@
  * @module
  */
 
-import {
-  MAX_LENGTH_DIGITS,
-  MAX_MESSAGE_BYTES,
-  MAX_NAME_BYTES,
-  MAX_TOKEN_BYTES,
-} from "./limits.ts";
+import { MAX_LENGTH_DIGITS, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_TOKEN_BYTES } from "./limits.ts";
 
 /** Version of the relay wire format; bumped on any wire-incompatible change. */
 export const PROTOCOL_VERSION = 1;
@@ -189,6 +184,13 @@ export function concat(parts: readonly Uint8Array[]): Uint8Array {
     offset += p.length;
   }
   return out;
+}
+
+/** Whether two byte arrays hold the same bytes. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** A parsed registration. */

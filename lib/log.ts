@@ -1,0 +1,99 @@
+/**
+ * Logging for every command: LogTape records written to stderr as text lines or, for log
+ * collectors such as journald, JSON lines.
+ * @module
+ */
+
+import {
+  configure,
+  getJsonLinesFormatter,
+  getTextFormatter,
+  type LogLevel,
+  type LogRecord,
+  reset,
+  type Sink,
+  type TextFormatter,
+} from "@logtape/logtape";
+import { UsageError } from "./config.ts";
+
+/** Log levels accepted by `--log-level`, quietest last. */
+export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+
+/** Output formats accepted by `--log-format`. */
+export const LOG_FORMATS = ["text", "json"] as const;
+
+/** How to log. */
+export interface LogOptions {
+  /**
+   * Lowest level written (`warn` is taken for `warning`).
+   * @default {"info"}
+   */
+  level?: string;
+  /**
+   * `text` for people, `json` (one object per line) for collectors.
+   * @default {"text"}
+   */
+  format?: string;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Sends the `relay` loggers to stderr at `level` in `format`.
+ * @throws {UsageError} on an unknown level or format
+ */
+export async function setupLogging(options: LogOptions = {}): Promise<void> {
+  const level = parseLogLevel(options.level ?? "info");
+  const format = options.format ?? "text";
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+    throw new UsageError(
+      `Invalid --log-format ${JSON.stringify(format)}: expected one of ${LOG_FORMATS.join(", ")}`,
+    );
+  }
+  const formatter: TextFormatter = format === "json"
+    ? getJsonLinesFormatter({ categorySeparator: "." })
+    : getTextFormatter({
+      timestamp: "date-time-tz",
+      category: ".",
+      // Plain strings read better in a log line than quoted ones.
+      value: (v) => typeof v === "string" ? v : Deno.inspect(v),
+    });
+  await configure({
+    reset: true,
+    sinks: { stderr: stderrSink(formatter) },
+    loggers: [
+      { category: ["relay"], lowestLevel: level, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+/** Turns logging off again (for tests that set it up). */
+export async function resetLogging(): Promise<void> {
+  await reset();
+}
+
+/**
+ * Parses a `--log-level` value.
+ * @throws {UsageError} on an unknown level
+ */
+export function parseLogLevel(text: string): LogLevel {
+  const level = text === "warn" ? "warning" : text;
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new UsageError(
+      `Invalid --log-level ${JSON.stringify(text)}: expected one of ${LOG_LEVELS.join(", ")}`,
+    );
+  }
+  return level as LogLevel;
+}
+
+function stderrSink(formatter: TextFormatter): Sink {
+  // Synchronous so that nothing is lost when the process exits right after logging.
+  return (record: LogRecord) => {
+    try {
+      Deno.stderr.writeSync(encoder.encode(formatter(record)));
+    } catch {
+      // stderr closed: nowhere left to report to.
+    }
+  };
+}

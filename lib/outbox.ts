@@ -1,0 +1,307 @@
+/**
+ * The send queue of one connection: whole frames in arrival order, written in batches.
+ *
+ * ```
+ * sender A ─ begin/append/finish ─┐
+ * sender B ─ push (whole frame) ──┼─► frames [A…][B][C] ─► writer: gather ≤ 256 KiB ─► socket
+ * sender C ─ push ────────────────┘
+ * ```
+ *
+ * Frames never interleave: a frame is written only after every frame before it. A small frame
+ * is written only once complete; a large one streams as its payload arrives, so one message
+ * never has to sit whole in memory. Queued bytes are bounded by a budget: a sender whose push
+ * takes the queue over it waits ({@linkcode Outbox.waitForRoom}) before reading more.
+ * @module
+ */
+
+import { MAX_WRITE_BATCH_BYTES } from "./limits.ts";
+import { concat } from "./protocol.ts";
+
+/** The byte sink an outbox writes to: a socket, or an in-memory pipe in tests. */
+export interface ByteWriter {
+  /** Writes some of `bytes` and returns how many were taken. */
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/**
+ * A frame that is still arriving starts streaming once this many of its bytes are queued:
+ * below it, frames go out whole, so a sender that dies mid-frame can be dropped cleanly.
+ */
+export const STREAM_THRESHOLD_BYTES = 64 * 1024;
+
+/** One frame in an outbox. Owned by the outbox; senders hold it only to append. */
+export class OutFrame {
+  /** Chunks not yet taken by the writer. */
+  chunks: Uint8Array[] = [];
+  /** Bytes in `chunks`. */
+  queued = 0;
+  /** All of the frame has been appended. */
+  complete = false;
+  /** The writer has written part of it: it can no longer be dropped silently. */
+  started = false;
+  /** Who appends to it; that sender alone may go on while others wait behind the frame. */
+  readonly owner: unknown;
+  /** Called with true once the whole frame is written, or false if the outbox closes first. */
+  done: ((written: boolean) => void) | undefined;
+
+  constructor(owner: unknown) {
+    this.owner = owner;
+  }
+}
+
+interface Waiter {
+  owner: unknown;
+  resolve: () => void;
+}
+
+/** Options of an {@linkcode Outbox}. */
+export interface OutboxOptions {
+  /** Bytes queued before senders must wait. */
+  budgetBytes: number;
+  /** Called once when a write fails; the outbox is closed then. */
+  onError?: (error: unknown) => void;
+}
+
+/** The ordered, bounded send queue of one connection. */
+export class Outbox {
+  readonly #writer: ByteWriter;
+  readonly #budget: number;
+  readonly #onError: (error: unknown) => void;
+  #frames: OutFrame[] = [];
+  #head = 0;
+  #queued = 0;
+  #writing = false;
+  #scheduled = false;
+  #closed = false;
+  #waiters: Waiter[] = [];
+  /** Frames written by the batch in flight, to report once it is done. */
+  #finished: OutFrame[] = [];
+  #idleWaiters: (() => void)[] = [];
+  /** `performance.now()` when the pending write began, or 0 when none is pending. */
+  #writeSince = 0;
+
+  /**
+   * @param writer where the bytes go
+   * @param options budget and error callback
+   */
+  constructor(writer: ByteWriter, options: OutboxOptions) {
+    this.#writer = writer;
+    this.#budget = options.budgetBytes;
+    this.#onError = options.onError ?? (() => {});
+  }
+
+  /** Bytes queued and not yet written. */
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+
+  /** Time in ms since the socket last accepted bytes while some were waiting, else 0. */
+  stalledMs(now: number): number {
+    return this.#writeSince === 0 ? 0 : now - this.#writeSince;
+  }
+
+  /** Whether the outbox has been closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Queues one whole frame.
+   * @param done called with true once it is written, or false if the outbox closes first
+   */
+  push(bytes: Uint8Array, done?: (written: boolean) => void): void {
+    if (this.#closed) {
+      done?.(false);
+      return;
+    }
+    const frame = new OutFrame(undefined);
+    frame.done = done;
+    frame.chunks.push(bytes);
+    frame.queued = bytes.length;
+    frame.complete = true;
+    this.#frames.push(frame);
+    this.#queued += bytes.length;
+    this.#schedule();
+  }
+
+  /** Starts a frame whose bytes will arrive in pieces from `owner`. */
+  begin(owner: unknown, header: Uint8Array): OutFrame {
+    const frame = new OutFrame(owner);
+    if (this.#closed) return frame;
+    this.#frames.push(frame);
+    this.append(frame, header);
+    return frame;
+  }
+
+  /** Adds bytes to a frame started with {@linkcode Outbox.begin}; `end` completes it. */
+  append(frame: OutFrame, bytes: Uint8Array, end = false): void {
+    if (this.#closed) return;
+    if (bytes.length > 0) {
+      frame.chunks.push(bytes);
+      frame.queued += bytes.length;
+      this.#queued += bytes.length;
+    }
+    if (end) frame.complete = true;
+    if (frame.complete || frame.started || frame.queued >= STREAM_THRESHOLD_BYTES) {
+      this.#schedule();
+    }
+  }
+
+  /**
+   * Gives up a frame whose sender went away before finishing it.
+   * @returns false when part of it was already written, so the stream is broken and the
+   *   connection must be closed
+   */
+  abort(frame: OutFrame): boolean {
+    if (this.#closed || frame.complete) return true;
+    if (frame.started) return false;
+    const i = this.#frames.indexOf(frame, this.#head);
+    if (i >= 0) {
+      this.#frames.splice(i, 1);
+      this.#queued -= frame.queued;
+      frame.chunks = [];
+      frame.queued = 0;
+      this.#wake();
+      this.#schedule();
+    }
+    return true;
+  }
+
+  /** True when `owner` must wait before adding more. */
+  overBudget(owner: unknown): boolean {
+    if (this.#closed) return false;
+    const head = this.#frames[this.#head];
+    // The owner of the frame being written must be able to finish it, or nothing behind it
+    // could drain: it waits only on what its own frame has queued.
+    if (head !== undefined && head.owner === owner && owner !== undefined) {
+      return head.queued > this.#budget;
+    }
+    return this.#queued > this.#budget;
+  }
+
+  /** Resolves when `owner` may add more (or the outbox is closed). */
+  waitForRoom(owner: unknown): Promise<void> {
+    if (!this.overBudget(owner)) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ owner, resolve }));
+  }
+
+  /** Resolves when everything queued has been written, or the outbox is closed. */
+  drained(): Promise<void> {
+    if (this.#closed || (this.#queued === 0 && !this.#writing)) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Stops writing, drops what is queued and releases every waiter. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#report(false);
+    for (let i = this.#head; i < this.#frames.length; i++) this.#frames[i].done?.(false);
+    this.#frames = [];
+    this.#head = 0;
+    this.#queued = 0;
+    this.#writeSince = 0;
+    this.#wake();
+  }
+
+  #schedule(): void {
+    if (this.#writing || this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    // Deferred so that a whole read's worth of frames is queued before the first write: many
+    // frames then leave in one syscall instead of one each.
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.#run();
+    });
+  }
+
+  async #run(): Promise<void> {
+    if (this.#writing || this.#closed) return;
+    this.#writing = true;
+    try {
+      for (;;) {
+        const batch = this.#take();
+        if (batch === undefined) break;
+        await this.#writeAll(batch);
+        if (this.#closed) return;
+        this.#queued -= batch.length;
+        this.#report(true);
+        this.#wake();
+      }
+    } catch (error) {
+      if (!this.#closed) {
+        this.close();
+        this.#onError(error);
+      }
+    } finally {
+      this.#writing = false;
+      this.#writeSince = 0;
+      if (this.#queued === 0 || this.#closed) this.#wakeIdle();
+    }
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      this.#writeSince = performance.now();
+      offset += await this.#writer.write(offset === 0 ? bytes : bytes.subarray(offset));
+      if (this.#closed) return;
+    }
+    this.#writeSince = 0;
+  }
+
+  /** Takes the next batch of writable bytes, in order, up to the batch limit. */
+  #take(): Uint8Array | undefined {
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    while (this.#head < this.#frames.length && size < MAX_WRITE_BATCH_BYTES) {
+      const frame = this.#frames[this.#head];
+      const writable = frame.complete || frame.started || frame.queued >= STREAM_THRESHOLD_BYTES;
+      if (!writable) break;
+      while (frame.chunks.length > 0 && size < MAX_WRITE_BATCH_BYTES) {
+        const chunk = frame.chunks.shift()!;
+        frame.queued -= chunk.length;
+        parts.push(chunk);
+        size += chunk.length;
+      }
+      frame.started = true;
+      if (frame.complete && frame.chunks.length === 0) {
+        if (frame.done) this.#finished.push(frame);
+        this.#frames[this.#head++] = undefined as unknown as OutFrame;
+        continue;
+      }
+      break;
+    }
+    if (this.#head > 1024 || this.#head === this.#frames.length) {
+      this.#frames = this.#frames.slice(this.#head);
+      this.#head = 0;
+    }
+    if (parts.length === 0) return undefined;
+    if (parts.length === 1) return parts[0];
+    // One copy of small frames buys one syscall for all of them.
+    return concat(parts);
+  }
+
+  #report(written: boolean): void {
+    if (this.#finished.length === 0) return;
+    const finished = this.#finished;
+    this.#finished = [];
+    for (const frame of finished) frame.done!(written);
+  }
+
+  #wake(): void {
+    if (this.#waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (this.overBudget(w.owner)) still.push(w);
+      else w.resolve();
+    }
+    this.#waiters = still;
+  }
+
+  #wakeIdle(): void {
+    const idle = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of idle) resolve();
+  }
+}

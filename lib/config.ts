@@ -183,7 +183,7 @@ export function readEnv(name: string): string | undefined {
 }
 
 function oneLine(text: string): string {
-  return text.split("\n")[0].replace(/\.$/, "");
+  return text.split("\n")[0].split(". ")[0].replace(/\.$/, "");
 }
 
 /** A string flag's value, or `undefined`. */

@@ -1,0 +1,249 @@
+/**
+ * Test helpers: raw TCP peers that speak the wire protocol byte by byte, and a way to run
+ * the real CLI.
+ * @module
+ */
+
+import { fileURLToPath } from "node:url";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Encodes a string to bytes. */
+export function bytes(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** Decodes bytes to a string. */
+export function text(data: Uint8Array): string {
+  return decoder.decode(data);
+}
+
+/** A raw TCP connection to a relay, for tests that control every byte. */
+export class RawPeer implements AsyncDisposable {
+  readonly conn: Deno.TcpConn;
+  #buffered = new Uint8Array(0);
+  #eof = false;
+
+  private constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+  }
+
+  /** Connects to `port` on 127.0.0.1 and, if `name` is given, sends `name|`. */
+  static async connect(port: number, name?: string): Promise<RawPeer> {
+    const peer = new RawPeer(await Deno.connect({ hostname: "127.0.0.1", port }));
+    if (name !== undefined) await peer.write(`${name}|`);
+    return peer;
+  }
+
+  /** Writes all of `data`. */
+  async write(data: string | Uint8Array): Promise<void> {
+    const buf = typeof data === "string" ? bytes(data) : data;
+    for (let at = 0; at < buf.length;) at += await this.conn.write(buf.subarray(at));
+  }
+
+  /** Reads exactly `n` bytes, or throws on EOF or after `timeoutMs`. */
+  async read(n: number, timeoutMs = 5_000): Promise<Uint8Array> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#buffered.length < n) {
+      if (this.#eof) throw new Error(`EOF after ${this.#buffered.length} of ${n} bytes`);
+      await this.#fill(deadline - Date.now());
+    }
+    const out = this.#buffered.slice(0, n);
+    this.#buffered = this.#buffered.slice(n);
+    return out;
+  }
+
+  /** Reads `expected.length` bytes and returns them as text. */
+  async readText(length: number, timeoutMs?: number): Promise<string> {
+    return text(await this.read(length, timeoutMs));
+  }
+
+  /**
+   * Waits until the relay closes the connection; returns the bytes received until then.
+   * Throws if it is still open after `timeoutMs`.
+   */
+  async closed(timeoutMs = 5_000): Promise<Uint8Array> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.#eof) await this.#fill(deadline - Date.now());
+    return this.#buffered;
+  }
+
+  /** Whether the connection is still open after waiting `ms` (no bytes expected). */
+  async stillOpen(ms: number): Promise<boolean> {
+    try {
+      await this.#fill(ms);
+    } catch {
+      return true; // timed out: nothing happened, still open
+    }
+    return !this.#eof;
+  }
+
+  async #fill(timeoutMs: number): Promise<void> {
+    if (timeoutMs <= 0) throw new Error("Timed out waiting for data");
+    const buf = new Uint8Array(64 * 1024);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    const reading = this.#pending ??= this.conn.read(buf).then(
+      (n) => ({ n, buf }),
+      () => ({ n: null, buf }),
+    );
+    const result = await Promise.race([reading, timeout]);
+    clearTimeout(timer);
+    if (result === "timeout") throw new Error("Timed out waiting for data");
+    this.#pending = undefined;
+    if (result.n === null) {
+      this.#eof = true;
+      return;
+    }
+    const merged = new Uint8Array(this.#buffered.length + result.n);
+    merged.set(this.#buffered);
+    merged.set(result.buf.subarray(0, result.n), this.#buffered.length);
+    this.#buffered = merged;
+  }
+
+  #pending: Promise<{ n: number | null; buf: Uint8Array }> | undefined;
+
+  /** Closes the socket (safe twice) and waits for a pending read to finish. */
+  async close(): Promise<void> {
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#pending;
+  }
+
+  /** Same as close(). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Reads as many bytes as `expected` has and checks they are `expected`. */
+export async function expectText(peer: RawPeer, expected: string, timeoutMs?: number) {
+  const got = text(await peer.read(bytes(expected).length, timeoutMs));
+  if (got !== expected) {
+    throw new Error(`Expected ${JSON.stringify(expected)}, got ${JSON.stringify(got)}`);
+  }
+}
+
+/** Resolves after `ms`. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `check` until it returns true or `timeoutMs` passes. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5_000,
+  what = "condition",
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await delay(10);
+  }
+}
+
+/** Path of main.ts. */
+export const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
+
+/** Runs the real CLI with `args`; returns exit code and output. */
+export async function runCli(
+  args: string[],
+  options: { stdin?: Uint8Array | string; env?: Record<string, string> } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env", "--allow-read", MAIN, ...args],
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(typeof options.stdin === "string" ? bytes(options.stdin) : options.stdin);
+    await writer.close();
+  }
+  const out = await child.output();
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** A relay running as a real `relay serve` process. */
+export class ServeProcess implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly port: number;
+  /** Everything the process wrote to stderr so far. */
+  stderr = "";
+  readonly #done: Promise<void>;
+
+  private constructor(child: Deno.ChildProcess, port: number, stderr: string, done: Promise<void>) {
+    this.child = child;
+    this.port = port;
+    this.stderr = stderr;
+    this.#done = done;
+  }
+
+  /** Starts `relay serve --host 127.0.0.1 --port 0 ...args` and waits for its port. */
+  static async start(args: string[] = [], env: Record<string, string> = {}): Promise<ServeProcess> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        MAIN,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        ...args,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      env: { NO_COLOR: "1", ...env },
+    }).spawn();
+    let log = "";
+    let resolvePort!: (port: number) => void;
+    let rejectPort!: (error: Error) => void;
+    const portFound = new Promise<number>((resolve, reject) => {
+      resolvePort = resolve;
+      rejectPort = reject;
+    });
+    let self: ServeProcess | undefined;
+    const done = (async () => {
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+        log += chunk;
+        if (self) self.stderr = log;
+        const match = /Listening on \S+:(\d+)/.exec(log);
+        if (match) resolvePort(Number(match[1]));
+      }
+      rejectPort(new Error(`relay serve exited before listening:\n${log}`));
+    })();
+    const port = await portFound;
+    self = new ServeProcess(child, port, log, done);
+    return self;
+  }
+
+  /** Sends `signal`, waits for exit, returns the exit code. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<number> {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Already exited.
+    }
+    const status = await this.child.status;
+    await this.#done;
+    return status.code;
+  }
+
+  /** Stops the process. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}

@@ -176,15 +176,24 @@ export async function runCli(
 export class ServeProcess implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
   readonly port: number;
-  /** Everything the process wrote to stderr so far. */
-  stderr = "";
+  readonly #log: { text: string };
   readonly #done: Promise<void>;
 
-  private constructor(child: Deno.ChildProcess, port: number, stderr: string, done: Promise<void>) {
+  private constructor(
+    child: Deno.ChildProcess,
+    port: number,
+    log: { text: string },
+    done: Promise<void>,
+  ) {
     this.child = child;
     this.port = port;
-    this.stderr = stderr;
+    this.#log = log;
     this.#done = done;
+  }
+
+  /** Everything the process wrote to stderr so far. */
+  get stderr(): string {
+    return this.#log.text;
   }
 
   /** Starts `relay serve --host 127.0.0.1 --port 0 ...args` and waits for its port. */
@@ -208,26 +217,22 @@ export class ServeProcess implements AsyncDisposable {
       stderr: "piped",
       env: { NO_COLOR: "1", ...env },
     }).spawn();
-    let log = "";
+    const log = { text: "" };
     let resolvePort!: (port: number) => void;
     let rejectPort!: (error: Error) => void;
     const portFound = new Promise<number>((resolve, reject) => {
       resolvePort = resolve;
       rejectPort = reject;
     });
-    let self: ServeProcess | undefined;
     const done = (async () => {
       for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-        log += chunk;
-        if (self) self.stderr = log;
-        const match = /Listening on \S+:(\d+)/.exec(log);
+        log.text += chunk;
+        const match = /Listening on \S+:(\d+)/.exec(log.text);
         if (match) resolvePort(Number(match[1]));
       }
-      rejectPort(new Error(`relay serve exited before listening:\n${log}`));
+      rejectPort(new Error(`relay serve exited before listening:\n${log.text}`));
     })();
-    const port = await portFound;
-    self = new ServeProcess(child, port, log, done);
-    return self;
+    return new ServeProcess(child, await portFound, log, done);
   }
 
   /** Sends `signal`, waits for exit, returns the exit code. */

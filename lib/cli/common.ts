@@ -155,8 +155,8 @@ export function showBytes(bytes: Uint8Array): string {
       .join(" ");
     return `<${bytes.length} bytes: ${hex}${bytes.length > 32 ? " …" : ""}>`;
   }
-  // deno-lint-ignore no-control-regex
   return text.replace(
+    // deno-lint-ignore no-control-regex
     /[\x00-\x08\x0a-\x1f\x7f\u0080-\u009f]/g,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );

@@ -22,6 +22,9 @@ export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"
 /** Output formats accepted by `--log-format`. */
 export const LOG_FORMATS = ["text", "json"] as const;
 
+/** Logger category whose records are written at any `--log-level` (the listening address). */
+export const ANNOUNCE_CATEGORY = ["relay", "announce"];
+
 /** How to log. */
 export interface LogOptions {
   /**
@@ -63,6 +66,14 @@ export async function setupLogging(options: LogOptions = {}): Promise<void> {
     sinks: { stderr: stderrSink(formatter) },
     loggers: [
       { category: ["relay"], lowestLevel: level, sinks: ["stderr"] },
+      // Where a server listens is always shown, whatever the level: scripts and people
+      // need the port, above all with --port 0.
+      {
+        category: ANNOUNCE_CATEGORY,
+        lowestLevel: "info",
+        sinks: ["stderr"],
+        parentSinks: "override",
+      },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });

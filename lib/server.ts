@@ -22,6 +22,7 @@ import {
 } from "./limits.ts";
 import type { Registration } from "./protocol.ts";
 import { Registry } from "./registry.ts";
+import { ANNOUNCE_CATEGORY } from "./log.ts";
 
 /** Options of {@linkcode RelayServer.listen}. */
 export interface RelayServerOptions {
@@ -176,7 +177,7 @@ export class RelayServer implements AsyncDisposable {
     }
     const listener = Deno.listen({ hostname: full.hostname, port: full.port });
     const server = new RelayServer(listener, full);
-    server.#log.info("Listening on {hostname}:{port}", {
+    getLogger(ANNOUNCE_CATEGORY).info("Listening on {hostname}:{port}", {
       hostname: full.hostname,
       port: server.port,
     });

@@ -10,6 +10,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
+import { BufferPool, type PooledBuffer } from "./buffer_pool.ts";
 import { MAX_READ_BYTES, MIN_READ_BYTES } from "./limits.ts";
 import { Outbox, type OutFrame } from "./outbox.ts";
 import {
@@ -72,6 +73,9 @@ const COPY_BELOW_BYTES = 16 * 1024;
 
 const EMPTY = new Uint8Array(0);
 
+/** Large read buffers shared by all connections; 64 of them is 16 MiB at most. */
+const READ_POOL = new BufferPool(MAX_READ_BYTES, 64);
+
 /** Routing state of the frame being read. */
 const enum Route {
   /** Zero-length keepalive, or a payload for an unknown destination. */
@@ -117,8 +121,10 @@ export class Connection implements FrameSink {
   #frameLength = 0;
   /** Receivers that went over budget while routing the current read. */
   #full: Connection[] = [];
-  /** Whether a view of the current read buffer went into some queue. */
+  /** Whether a view of the current (unpooled) read buffer went into some queue. */
   #retained = false;
+  /** The current read buffer when it comes from the pool. */
+  #pooled: PooledBuffer | undefined;
   // One-entry destination cache: clients mostly send to the same peer again and again.
   #lastDestName: Uint8Array = EMPTY;
   #lastDest: Connection | undefined;
@@ -239,24 +245,39 @@ export class Connection implements FrameSink {
 
   async #readLoop(): Promise<void> {
     let size = MIN_READ_BYTES;
-    let buf = new Uint8Array(size);
-    for (;;) {
-      const n = await this.#conn.read(buf);
-      if (n === null) break;
-      this.lastActivity = performance.now();
-      const filled = n === buf.length;
-      await this.#route(buf.subarray(0, n));
-      // Size the next read to the traffic: double after a full read so a busy sender gets
-      // few large reads; fall back to small after a small one so an idle client is cheap.
-      const next = filled
-        ? Math.min(size * 2, MAX_READ_BYTES)
-        : Math.max(MIN_READ_BYTES, Math.min(size, nextPowerOfTwo(n * 2)));
-      if (this.#retained || next !== size) {
-        size = next;
-        buf = new Uint8Array(size);
-        this.#retained = false;
+    let buf: Uint8Array = new Uint8Array(size);
+    try {
+      for (;;) {
+        if (size === MAX_READ_BYTES) {
+          // Busy: large buffers from the pool, reused once the views queued from them are out.
+          if (this.#pooled === undefined || this.#pooled.inUse) {
+            this.#pooled?.disown();
+            this.#pooled = READ_POOL.get();
+          }
+          buf = this.#pooled.bytes;
+        } else if (this.#retained || buf.length !== size) {
+          buf = new Uint8Array(size);
+          this.#retained = false;
+        }
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        this.lastActivity = performance.now();
+        const filled = n === buf.length;
+        await this.#route(buf.subarray(0, n));
+        if (this.#closed) return;
+        // Size the next read to the traffic: double after a full read so a busy sender gets
+        // few large reads; fall back to small after a small one so an idle client is cheap.
+        size = filled
+          ? Math.min(size * 2, MAX_READ_BYTES)
+          : Math.max(MIN_READ_BYTES, Math.min(size, nextPowerOfTwo(n * 2)));
+        if (size !== MAX_READ_BYTES && this.#pooled !== undefined) {
+          this.#pooled.disown();
+          this.#pooled = undefined;
+        }
       }
-      if (this.#closed) return;
+    } finally {
+      this.#pooled?.disown();
+      this.#pooled = undefined;
     }
     // The client finished sending. Its name is freed now; what is queued for it still goes out.
     if (this.#parser.midFrame) this.#abortFrame();
@@ -327,9 +348,11 @@ export class Connection implements FrameSink {
       this.#whole = EMPTY;
     } else {
       let piece = bytes;
+      const pooled = this.#pooled;
       if (bytes.length < COPY_BELOW_BYTES) piece = bytes.slice();
+      else if (pooled) pooled.retain();
       else this.#retained = true;
-      dest.outbox.append(this.#frame!, piece, end);
+      dest.outbox.append(this.#frame!, piece, end, piece === bytes ? pooled : undefined);
       if (end) this.#frame = undefined;
     }
     if (end) {

@@ -33,6 +33,8 @@ export const STREAM_THRESHOLD_BYTES = 64 * 1024;
 export class OutFrame {
   /** Chunks not yet taken by the writer. */
   chunks: Uint8Array[] = [];
+  /** For each chunk, what to release once it is written (a pooled read buffer), if anything. */
+  holds: (Hold | undefined)[] = [];
   /** Bytes in `chunks`. */
   queued = 0;
   /** All of the frame has been appended. */
@@ -47,6 +49,12 @@ export class OutFrame {
   constructor(owner: unknown) {
     this.owner = owner;
   }
+}
+
+/** Something a queued chunk keeps in use until it is written, such as a pooled buffer. */
+export interface Hold {
+  /** The chunk is written or dropped. */
+  release(): void;
 }
 
 interface Waiter {
@@ -74,6 +82,8 @@ export class Outbox {
   #scheduled = false;
   #closed = false;
   #waiters: Waiter[] = [];
+  /** Holds of the chunks in the batch being written. */
+  #inFlight: (Hold | undefined)[] = [];
   /** Frames written by the batch in flight, to report once it is done. */
   #finished: OutFrame[] = [];
   #idleWaiters: (() => void)[] = [];
@@ -117,6 +127,7 @@ export class Outbox {
     const frame = new OutFrame(undefined);
     frame.done = done;
     frame.chunks.push(bytes);
+    frame.holds.push(undefined);
     frame.queued = bytes.length;
     frame.complete = true;
     this.#frames.push(frame);
@@ -133,11 +144,18 @@ export class Outbox {
     return frame;
   }
 
-  /** Adds bytes to a frame started with {@linkcode Outbox.begin}; `end` completes it. */
-  append(frame: OutFrame, bytes: Uint8Array, end = false): void {
-    if (this.#closed) return;
+  /**
+   * Adds bytes to a frame started with {@linkcode Outbox.begin}; `end` completes it. `hold`
+   * is released once the bytes are written or dropped.
+   */
+  append(frame: OutFrame, bytes: Uint8Array, end = false, hold?: Hold): void {
+    if (this.#closed) {
+      hold?.release();
+      return;
+    }
     if (bytes.length > 0) {
       frame.chunks.push(bytes);
+      frame.holds.push(hold);
       frame.queued += bytes.length;
       this.#queued += bytes.length;
     }
@@ -159,6 +177,8 @@ export class Outbox {
     if (i >= 0) {
       this.#frames.splice(i, 1);
       this.#queued -= frame.queued;
+      releaseAll(frame.holds);
+      frame.holds = [];
       frame.chunks = [];
       frame.queued = 0;
       this.#wake();
@@ -196,7 +216,12 @@ export class Outbox {
     if (this.#closed) return;
     this.#closed = true;
     this.#report(false);
-    for (let i = this.#head; i < this.#frames.length; i++) this.#frames[i].done?.(false);
+    releaseAll(this.#inFlight);
+    this.#inFlight = [];
+    for (let i = this.#head; i < this.#frames.length; i++) {
+      this.#frames[i].done?.(false);
+      releaseAll(this.#frames[i].holds);
+    }
     this.#frames = [];
     this.#head = 0;
     this.#queued = 0;
@@ -225,6 +250,8 @@ export class Outbox {
         await this.#writeAll(batch);
         if (this.#closed) return;
         this.#queued -= batch.length;
+        releaseAll(this.#inFlight);
+        this.#inFlight = [];
         this.#report(true);
         this.#wake();
       }
@@ -260,6 +287,8 @@ export class Outbox {
       if (!writable) break;
       while (frame.chunks.length > 0 && size < MAX_WRITE_BATCH_BYTES) {
         const chunk = frame.chunks.shift()!;
+        const hold = frame.holds.shift();
+        if (hold) this.#inFlight.push(hold);
         frame.queued -= chunk.length;
         parts.push(chunk);
         size += chunk.length;
@@ -304,4 +333,8 @@ export class Outbox {
     this.#idleWaiters = [];
     for (const resolve of idle) resolve();
   }
+}
+
+function releaseAll(holds: (Hold | undefined)[]): void {
+  for (const hold of holds) hold?.release();
 }

@@ -320,3 +320,15 @@ Deno.test("bad input from one client never disturbs another", async () => {
   await a.write("b|4|fine");
   await expectText(b, "a|4|fine");
 });
+
+Deno.test("a sender that dies mid-way through a streamed large message ends the receiver", async () => {
+  await using server = await listen();
+  const [tx, rx] = await peers(server, "tx", "rx");
+  await using _r = rx;
+  await tx.write(new Uint8Array([...bytes("rx|1000000|"), ...new Uint8Array(200_000)]));
+  // The first 200 kB go out as they arrive: the receiver has a partial frame.
+  assert.equal((await rx.read(200_000 + "tx|1000000|".length)).length, 200_011);
+  await tx.close();
+  await rx.closed(2_000);
+  assert.equal(server.stats().disconnects.sender_aborted, 1);
+});

@@ -11,6 +11,7 @@
 
 import type { Logger } from "@logtape/logtape";
 import { BufferPool, type PooledBuffer } from "./buffer_pool.ts";
+import { BandwidthLimiter } from "./limiter.ts";
 import { MAX_READ_BYTES, MIN_READ_BYTES } from "./limits.ts";
 import { Outbox, type OutFrame } from "./outbox.ts";
 import {
@@ -33,6 +34,7 @@ export type DisconnectReason =
   | "bad_registration"
   | "name_taken"
   | "unauthorized"
+  | "rate_limited"
   | "idle_timeout"
   | "protocol_error"
   | "slow_consumer"
@@ -45,6 +47,8 @@ export interface ConnectionHost {
   readonly limits: {
     maxMessageBytes: number;
     maxBufferBytes: number;
+    /** Bytes per second one client may send; 0 for no limit. */
+    bandwidthBytesPerSecond: number;
   };
   /** `framed` delivers `sender|len|payload`; `payload` delivers the payload bytes only. */
   readonly deliver: "framed" | "payload";
@@ -123,6 +127,12 @@ export class Connection implements FrameSink {
   #full: Connection[] = [];
   /** Whether a view of the current (unpooled) read buffer went into some queue. */
   #retained = false;
+  /** Per-client byte rate limit, when the server sets one. */
+  readonly #bandwidth: BandwidthLimiter | undefined;
+  #wake: (() => void) | undefined;
+  #wakeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Released when the connection ends (per-IP connection count). */
+  lease: { release(): void } | undefined;
   /** The current read buffer when it comes from the pool. */
   #pooled: PooledBuffer | undefined;
   // One-entry destination cache: clients mostly send to the same peer again and again.
@@ -145,6 +155,8 @@ export class Connection implements FrameSink {
       : `${addr.hostname}:${addr.port}`;
     this.since = this.lastActivity = performance.now();
     this.#parser = new FrameParser({ maxMessageBytes: host.limits.maxMessageBytes });
+    const rate = host.limits.bandwidthBytesPerSecond;
+    if (rate > 0) this.#bandwidth = new BandwidthLimiter({ bytesPerSecond: rate });
     this.outbox = new Outbox(conn, {
       budgetBytes: host.limits.maxBufferBytes,
       onError: (error) => this.close("connection_error", errorText(error)),
@@ -186,6 +198,9 @@ export class Connection implements FrameSink {
     if (this.#closed) return;
     this.#closed = true;
     if (this.name !== undefined) this.#host.release(this.name, this);
+    this.lease?.release();
+    clearTimeout(this.#wakeTimer);
+    this.#wake?.();
     this.#abortFrame();
     this.outbox.close();
     try {
@@ -265,6 +280,7 @@ export class Connection implements FrameSink {
         const filled = n === buf.length;
         await this.#route(buf.subarray(0, n));
         if (this.#closed) return;
+        if (this.#bandwidth) await this.#throttle(n);
         // Size the next read to the traffic: double after a full read so a busy sender gets
         // few large reads; fall back to small after a small one so an idle client is cheap.
         size = filled
@@ -284,6 +300,20 @@ export class Connection implements FrameSink {
     if (this.name !== undefined) this.#host.release(this.name, this);
     await this.outbox.drained();
     this.close("client_closed");
+  }
+
+  /** Holds the reader back so this client stays within its bandwidth limit. */
+  async #throttle(bytes: number): Promise<void> {
+    const waitMs = this.#bandwidth!.consume(bytes);
+    if (waitMs <= 0) return;
+    this.#waiting = true;
+    await new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      this.#wakeTimer = setTimeout(resolve, waitMs);
+    });
+    this.#wake = undefined;
+    this.#waiting = false;
+    this.lastActivity = performance.now();
   }
 
   /** Parses one read and routes its frames, then waits for receivers that are full. */

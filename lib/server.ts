@@ -20,6 +20,8 @@ import {
   REGISTER_TIMEOUT_MS,
   WRITE_TIMEOUT_MS,
 } from "./limits.ts";
+import type { AuthPolicy } from "./auth.ts";
+import { addressKey, ConnectionCounter, RateLimiter } from "./limiter.ts";
 import type { Registration } from "./protocol.ts";
 import { Registry } from "./registry.ts";
 import { ANNOUNCE_CATEGORY } from "./log.ts";
@@ -77,7 +79,51 @@ export interface RelayServerOptions {
    * @default {0}
    */
   shutdownGraceMs?: number;
+  /** Serve TLS with this certificate: on `port`, or on `tlsPort` when that is set too. */
+  tls?: TlsCertificate;
+  /** With `tls`: the port for TLS, while `port` stays plaintext (both share one registry). */
+  tlsPort?: number;
+  /** Who may register which names (`--auth-file`); without it every name is open. */
+  auth?: AuthPolicy;
+  /**
+   * Most connections open at once from one IP (an IPv6 /64 counts as one); 0 for no limit.
+   * @default {0}
+   */
+  maxConnectionsPerIp?: number;
+  /** Registrations allowed per IP: `limit` per `intervalMs`; no limit when absent. */
+  registerRate?: Rate;
+  /**
+   * Wrong tokens allowed per IP before its registrations of owned names are refused.
+   * @default {{ limit: 10, intervalMs: 60000 }}
+   */
+  authFailureRate?: Rate;
+  /**
+   * Bytes per second one client may send; 0 for no limit.
+   * @default {0}
+   */
+  bandwidthBytesPerSecond?: number;
 }
+
+/** A PEM certificate chain and its private key. */
+export interface TlsCertificate {
+  /** Certificate chain, PEM. */
+  cert: string;
+  /** Private key, PEM. */
+  key: string;
+}
+
+/** A rate: `limit` events per `intervalMs`. */
+export interface Rate {
+  /** Events allowed per interval. */
+  limit: number;
+  /** Interval in milliseconds. */
+  intervalMs: number;
+}
+
+/** Wrong tokens allowed per IP per minute by default: enough for typos, too few to guess. */
+const AUTH_FAILURES_PER_MINUTE = 10;
+/** A refusal reason is logged at most once per this interval; the rest are counted. */
+const REFUSAL_LOG_INTERVAL_MS = 1_000;
 
 /** Counters of a running server. */
 export interface RelayStats {
@@ -116,15 +162,16 @@ const MAX_ACCEPT_BACKOFF_MS = 1_000;
  * ```
  */
 export class RelayServer implements AsyncDisposable {
-  readonly #listener: Deno.Listener;
+  #plain: Deno.Listener | undefined;
+  #secure: Deno.Listener | undefined;
   readonly #registry = new Registry<Client>();
   readonly #connections = new Set<Client>();
   readonly #tasks = new Set<Promise<void>>();
+  readonly #acceptLoops = new Map<Deno.Listener, Promise<void>>();
   readonly #log: Logger = getLogger(["relay", "server"]);
-  readonly #options: Required<RelayServerOptions>;
+  readonly #options: Options;
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #stop = new AbortController();
-  readonly #acceptLoop: Promise<void>;
   #closing: Promise<void> | undefined;
   #nextId = 1;
   readonly #stats = {
@@ -137,11 +184,33 @@ export class RelayServer implements AsyncDisposable {
   };
   readonly #decoder = new TextDecoder("utf-8", { fatal: true });
   readonly #host: ConnectionHost;
+  readonly #perIp: ConnectionCounter | undefined;
+  readonly #registerRate: RateLimiter | undefined;
+  readonly #authFailures: RateLimiter;
+  readonly #refusalLog = new Map<string, { at: number; suppressed: number }>();
 
-  private constructor(listener: Deno.Listener, options: Required<RelayServerOptions>) {
-    this.#listener = listener;
+  private constructor(options: Options) {
     this.#options = options;
     this.#host = this.#makeHost();
+    if (options.maxConnectionsPerIp > 0) {
+      this.#perIp = new ConnectionCounter({ maxPerKey: options.maxConnectionsPerIp });
+    }
+    if (options.registerRate) this.#registerRate = new RateLimiter(options.registerRate);
+    this.#authFailures = new RateLimiter(options.authFailureRate);
+    const { tls, tlsPort, hostname, port } = options;
+    if (tls && tlsPort === undefined) {
+      this.#secure = Deno.listenTls({ hostname, port, ...tls });
+    } else {
+      this.#plain = Deno.listen({ hostname, port });
+      if (tls) {
+        try {
+          this.#secure = Deno.listenTls({ hostname, port: tlsPort!, ...tls });
+        } catch (error) {
+          this.#plain.close();
+          throw error;
+        }
+      }
+    }
     const shortest = Math.min(
       options.registerTimeoutMs,
       options.idleTimeoutMs,
@@ -149,15 +218,17 @@ export class RelayServer implements AsyncDisposable {
     );
     const every = Math.max(MIN_SWEEP_MS, Math.min(MAX_SWEEP_MS, Math.floor(shortest / 4)));
     this.#sweep = setInterval(() => this.#checkTimeouts(), every);
-    this.#acceptLoop = this.#accept();
+    if (this.#plain) this.#startAccepting(this.#plain);
+    if (this.#secure) this.#startAccepting(this.#secure);
   }
 
   /**
-   * Starts a relay listening on `hostname:port`.
-   * @throws {Deno.errors.AddrInUse} and other listen errors
+   * Starts a relay listening on `hostname:port` (and `tlsPort`).
+   * @throws {RangeError} on a negative or non-finite limit
+   * @throws {Deno.errors.AddrInUse} and other listen errors, or a bad TLS certificate or key
    */
   static listen(options: RelayServerOptions = {}): Promise<RelayServer> {
-    const full: Required<RelayServerOptions> = {
+    const full: Options = {
       hostname: options.hostname ?? "0.0.0.0",
       port: options.port ?? DEFAULT_PORT,
       registerTimeoutMs: options.registerTimeoutMs ?? REGISTER_TIMEOUT_MS,
@@ -168,30 +239,79 @@ export class RelayServer implements AsyncDisposable {
       maxConnections: options.maxConnections ?? MAX_CONNECTIONS,
       deliver: options.deliver ?? "framed",
       shutdownGraceMs: options.shutdownGraceMs ?? 0,
+      maxConnectionsPerIp: options.maxConnectionsPerIp ?? 0,
+      bandwidthBytesPerSecond: options.bandwidthBytesPerSecond ?? 0,
+      authFailureRate: options.authFailureRate ??
+        { limit: AUTH_FAILURES_PER_MINUTE, intervalMs: 60_000 },
+      tls: options.tls,
+      tlsPort: options.tlsPort,
+      auth: options.auth,
+      registerRate: options.registerRate,
     };
-    for (const key of Object.keys(full) as (keyof RelayServerOptions)[]) {
-      const value = full[key];
+    for (const [key, value] of Object.entries(full)) {
       if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
         throw new RangeError(`Invalid ${key}: ${value}`);
       }
     }
-    const listener = Deno.listen({ hostname: full.hostname, port: full.port });
-    const server = new RelayServer(listener, full);
-    getLogger(ANNOUNCE_CATEGORY).info("Listening on {hostname}:{port}", {
-      hostname: full.hostname,
-      port: server.port,
-    });
+    if (full.tlsPort !== undefined && !full.tls) {
+      throw new TypeError("A TLS port needs a TLS certificate and key");
+    }
+    const server = new RelayServer(full);
+    const announce = getLogger(ANNOUNCE_CATEGORY);
+    if (server.#plain) {
+      announce.info("Listening on {hostname}:{port}", {
+        hostname: full.hostname,
+        port: server.port,
+      });
+    }
+    if (server.#secure) {
+      announce.info("Listening on {hostname}:{port} (TLS)", {
+        hostname: full.hostname,
+        port: server.tlsPort,
+      });
+    }
     return Promise.resolve(server);
   }
 
-  /** The port the server listens on (useful with port 0). */
+  /** The port of the plaintext listener, or of the TLS one when TLS is all it serves. */
   get port(): number {
-    return (this.#listener.addr as Deno.NetAddr).port;
+    return ((this.#plain ?? this.#secure)!.addr as Deno.NetAddr).port;
+  }
+
+  /** The port of the TLS listener, if any. */
+  get tlsPort(): number | undefined {
+    return this.#secure ? (this.#secure.addr as Deno.NetAddr).port : undefined;
   }
 
   /** The address the server listens on. */
   get hostname(): string {
-    return (this.#listener.addr as Deno.NetAddr).hostname;
+    return ((this.#plain ?? this.#secure)!.addr as Deno.NetAddr).hostname;
+  }
+
+  /**
+   * Replaces the TLS certificate (on SIGHUP). The new one is checked first; on error the old
+   * one stays in force and the error is thrown. Connections already open keep their session;
+   * the TLS listener is reopened on the same port, so new connections see the new certificate.
+   */
+  async setCertificate(tls: TlsCertificate): Promise<void> {
+    if (!this.#secure || this.#stop.signal.aborted) {
+      throw new TypeError("This server does not serve TLS");
+    }
+    // Fails on a bad certificate or key before anything changes.
+    Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tls }).close();
+    const { hostname, port } = this.#secure.addr as Deno.NetAddr;
+    const old = this.#secure;
+    old.close();
+    // The port is free only once the old accept loop has seen its listener close.
+    await this.#acceptLoops.get(old);
+    this.#secure = Deno.listenTls({ hostname, port, ...tls });
+    this.#startAccepting(this.#secure);
+    this.#log.info("TLS certificate reloaded");
+  }
+
+  /** The auth policy in force, if any (reload it with its own `reload()`). */
+  get auth(): AuthPolicy | undefined {
+    return this.#options.auth;
   }
 
   /** A snapshot of the counters. */
@@ -225,12 +345,14 @@ export class RelayServer implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     this.#stop.abort();
-    try {
-      this.#listener.close();
-    } catch {
-      // Already closed.
+    for (const listener of [this.#plain, this.#secure]) {
+      try {
+        listener?.close();
+      } catch {
+        // Already closed.
+      }
     }
-    await this.#acceptLoop;
+    await Promise.all([...this.#acceptLoops.values()]);
     const grace = this.#options.shutdownGraceMs;
     if (grace > 0 && this.#connections.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -244,12 +366,18 @@ export class RelayServer implements AsyncDisposable {
     this.#log.info("Stopped");
   }
 
-  async #accept(): Promise<void> {
+  #startAccepting(listener: Deno.Listener): void {
+    const loop = this.#accept(listener);
+    this.#acceptLoops.set(listener, loop);
+    loop.finally(() => this.#acceptLoops.delete(listener));
+  }
+
+  async #accept(listener: Deno.Listener): Promise<void> {
     let backoff = 0;
     while (!this.#stop.signal.aborted) {
       let conn: Deno.Conn;
       try {
-        conn = await this.#listener.accept();
+        conn = await listener.accept();
         backoff = 0;
       } catch (error) {
         if (this.#stop.signal.aborted) return;
@@ -273,12 +401,21 @@ export class RelayServer implements AsyncDisposable {
       this.#refuse(conn, "too_many_connections");
       return;
     }
+    let lease: { release(): void } | undefined;
+    if (this.#perIp) {
+      lease = this.#perIp.tryAcquire(addressKey((conn.remoteAddr as Deno.NetAddr).hostname));
+      if (!lease) {
+        this.#refuse(conn, "too_many_connections_per_ip");
+        return;
+      }
+    }
     try {
       (conn as Deno.TcpConn).setNoDelay(true); // writes are already batched; Nagle would only add latency
     } catch {
       // Not a TCP socket option here (e.g. the socket already closed).
     }
     const client = new Connection(conn, this.#host, this.#nextId++);
+    client.lease = lease;
     this.#connections.add(client);
     this.#log.info("Connection from {remote}", { id: client.id, remote: client.remote });
     const task = client.run();
@@ -289,10 +426,19 @@ export class RelayServer implements AsyncDisposable {
   #refuse(conn: Deno.Conn, reason: string): void {
     this.#stats.refused[reason] = (this.#stats.refused[reason] ?? 0) + 1;
     const addr = conn.remoteAddr as Deno.NetAddr;
-    this.#log.info("Refused {remote}: {reason}", {
-      remote: `${addr.hostname}:${addr.port}`,
-      reason,
-    });
+    // Under a flood every refusal is counted, but logged once a second with a tally.
+    const now = performance.now();
+    const last = this.#refusalLog.get(reason);
+    if (last && now - last.at < REFUSAL_LOG_INTERVAL_MS) {
+      last.suppressed++;
+    } else {
+      this.#refusalLog.set(reason, { at: now, suppressed: 0 });
+      this.#log.info("Refused {remote}: {reason}{more}", {
+        remote: `${addr.hostname}:${addr.port}`,
+        reason,
+        more: last?.suppressed ? ` (and ${last.suppressed} more since the last report)` : "",
+      });
+    }
     try {
       conn.close();
     } catch {
@@ -317,15 +463,37 @@ export class RelayServer implements AsyncDisposable {
     }
   }
 
+  /** Applies the registration rate and name ownership; returns a refusal reason or nothing. */
+  async #admitRegistration(
+    conn: Client,
+    registration: Registration,
+  ): Promise<DisconnectReason | undefined> {
+    const key = addressKey(conn.ip);
+    if (this.#registerRate && !this.#registerRate.take(key)) return "rate_limited";
+    const auth = this.#options.auth;
+    if (!auth) return undefined;
+    if (!auth.owns(registration.name) && !auth.requireAuth) return undefined;
+    // An IP that guessed wrong too often is refused before its token is even looked at.
+    if (!this.#authFailures.peek(key)) return "rate_limited";
+    const verdict = await auth.check(registration.name, registration.token);
+    if (verdict === "ok") return undefined;
+    if (verdict === "wrong_token") this.#authFailures.take(key);
+    return "unauthorized";
+  }
+
   /** What connections see of the server. */
   #makeHost(): ConnectionHost {
     const options = this.#options;
     const stats = this.#stats;
     return {
-      limits: { maxMessageBytes: options.maxMessageBytes, maxBufferBytes: options.maxBufferBytes },
+      limits: {
+        maxMessageBytes: options.maxMessageBytes,
+        maxBufferBytes: options.maxBufferBytes,
+        bandwidthBytesPerSecond: options.bandwidthBytesPerSecond,
+      },
       deliver: options.deliver,
       log: getLogger(["relay", "conn"]),
-      admit: (_conn: Client, _registration: Registration) => Promise.resolve(undefined),
+      admit: (conn, registration) => this.#admitRegistration(conn, registration),
       claim: (name, conn) => this.#registry.claim(name, conn),
       release: (name, conn) => this.#registry.release(name, conn),
       lookup: (name) => {
@@ -350,6 +518,12 @@ export class RelayServer implements AsyncDisposable {
     };
   }
 }
+
+type Options =
+  & Required<
+    Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">
+  >
+  & Pick<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">;
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

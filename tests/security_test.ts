@@ -74,14 +74,14 @@ Deno.test("TLS certificate is replaced on reload and a bad one is refused", asyn
 Deno.test("auth: owned names need their token; other names stay open", async () => {
   const auth = AuthPolicy.fromDigests({ lab: await hashToken("s3cret") });
   await using server = await listen({ auth });
-  await using lab = await RelayClient.connect({ port: server.port, name: "lab", token: "s3cret" });
+  await using _lab = await RelayClient.connect({ port: server.port, name: "lab", token: "s3cret" });
   await lab.close();
   await assert.rejects(
     () => RelayClient.connect({ port: server.port, name: "lab", token: "wrong" }),
     RegistrationError,
   );
   await assert.rejects(() => RelayClient.connect({ port: server.port, name: "lab" }));
-  await using open = await RelayClient.connect({ port: server.port, name: "laptop" });
+  await using _open = await RelayClient.connect({ port: server.port, name: "laptop" });
   assert.equal(server.stats().disconnects.unauthorized, 2);
 });
 
@@ -90,7 +90,7 @@ Deno.test("auth: --require-auth refuses names not in the file", async () => {
   await using server = await listen({ auth });
   await assert.rejects(() => RelayClient.connect({ port: server.port, name: "laptop" }));
   await assert.rejects(() => RelayClient.connect({ port: server.port, name: "x", token: "t" }));
-  await using lab = await RelayClient.connect({ port: server.port, name: "lab", token: "t" });
+  await using _lab = await RelayClient.connect({ port: server.port, name: "lab", token: "t" });
 });
 
 Deno.test("auth: wrong tokens are rate-limited per IP", async () => {
@@ -112,14 +112,14 @@ Deno.test("limits: connections per IP and registrations per IP", async (t) => {
   await t.step("--max-connections-per-ip", async () => {
     await using server = await listen({ maxConnectionsPerIp: 2 });
     await using a = await RawPeer.connect(server.port, "a");
-    await using b = await RawPeer.connect(server.port, "b");
+    await using _b = await RawPeer.connect(server.port, "b");
     await waitFor(() => server.stats().registered === 2);
     await using c = await RawPeer.connect(server.port, "c");
     await c.closed(2_000);
     assert.equal(server.stats().refused.too_many_connections_per_ip, 1);
     await a.close();
     await waitFor(() => server.stats().connections === 1);
-    await using d = await RawPeer.connect(server.port, "d");
+    await using _d = await RawPeer.connect(server.port, "d");
     await waitFor(() => server.stats().registered === 2, 2_000, "a freed slot is reused");
   });
   await t.step("--register-rate", async () => {
@@ -159,7 +159,7 @@ Deno.test("hash-token output works in an --auth-file served by the CLI", async (
     const file = join(dir, "auth.json");
     await Deno.writeTextFile(file, JSON.stringify({ lab: { sha256: digest } }));
     await using relay = await ServeProcess.start(["--auth-file", file, "--require-auth"]);
-    await using lab = await RelayClient.connect({ port: relay.port, name: "lab", token: "tok3n" });
+    await using _lab = await RelayClient.connect({ port: relay.port, name: "lab", token: "tok3n" });
     await assert.rejects(() => RelayClient.connect({ port: relay.port, name: "other" }));
     assert.ok(!relay.stderr.includes("tok3n"), "the token is never logged");
   } finally {

@@ -74,7 +74,7 @@ Deno.test("TLS certificate is replaced on reload and a bad one is refused", asyn
 Deno.test("auth: owned names need their token; other names stay open", async () => {
   const auth = AuthPolicy.fromDigests({ lab: await hashToken("s3cret") });
   await using server = await listen({ auth });
-  await using _lab = await RelayClient.connect({ port: server.port, name: "lab", token: "s3cret" });
+  const lab = await RelayClient.connect({ port: server.port, name: "lab", token: "s3cret" });
   await lab.close();
   await assert.rejects(
     () => RelayClient.connect({ port: server.port, name: "lab", token: "wrong" }),

@@ -106,6 +106,11 @@ function tokenBytesProblem(bytes: Uint8Array): string | undefined {
     const b = bytes[i];
     if (b < 0x21 || b === 0x7f || b === SEP) return "Token contains a space, '|' or control";
   }
+  try {
+    strictDecoder.decode(bytes);
+  } catch {
+    return "Token is not valid UTF-8";
+  }
   return undefined;
 }
 

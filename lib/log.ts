@@ -6,7 +6,6 @@
 
 import {
   configure,
-  getJsonLinesFormatter,
   getTextFormatter,
   type LogLevel,
   type LogRecord,
@@ -53,14 +52,11 @@ export async function setupLogging(options: LogOptions = {}): Promise<void> {
       `Invalid --log-format ${JSON.stringify(format)}: expected one of ${LOG_FORMATS.join(", ")}`,
     );
   }
-  const formatter: TextFormatter = format === "json"
-    ? getJsonLinesFormatter({ categorySeparator: "." })
-    : getTextFormatter({
-      timestamp: "date-time-tz",
-      category: ".",
-      // Plain strings read better in a log line than quoted ones.
-      value: (v) => typeof v === "string" ? v : Deno.inspect(v),
-    });
+  const formatter: TextFormatter = format === "json" ? jsonLine : getTextFormatter({
+    timestamp: "date-time-tz",
+    category: ".",
+    value: showValue,
+  });
   await configure({
     reset: true,
     sinks: { stderr: stderrSink(formatter) },
@@ -96,6 +92,26 @@ export function parseLogLevel(text: string): LogLevel {
     );
   }
   return level as LogLevel;
+}
+
+/** Plain strings read better in a log line than quoted ones. */
+function showValue(value: unknown): string {
+  return typeof value === "string" ? value : Deno.inspect(value);
+}
+
+/** One JSON object per line: timestamp, level, logger, the rendered message and properties. */
+function jsonLine(record: LogRecord): string {
+  let message = "";
+  for (let i = 0; i < record.message.length; i++) {
+    message += i % 2 === 0 ? record.message[i] as string : showValue(record.message[i]);
+  }
+  return JSON.stringify({
+    "@timestamp": new Date(record.timestamp).toISOString(),
+    level: record.level.toUpperCase(),
+    logger: record.category.join("."),
+    message,
+    properties: record.properties,
+  }) + "\n";
 }
 
 function stderrSink(formatter: TextFormatter): Sink {

@@ -31,8 +31,8 @@ export const MAX_BUFFER_BYTES = 8 * 1024 * 1024;
 /** Open connections at once; past it new connections are refused. */
 export const MAX_CONNECTIONS = 16_384;
 
-/** First read buffer of a connection: small, so idle clients stay cheap. */
-export const MIN_READ_BYTES = 2 * 1024;
+/** First read buffer of a connection: small, so idle clients stay cheap (at least a registration). */
+export const MIN_READ_BYTES = 1024;
 
 /** Largest read buffer: a busy sender's reads grow to this, so one read carries many frames. */
 export const MAX_READ_BYTES = 256 * 1024;

@@ -285,8 +285,8 @@ const enum State {
 export class FrameParser {
   readonly #maxMessageBytes: number;
   #state = State.Name;
-  /** Header bytes carried over from an earlier chunk (name only). */
-  readonly #nameBuf = new Uint8Array(MAX_NAME_BYTES);
+  /** Name bytes carried over from an earlier chunk; allocated when first needed. */
+  #nameBuf: Uint8Array = EMPTY;
   #nameLen = 0;
   #length = 0;
   #digits = 0;
@@ -320,6 +320,7 @@ export class FrameParser {
           );
         }
         if (sep < 0 || this.#nameLen > 0) {
+          if (this.#nameBuf === EMPTY) this.#nameBuf = new Uint8Array(MAX_NAME_BYTES);
           this.#nameBuf.set(chunk.subarray(pos, end), this.#nameLen);
           this.#nameLen += end - pos;
           this.#namePos = -1;
@@ -349,6 +350,7 @@ export class FrameParser {
     }
     if (this.#state === State.Length && this.#namePos >= 0) {
       // The header goes on in the next chunk, and this one may be reused: keep the name.
+      if (this.#nameBuf === EMPTY) this.#nameBuf = new Uint8Array(MAX_NAME_BYTES);
       this.#nameBuf.set(chunk.subarray(this.#namePos, this.#nameEnd));
       this.#nameLen = this.#nameEnd - this.#namePos;
       this.#namePos = -1;

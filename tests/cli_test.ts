@@ -179,3 +179,42 @@ Deno.test({
     assert.ok(growth < 64 * 1024 * 1024, `grew by ${growth} bytes`);
   },
 });
+
+Deno.test({
+  name: "at the descriptor limit the relay backs off, keeps serving, and accepts again later",
+  ignore: Deno.build.os !== "linux", // needs `ulimit -n` from a POSIX shell
+  async fn() {
+    const child = new Deno.Command("sh", {
+      args: [
+        "-c",
+        `ulimit -n 64 && exec "${Deno.execPath()}" run -A "${MAIN}" serve --host 127.0.0.1 --port 0`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let log = "";
+    const reading = (async () => {
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) log += chunk;
+    })();
+    try {
+      await waitFor(() => /Listening on \S+:\d+/.test(log), 10_000, "listening");
+      const port = Number(/Listening on \S+:(\d+)/.exec(log)![1]);
+      const peers: RawPeer[] = [];
+      for (let i = 0; i < 70; i++) peers.push(await RawPeer.connect(port, `c${i}`));
+      await waitFor(() => /Accept failed/.test(log), 5_000, "accept to fail");
+      // The first clients were accepted before the limit and are still served.
+      await peers[0].write("c1|2|hi");
+      assert.equal(await peers[1].readText(7), "c0|2|hi");
+      // Free descriptors: the relay accepts again and new clients work.
+      for (const p of peers.slice(2, 40)) await p.close();
+      await using fresh = await RawPeer.connect(port, "fresh");
+      await fresh.write("fresh|2|ok");
+      assert.equal(await fresh.readText(10, 10_000), "fresh|2|ok");
+      for (const p of peers) await p.close();
+    } finally {
+      child.kill("SIGTERM");
+      await child.status;
+      await reading;
+    }
+  },
+});

@@ -351,17 +351,15 @@ export class Connection implements FrameSink {
     }
     this.#dest = dest;
     this.#frameLength = length;
-    const framed = this.#host.deliver === "framed";
-    const headerBytes = framed ? headerLength(this.#prefix.length, length) : 0;
     if (length < COPY_BELOW_BYTES) {
-      // Small: assemble header and payload in one buffer, queued whole when complete.
+      // Small: queued whole once complete; assembled here only if it spans reads.
       this.#mode = Route.Whole;
-      this.#whole = new Uint8Array(headerBytes + length);
-      this.#wholeAt = framed ? writeHeader(this.#whole, 0, this.#prefix, length) : 0;
+      this.#wholeAt = 0;
       return;
     }
     this.#mode = Route.Stream;
-    const header = new Uint8Array(headerBytes);
+    const framed = this.#host.deliver === "framed";
+    const header = new Uint8Array(framed ? headerLength(this.#prefix.length, length) : 0);
     if (framed) writeHeader(header, 0, this.#prefix, length);
     this.#frame = dest.outbox.begin(this, header);
   }
@@ -371,11 +369,18 @@ export class Connection implements FrameSink {
     const dest = this.#dest;
     if (this.#mode === Route.Drop || dest === undefined) return;
     if (this.#mode === Route.Whole) {
-      this.#whole.set(bytes, this.#wholeAt);
-      this.#wholeAt += bytes.length;
-      if (!end) return;
-      dest.outbox.push(this.#whole);
-      this.#whole = EMPTY;
+      const name = this.#host.deliver === "framed" ? this.#prefix : undefined;
+      if (end && this.#wholeAt === 0) {
+        // The usual case: the whole payload is in this read; copy it straight into the queue.
+        dest.outbox.pushFrame(name, bytes);
+      } else {
+        if (this.#wholeAt === 0) this.#whole = new Uint8Array(this.#frameLength);
+        this.#whole.set(bytes, this.#wholeAt);
+        this.#wholeAt += bytes.length;
+        if (!end) return;
+        dest.outbox.pushFrame(name, this.#whole);
+        this.#whole = EMPTY;
+      }
     } else {
       let piece = bytes;
       const pooled = this.#pooled;

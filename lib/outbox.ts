@@ -15,7 +15,7 @@
  */
 
 import { MAX_WRITE_BATCH_BYTES } from "./limits.ts";
-import { concat } from "./protocol.ts";
+import { concat, headerLength, writeHeader } from "./protocol.ts";
 
 /** The byte sink an outbox writes to: a socket, or an in-memory pipe in tests. */
 export interface ByteWriter {
@@ -28,6 +28,12 @@ export interface ByteWriter {
  * below it, frames go out whole, so a sender that dies mid-frame can be dropped cleanly.
  */
 export const STREAM_THRESHOLD_BYTES = 64 * 1024;
+
+/** Size of the buffers that small frames are copied into. */
+const TAIL_BYTES = 64 * 1024;
+/** Pieces are copied together into one write only up to this size; larger ones go alone. */
+const COPY_BATCH_BYTES = 32 * 1024;
+const EMPTY = new Uint8Array(0);
 
 /** One frame in an outbox. Owned by the outbox; senders hold it only to append. */
 export class OutFrame {
@@ -82,6 +88,11 @@ export class Outbox {
   #scheduled = false;
   #closed = false;
   #waiters: Waiter[] = [];
+  /** Buffer that small frames are copied into, and the frame that still takes more of them. */
+  #tail: Uint8Array = EMPTY;
+  #tailStart = 0;
+  #tailEnd = 0;
+  #tailFrame: OutFrame | undefined;
   /** Holds of the chunks in the batch being written. */
   #inFlight: (Hold | undefined)[] = [];
   /** Frames written by the batch in flight, to report once it is done. */
@@ -133,6 +144,59 @@ export class Outbox {
     this.#frames.push(frame);
     this.#queued += bytes.length;
     this.#schedule();
+  }
+
+  /**
+   * Queues a small whole frame, `{name}|{len}|{payload}` (or only the payload when `name` is
+   * undefined), by copying it into the tail buffer: frames queued back to back share one
+   * buffer and one queue entry, and none of them costs an allocation of its own.
+   */
+  pushFrame(name: Uint8Array | undefined, payload: Uint8Array): void {
+    if (this.#closed) return;
+    const size = (name ? headerLength(name.length, payload.length) : 0) + payload.length;
+    let frame = this.#tailFrame;
+    // Only the last frame in the queue may grow, or frames would change order.
+    if (frame !== undefined && frame !== this.#frames[this.#frames.length - 1]) {
+      this.#sealTail();
+      frame = undefined;
+    }
+    if (frame === undefined || this.#tailEnd + size > this.#tail.length) {
+      this.#sealTail();
+      if (this.#tailEnd + size > this.#tail.length) {
+        this.#tail = new Uint8Array(Math.max(TAIL_BYTES, size));
+        this.#tailEnd = 0;
+      }
+      frame = new OutFrame(undefined);
+      frame.complete = true;
+      frame.chunks.push(EMPTY); // the view is made when the frame is sealed or taken
+      frame.holds.push(undefined);
+      this.#tailFrame = frame;
+      this.#tailStart = this.#tailEnd;
+      this.#frames.push(frame);
+    }
+    let at = this.#tailEnd;
+    if (name) at = writeHeader(this.#tail, at, name, payload.length);
+    this.#tail.set(payload, at);
+    this.#tailEnd = at + payload.length;
+    frame.queued += size;
+    this.#queued += size;
+    this.#schedule();
+  }
+
+  /** Fixes the tail frame's view of the tail buffer; it takes no more frames. */
+  #sealTail(): void {
+    const frame = this.#tailFrame;
+    if (frame === undefined) return;
+    frame.chunks[0] = this.#tail.subarray(this.#tailStart, this.#tailEnd);
+    this.#tailFrame = undefined;
+  }
+
+  /** Lets go of the tail buffer when nothing is queued, so an idle connection holds none. */
+  trim(): void {
+    if (this.#queued === 0 && !this.#writing && this.#tailFrame === undefined) {
+      this.#tail = EMPTY;
+      this.#tailEnd = 0;
+    }
   }
 
   /** Starts a frame whose bytes will arrive in pieces from `owner`. */
@@ -193,7 +257,7 @@ export class Outbox {
     const head = this.#frames[this.#head];
     // The owner of the frame being written must be able to finish it, or nothing behind it
     // could drain: it waits only on what its own frame has queued.
-    if (head !== undefined && head.owner === owner && owner !== undefined) {
+    if (head !== undefined && head.owner === owner && owner !== undefined && !head.complete) {
       return head.queued > this.#budget;
     }
     return this.#queued > this.#budget;
@@ -226,6 +290,8 @@ export class Outbox {
     this.#head = 0;
     this.#queued = 0;
     this.#writeSince = 0;
+    this.#tail = EMPTY;
+    this.#tailFrame = undefined;
     this.#wake();
   }
 
@@ -277,23 +343,45 @@ export class Outbox {
     this.#writeSince = 0;
   }
 
-  /** Takes the next batch of writable bytes, in order, up to the batch limit. */
+  /**
+   * Takes the next batch of writable bytes, in order, up to the batch limit. Small pieces are
+   * gathered and copied into one buffer (one syscall for many frames); pieces that sit next
+   * to each other in one buffer are joined without a copy; a large piece goes out alone
+   * rather than being copied.
+   */
   #take(): Uint8Array | undefined {
     const parts: Uint8Array[] = [];
     let size = 0;
-    while (this.#head < this.#frames.length && size < MAX_WRITE_BATCH_BYTES) {
+    batch: while (this.#head < this.#frames.length && size < MAX_WRITE_BATCH_BYTES) {
       const frame = this.#frames[this.#head];
       const writable = frame.complete || frame.started || frame.queued >= STREAM_THRESHOLD_BYTES;
       if (!writable) break;
+      if (frame === this.#tailFrame) this.#sealTail();
       while (frame.chunks.length > 0 && size < MAX_WRITE_BATCH_BYTES) {
-        const chunk = frame.chunks.shift()!;
+        const chunk = frame.chunks[0];
+        const last = parts[parts.length - 1];
+        const adjacent = last !== undefined && last.buffer === chunk.buffer &&
+          last.byteOffset + last.length === chunk.byteOffset;
+        if (
+          last !== undefined && !adjacent &&
+          (size >= COPY_BATCH_BYTES || chunk.length >= COPY_BATCH_BYTES)
+        ) break batch;
+        frame.chunks.shift();
         const hold = frame.holds.shift();
         if (hold) this.#inFlight.push(hold);
         frame.queued -= chunk.length;
-        parts.push(chunk);
+        frame.started = true;
         size += chunk.length;
+        if (adjacent) {
+          parts[parts.length - 1] = new Uint8Array(
+            last.buffer,
+            last.byteOffset,
+            last.length + chunk.length,
+          );
+        } else {
+          parts.push(chunk);
+        }
       }
-      frame.started = true;
       if (frame.complete && frame.chunks.length === 0) {
         if (frame.done) this.#finished.push(frame);
         this.#frames[this.#head++] = undefined as unknown as OutFrame;
@@ -307,7 +395,6 @@ export class Outbox {
     }
     if (parts.length === 0) return undefined;
     if (parts.length === 1) return parts[0];
-    // One copy of small frames buys one syscall for all of them.
     return concat(parts);
   }
 

@@ -460,6 +460,7 @@ export class RelayServer implements AsyncDisposable {
       if (!c.closed && c.outbox.stalledMs(now) > writeTimeoutMs) {
         c.close("slow_consumer", `Accepted no bytes for ${writeTimeoutMs} ms`);
       }
+      c.outbox.trim();
     }
   }
 

@@ -136,3 +136,21 @@ Deno.test("a failing writer closes the outbox once and reports the error", async
   assert.equal(errors.length, 1);
   assert.ok(outbox.closed);
 });
+
+Deno.test("small frames share the tail buffer but keep their order around others", async () => {
+  const writer = new TinyWriter(5);
+  const outbox = new Outbox(writer, { budgetBytes: 1 << 20 });
+  outbox.pushFrame(bytes("a"), bytes("1"));
+  outbox.pushFrame(bytes("b"), bytes("22"));
+  const big = outbox.begin({}, bytes("BIG|"));
+  outbox.pushFrame(undefined, bytes("after-big;"));
+  outbox.append(big, bytes("body;"), true);
+  outbox.push(bytes("whole;"));
+  outbox.pushFrame(bytes("c"), bytes("333"));
+  await outbox.drained();
+  assert.equal(writer.text, "a|1|1b|2|22BIG|body;after-big;whole;c|3|333");
+  outbox.trim();
+  outbox.pushFrame(bytes("d"), bytes("4"));
+  await outbox.drained();
+  assert.ok(writer.text.endsWith("d|1|4"));
+});

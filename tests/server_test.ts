@@ -332,3 +332,21 @@ Deno.test("a sender that dies mid-way through a streamed large message ends the 
   await rx.closed(2_000);
   assert.equal(server.stats().disconnects.sender_aborted, 1);
 });
+
+Deno.test("a sender of many medium frames to a stalled receiver is held back", async () => {
+  await using server = await listen({ maxBufferBytes: 1024 * 1024 });
+  const [tx, rx] = await peers(server, "tx", "rx");
+  await using _r = rx;
+  const frame = new Uint8Array([...bytes("rx|65536|"), ...new Uint8Array(65536)]);
+  let stop = false;
+  const sending = (async () => {
+    while (!stop) await tx.write(frame);
+  })().catch(() => {});
+  await delay(1_000);
+  // Budget plus what the kernel buffers hold on the way; unbounded would be hundreds of MiB.
+  const queued = server.stats().bytes;
+  stop = true;
+  await tx.close();
+  await sending;
+  assert.ok(queued < 32 * 1024 * 1024, `relay took ${queued} bytes for a stalled receiver`);
+});

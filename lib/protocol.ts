@@ -435,7 +435,7 @@ export class MessageDecoder {
   #name = "";
   #parts: Uint8Array[] = [];
   readonly #sink: FrameSink = {
-    header: (name, length) => {
+    header: (name) => {
       this.#name = nameDecoder.decode(name);
     },
     payload: (bytes, end) => {

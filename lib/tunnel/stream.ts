@@ -1,0 +1,333 @@
+/**
+ * One tunnel stream: a local byte connection (a TCP socket, or stdin/stdout) joined to a
+ * stream of frames with one peer. Two pumps move the bytes: local reads become DATA frames
+ * as far as the peer's credit allows, and DATA from the peer is written locally, giving
+ * credit back as it drains. Either pump ending early resets the stream.
+ * @module
+ */
+
+import {
+  FRAME_HEADER_BYTES,
+  INITIAL_WINDOW_BYTES,
+  MAX_DATA_BYTES,
+  PACKET_HEADER_BYTES,
+  ResetCode,
+  type ResetCodeValue,
+} from "./frames.ts";
+import { ReceiveWindow, SendWindow } from "./window.ts";
+import { concat } from "../protocol.ts";
+
+/** The local end of a stream; `Deno.TcpConn` is one. */
+export interface StreamConn {
+  /** Reads into `p`; `null` at end of input. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p`; resolves to the number written. */
+  write(p: Uint8Array): Promise<number>;
+  /** Shuts the write side down (the other end reads end of input). */
+  closeWrite(): Promise<void>;
+  /** Closes both sides; pending reads and writes fail. */
+  close(): void;
+}
+
+/**
+ * Bytes kept free in front of the data of a DATA buffer, so a lone DATA frame goes out as
+ * one packet without a copy: the packet and frame headers are written in front of it.
+ */
+export const DATA_ROOM_BYTES: number = PACKET_HEADER_BYTES + FRAME_HEADER_BYTES;
+
+/** Reads shorter than this are copied into a fitting buffer and the big one reused. */
+const SMALL_READ_BYTES = 32 * 1024;
+
+/** Most bytes gathered from queued DATA into one local write: many small frames, one write. */
+const MAX_LOCAL_WRITE_BYTES = 256 * 1024;
+
+/** What a stream asks of its session. */
+export interface StreamOwner {
+  /** Queues DATA: `length` bytes at `DATA_ROOM_BYTES` of `buffer`. */
+  sendData(stream: Stream, buffer: Uint8Array, length: number): void;
+  /** Queues a WINDOW increment (coalesced per stream). */
+  sendWindow(stream: Stream, increment: number): void;
+  /** Queues FIN. */
+  sendFin(stream: Stream): void;
+  /** Queues RESET. */
+  sendReset(stream: Stream, code: ResetCodeValue, reason: string): void;
+  /** The stream is over; forget it. `reason` is set when it was reset. */
+  ended(stream: Stream, reason: string | undefined): void;
+}
+
+/** Life of a stream. */
+export type StreamState = "opening" | "open" | "closed";
+
+/** Options of a {@linkcode Stream}. */
+export interface StreamOptions {
+  /** Session that carries the frames. */
+  owner: StreamOwner;
+  /** Name of the peer tunnel. */
+  peer: string;
+  /** Stream id, in the opener's id space. */
+  id: number;
+  /** Whether this side opened the stream. */
+  local: boolean;
+  /** Service name the stream was opened to. */
+  service: string;
+  /** This side's receive window in bytes. */
+  windowBytes: number;
+  /**
+   * Credit to send with before any WINDOW: INITIAL_WINDOW_BYTES at the opener, the
+   * window from OPEN at the acceptor.
+   */
+  sendCredit: number;
+  /** The local connection; absent while the acceptor is still dialling. */
+  conn?: StreamConn;
+}
+
+/** One multiplexed stream. Created by the session; see {@linkcode StreamOptions}. */
+export class Stream {
+  /** Name of the peer tunnel. */
+  readonly peer: string;
+  /** Stream id, in the opener's id space. */
+  readonly id: number;
+  /** Whether this side opened the stream. */
+  readonly local: boolean;
+  /** Service name the stream was opened to. */
+  readonly service: string;
+  readonly #owner: StreamOwner;
+  #conn: StreamConn | undefined;
+  readonly #send: SendWindow;
+  readonly #recv: ReceiveWindow;
+  #inbound: Uint8Array[] = [];
+  #wakeWriter: (() => void) | undefined;
+  #remoteFin = false;
+  #localFin = false;
+  #writeDone = false;
+  #state: StreamState = "opening";
+  #resolveDone!: (reason: string | undefined) => void;
+  /** Settles when the stream is over: `undefined` after a clean close, else the reset reason. */
+  readonly done: Promise<string | undefined>;
+
+  /**
+   * Makes a stream; it moves no bytes before {@linkcode attach}.
+   * @param options who, where and how big
+   */
+  constructor(options: StreamOptions) {
+    this.#owner = options.owner;
+    this.peer = options.peer;
+    this.id = options.id;
+    this.local = options.local;
+    this.service = options.service;
+    this.#conn = options.conn;
+    this.#recv = new ReceiveWindow(options.windowBytes);
+    this.#send = new SendWindow(options.sendCredit);
+    this.done = new Promise((resolve) => this.#resolveDone = resolve);
+  }
+
+  /** Where the stream is in its life. */
+  get state(): StreamState {
+    return this.#state;
+  }
+
+  /** This side's receive window in bytes, as advertised to the peer. */
+  get windowBytes(): number {
+    return this.#recv.size;
+  }
+
+  /** Bytes received from the peer and not yet written locally. */
+  get buffered(): number {
+    return this.#recv.buffered;
+  }
+
+  /**
+   * Starts moving bytes over `conn`: the opener does so at once, spending the initial
+   * credit before ACCEPT; the acceptor once its dial succeeded.
+   * @param conn the local connection, when it was not given at construction
+   */
+  attach(conn?: StreamConn): void {
+    if (conn) this.#conn = conn;
+    if (this.#state === "closed" || !this.#conn || this.#attached) return;
+    this.#attached = true;
+    if (!this.local) this.#state = "open";
+    this.#readPump(this.#conn);
+    this.#writePump(this.#conn);
+  }
+
+  #attached = false;
+
+  /**
+   * ACCEPT from the peer (opener only): the stream is open, and the acceptor's whole
+   * window is now credit, beyond the initial credit every stream starts with.
+   * @returns false when the stream was not waiting for ACCEPT
+   */
+  accepted(peerWindow: number): boolean {
+    if (!this.local || this.#state !== "opening") return false;
+    this.#state = "open";
+    if (peerWindow > INITIAL_WINDOW_BYTES) this.#send.grant(peerWindow - INITIAL_WINDOW_BYTES);
+    return true;
+  }
+
+  /** DATA from the peer. Copies nothing: `data` must stay valid until written. */
+  onData(data: Uint8Array): void {
+    if (this.#state === "closed") return;
+    if (this.#remoteFin) {
+      this.reset(ResetCode.protocol, "Peer sent data on a stream it had finished");
+      return;
+    }
+    if (!this.#recv.receive(data.length)) {
+      this.reset(ResetCode.protocol, "Peer sent more than its window allows");
+      return;
+    }
+    this.#inbound.push(data);
+    this.#wake();
+  }
+
+  /** WINDOW from the peer. */
+  onWindow(increment: number): void {
+    if (this.#state === "closed") return;
+    try {
+      this.#send.grant(increment);
+    } catch (error) {
+      this.reset(ResetCode.protocol, (error as Error).message);
+    }
+  }
+
+  /** FIN from the peer: write out what is queued, then shut the local write side. */
+  onFin(): void {
+    if (this.#state === "closed") return;
+    this.#remoteFin = true;
+    this.#wake();
+  }
+
+  /** RESET from the peer: close at once, send nothing back. */
+  onReset(reason: string): void {
+    this.#end(`Peer reset the stream: ${reason}`);
+  }
+
+  /** Resets the stream: tells the peer why and closes the local connection. */
+  reset(code: ResetCodeValue, reason: string): void {
+    if (this.#state === "closed") return;
+    this.#owner.sendReset(this, code, reason);
+    this.#end(reason);
+  }
+
+  /** Closes the stream locally without telling the peer (the session is going away). */
+  abort(reason: string): void {
+    this.#end(reason);
+  }
+
+  #end(reason: string | undefined): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#send.close();
+    this.#inbound = [];
+    this.#wake();
+    try {
+      this.#conn?.close();
+    } catch {
+      // Already closed by the other end.
+    }
+    this.#owner.ended(this, reason);
+    this.#resolveDone(reason);
+  }
+
+  /** A method, not a field test, so TypeScript does not narrow it across awaits. */
+  #isClosed(): boolean {
+    return this.#state === "closed";
+  }
+
+  #wake(): void {
+    const wake = this.#wakeWriter;
+    this.#wakeWriter = undefined;
+    wake?.();
+  }
+
+  #finishIfDone(): void {
+    if (this.#localFin && this.#writeDone) this.#end(undefined);
+  }
+
+  async #readPump(conn: StreamConn): Promise<void> {
+    let buffer: Uint8Array | undefined;
+    try {
+      while (true) {
+        await this.#send.available();
+        if (this.#isClosed()) return;
+        const room = Math.min(this.#send.credit, MAX_DATA_BYTES);
+        buffer ??= new Uint8Array(DATA_ROOM_BYTES + MAX_DATA_BYTES);
+        const n = await conn.read(buffer.subarray(DATA_ROOM_BYTES, DATA_ROOM_BYTES + room));
+        if (this.#isClosed()) return;
+        if (n === null) {
+          this.#localFin = true;
+          this.#owner.sendFin(this);
+          this.#finishIfDone();
+          return;
+        }
+        if (n === 0) continue;
+        this.#send.take(n);
+        if (n < SMALL_READ_BYTES) {
+          const small = new Uint8Array(DATA_ROOM_BYTES + n);
+          small.set(buffer.subarray(DATA_ROOM_BYTES, DATA_ROOM_BYTES + n), DATA_ROOM_BYTES);
+          this.#owner.sendData(this, small, n);
+        } else {
+          // The session keeps this buffer until it is sent; read into a new one.
+          this.#owner.sendData(this, buffer, n);
+          buffer = undefined;
+        }
+      }
+    } catch (error) {
+      if (!this.#isClosed()) {
+        this.reset(ResetCode.other, `Local connection failed: ${describe(error)}`);
+      }
+    }
+  }
+
+  async #writePump(conn: StreamConn): Promise<void> {
+    try {
+      while (true) {
+        if (this.#isClosed()) return;
+        if (this.#inbound.length === 0) {
+          if (this.#remoteFin) {
+            await conn.closeWrite();
+            this.#writeDone = true;
+            this.#finishIfDone();
+            return;
+          }
+          await new Promise<void>((resolve) => this.#wakeWriter = resolve);
+          continue;
+        }
+        const chunk = this.#takeInbound();
+        await writeAll(conn, chunk);
+        if (this.#isClosed()) return;
+        const increment = this.#recv.drained(chunk.length);
+        if (increment > 0 && !this.#remoteFin) this.#owner.sendWindow(this, increment);
+      }
+    } catch (error) {
+      if (!this.#isClosed()) {
+        this.reset(ResetCode.other, `Local connection failed: ${describe(error)}`);
+      }
+    }
+  }
+
+  /** The next queued bytes, small chunks joined so that many frames take one write. */
+  #takeInbound(): Uint8Array {
+    const first = this.#inbound[0];
+    let count = 1;
+    let total = first.length;
+    while (
+      count < this.#inbound.length &&
+      total + this.#inbound[count].length <= MAX_LOCAL_WRITE_BYTES
+    ) {
+      total += this.#inbound[count].length;
+      count++;
+    }
+    if (count === 1) return this.#inbound.shift()!;
+    return concat(this.#inbound.splice(0, count));
+  }
+}
+
+async function writeAll(conn: StreamConn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** A short sentence for an error, for logs and reset reasons. */
+export function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

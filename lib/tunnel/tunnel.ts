@@ -1,0 +1,411 @@
+/**
+ * The tunnel: one relay name that exposes local services to peers and forwards local ports
+ * (or stdin/stdout) to peers' services, staying connected through relay restarts.
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { RelayClient, type RelayClientOptions } from "../client.ts";
+import { KEEPALIVE_MS } from "../limits.ts";
+import { describe, type Stream, type StreamConn } from "./stream.ts";
+import {
+  DEFAULT_OPEN_TIMEOUT_MS,
+  type Dialer,
+  type PacketCipher,
+  type Target,
+  type TunnelLink,
+  TunnelSession,
+  type TunnelSessionStats,
+} from "./session.ts";
+
+export type { Target, TunnelLink } from "./session.ts";
+export type { RelayClientOptions } from "../client.ts";
+export { DEFAULT_OPEN_TIMEOUT_MS };
+
+/** Makes a new relay link; called again after each disconnect. */
+export type LinkFactory = (signal: AbortSignal) => Promise<TunnelLink>;
+
+/** Options of a {@linkcode Tunnel}. */
+export interface TunnelOptions {
+  /** Connects and registers the tunnel's name; see {@linkcode relayLinkFactory}. */
+  connect: LinkFactory;
+  /** Services peers may open, by name; only these targets are ever dialled. */
+  expose?: ReadonlyMap<string, Target>;
+  /** Peers allowed to open streams; absent or empty lets any peer. */
+  allow?: readonly string[];
+  /**
+   * Receive window per stream in bytes.
+   * @default {2097152}
+   */
+  windowBytes?: number;
+  /**
+   * PING interval towards quiet peers with open streams.
+   * @default {10000}
+   */
+  keepaliveMs?: number;
+  /**
+   * Time for a peer to answer and accept a stream, and for the relay link to come back
+   * before a new local connection is given up.
+   * @default {10000}
+   */
+  openTimeoutMs?: number;
+  /**
+   * Time to connect to an exposed target.
+   * @default {5000}
+   */
+  dialTimeoutMs?: number;
+  /**
+   * First delay before reconnecting; doubles per failure, with jitter.
+   * @default {200}
+   */
+  reconnectMinMs?: number;
+  /**
+   * Longest delay between reconnect attempts.
+   * @default {5000}
+   */
+  reconnectMaxMs?: number;
+  /** Makes the cipher of each session (end-to-end encryption); see crypto.ts. */
+  cipher?: (name: string) => PacketCipher;
+  /** Dials exposed targets (tests replace it). */
+  dial?: Dialer;
+}
+
+/** A local port forwarded to a peer's service. */
+export interface ForwardOptions {
+  /**
+   * Address to listen on.
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /** Port to listen on; 0 picks a free one. */
+  port: number;
+  /** Peer tunnel name. */
+  peer: string;
+  /**
+   * Service of the peer.
+   * @default {"default"}
+   */
+  service?: string;
+}
+
+const log = getLogger(["relay", "tunnel"]);
+
+/** Service name when none is given. */
+export const DEFAULT_SERVICE = "default";
+
+/**
+ * A tunnel process's engine: keeps a relay link up (reconnecting with backoff and jitter),
+ * runs a {@linkcode TunnelSession} on each link, and serves forwards.
+ *
+ * @example
+ * ```ts
+ * await using tunnel = new Tunnel({
+ *   connect: relayLinkFactory({ host: "relay.example.com", port: 8080, name: "laptop" }),
+ *   expose: new Map([["ssh", { hostname: "127.0.0.1", port: 22 }]]),
+ * });
+ * const addr = tunnel.forward({ port: 8000, peer: "lab", service: "web" });
+ * console.log(`curl http://127.0.0.1:${addr.port}/`);
+ * ```
+ */
+export class Tunnel implements AsyncDisposable {
+  readonly #options: TunnelOptions;
+  readonly #abort = new AbortController();
+  readonly #listeners = new Set<Deno.Listener>();
+  readonly #tasks = new Set<Promise<unknown>>();
+  #session: TunnelSession | undefined;
+  #sessionWaiters: (() => void)[] = [];
+  #running: Promise<void>;
+  #closing: Promise<void> | undefined;
+  #connects = 0;
+
+  /** Starts connecting at once; see {@linkcode TunnelOptions}. */
+  constructor(options: TunnelOptions) {
+    this.#options = options;
+    this.#running = this.#run();
+  }
+
+  /** The current session, while the relay link is up. */
+  get session(): TunnelSession | undefined {
+    return this.#session;
+  }
+
+  /** How many times a relay link was established. */
+  get connects(): number {
+    return this.#connects;
+  }
+
+  /** Counters of the current session, if any. */
+  stats(): TunnelSessionStats | undefined {
+    return this.#session?.stats();
+  }
+
+  /**
+   * Resolves once the relay link is up.
+   * @throws {Error} after `timeoutMs`, or when the tunnel is closed
+   */
+  async ready(timeoutMs = DEFAULT_OPEN_TIMEOUT_MS): Promise<TunnelSession> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.#abort.signal.aborted) throw new Error("Tunnel is closed");
+      const session = this.#session;
+      if (session && !session.closed) return session;
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`Relay not connected within ${timeoutMs} ms`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let waiter: (() => void) | undefined;
+      await new Promise<void>((resolve) => {
+        waiter = resolve;
+        this.#sessionWaiters.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+      this.#sessionWaiters = this.#sessionWaiters.filter((w) => w !== waiter);
+    }
+  }
+
+  /**
+   * Opens a stream to `peer`'s `service` carrying `conn`, waiting for the relay link if it
+   * is down. On failure `conn` is closed and the error rethrown.
+   */
+  async open(peer: string, service: string, conn: StreamConn): Promise<Stream> {
+    const timeoutMs = this.#options.openTimeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS;
+    try {
+      const session = await this.ready(timeoutMs);
+      return await session.open(peer, service, conn);
+    } catch (error) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Listens on a local port; every accepted connection becomes a stream to the peer's
+   * service. The listener lives until the tunnel is closed, across reconnects.
+   * @returns the address listened on (its port, when 0 was asked)
+   */
+  forward(options: ForwardOptions): Deno.NetAddr {
+    if (this.#abort.signal.aborted) throw new Error("Tunnel is closed");
+    const listener = Deno.listen({
+      hostname: options.hostname ?? "127.0.0.1",
+      port: options.port,
+    });
+    this.#listeners.add(listener);
+    const service = options.service ?? DEFAULT_SERVICE;
+    const addr = listener.addr as Deno.NetAddr;
+    log.info("Forwarding {addr} to {peer}/{service}", {
+      addr: `${addr.hostname}:${addr.port}`,
+      peer: options.peer,
+      service,
+    });
+    this.#track(this.#acceptLoop(listener, options.peer, service));
+    return addr;
+  }
+
+  async #acceptLoop(listener: Deno.Listener, peer: string, service: string): Promise<void> {
+    try {
+      for await (const conn of listener) {
+        (conn as Deno.TcpConn).setNoDelay?.(true);
+        this.#track(
+          this.open(peer, service, conn).catch((error) => {
+            log.warn("Cannot forward a connection to {peer}/{service}: {error}", {
+              peer,
+              service,
+              error: describe(error),
+            });
+          }),
+        );
+      }
+    } catch (error) {
+      if (!this.#abort.signal.aborted) {
+        log.error("Listener failed: {error}", { error: describe(error) });
+      }
+    } finally {
+      this.#listeners.delete(listener);
+    }
+  }
+
+  /**
+   * Carries one stream to `peer`'s `service` over `conn` (stdin/stdout by default), as an
+   * SSH ProxyCommand does. Ends when the stream ends or, as `nc` does, once the peer has
+   * finished sending and its bytes are written out: a process cannot half-close its stdout.
+   * @returns undefined after a clean end, or the reason the stream was reset
+   */
+  async stdio(
+    peer: string,
+    service = DEFAULT_SERVICE,
+    conn: StdioConn = stdioConn(),
+  ): Promise<string | undefined> {
+    const stream = await this.open(peer, service, conn);
+    return await Promise.race([stream.done, conn.outputEnded.then(() => undefined)]);
+  }
+
+  #track(task: Promise<unknown>): void {
+    this.#tasks.add(task);
+    task.finally(() => this.#tasks.delete(task));
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#abort.signal;
+    let failures = 0;
+    while (!signal.aborted) {
+      let link: TunnelLink;
+      try {
+        link = await this.#options.connect(signal);
+      } catch (error) {
+        if (signal.aborted) break;
+        failures++;
+        const delay = backoffMs(failures, this.#options);
+        const level = failures === 1 || failures % 10 === 0 ? "warn" : "debug";
+        log[level]("Cannot connect to the relay ({error}); retrying in {delay} ms", {
+          error: describe(error),
+          delay,
+        });
+        await sleep(delay, signal);
+        continue;
+      }
+      if (signal.aborted) {
+        await link.close();
+        break;
+      }
+      failures = 0;
+      this.#connects++;
+      const session = new TunnelSession({
+        link,
+        services: this.#options.expose,
+        allow: this.#options.allow?.length ? new Set(this.#options.allow) : undefined,
+        windowBytes: this.#options.windowBytes,
+        keepaliveMs: this.#options.keepaliveMs ?? KEEPALIVE_MS,
+        openTimeoutMs: this.#options.openTimeoutMs,
+        dialTimeoutMs: this.#options.dialTimeoutMs,
+        dial: this.#options.dial,
+        cipher: this.#options.cipher?.(link.name),
+      });
+      this.#session = session;
+      log.info("Connected to the relay as {name}", { name: link.name });
+      const waiters = this.#sessionWaiters;
+      this.#sessionWaiters = [];
+      for (const w of waiters) w();
+      await session.run();
+      if (this.#session === session) this.#session = undefined;
+      if (signal.aborted) break;
+      failures = 1;
+      const delay = backoffMs(failures, this.#options);
+      log.warn("Lost the relay connection; reconnecting in {delay} ms", { delay });
+      await sleep(delay, signal);
+    }
+  }
+
+  /**
+   * Stops listening, ends every stream (telling peers), closes the relay link and stops
+   * reconnecting. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#abort.abort();
+      for (const l of this.#listeners) {
+        try {
+          l.close();
+        } catch {
+          // Already closed.
+        }
+      }
+      for (const w of this.#sessionWaiters) w();
+      await this.#session?.close("Tunnel closed");
+      await this.#running;
+      await Promise.allSettled([...this.#tasks]);
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode Tunnel.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * Delay before reconnect attempt `failures` (1 = first): exponential from the minimum to
+ * the maximum, each drawn from its upper half at random so that tunnels cut off together
+ * do not all return at the same instant.
+ */
+export function backoffMs(
+  failures: number,
+  options: { reconnectMinMs?: number; reconnectMaxMs?: number } = {},
+  random: () => number = Math.random,
+): number {
+  const min = options.reconnectMinMs ?? 200;
+  const max = options.reconnectMaxMs ?? 5_000;
+  const ceiling = Math.min(max, min * 2 ** Math.min(30, Math.max(0, failures - 1)));
+  return Math.round(ceiling / 2 + (ceiling / 2) * random());
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Options of {@linkcode relayLinkFactory}: those of `RelayClient.connect`, less the signal. */
+export type RelayLinkOptions = Omit<RelayClientOptions, "signal">;
+
+/** A {@linkcode LinkFactory} that connects a {@linkcode RelayClient}. */
+export function relayLinkFactory(options: RelayLinkOptions): LinkFactory {
+  return (signal) => RelayClient.connect({ ...options, signal });
+}
+
+/** The local end of a `--stdio` stream. */
+export interface StdioConn extends StreamConn {
+  /** Settles when the peer finished sending and everything was written out. */
+  readonly outputEnded: Promise<void>;
+}
+
+/** Standard input and output (or the given pair) as the local end of a stream. */
+export function stdioConn(
+  input: { read(p: Uint8Array): Promise<number | null>; close(): void } = Deno.stdin,
+  output: { write(p: Uint8Array): Promise<number>; close(): void } = Deno.stdout,
+): StdioConn {
+  let inputOpen = true;
+  let outputOpen = true;
+  let ended!: () => void;
+  const outputEnded = new Promise<void>((resolve) => ended = resolve);
+  const closeOutput = () => {
+    if (!outputOpen) return;
+    outputOpen = false;
+    try {
+      output.close();
+    } catch {
+      // Already closed.
+    }
+    ended();
+  };
+  return {
+    outputEnded,
+    read: (p) => input.read(p),
+    write: (p) => output.write(p),
+    closeWrite() {
+      closeOutput();
+      return Promise.resolve();
+    },
+    close() {
+      closeOutput();
+      if (inputOpen) {
+        inputOpen = false;
+        try {
+          input.close();
+        } catch {
+          // Already closed.
+        }
+      }
+    },
+  };
+}

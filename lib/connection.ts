@@ -76,6 +76,7 @@ export interface ConnectionHost {
 const COPY_BELOW_BYTES = 16 * 1024;
 
 const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
 
 /** Large read buffers shared by all connections; 64 of them is 16 MiB at most. */
 const READ_POOL = new BufferPool(MAX_READ_BYTES, 64);
@@ -246,8 +247,7 @@ export class Connection implements FrameSink {
         return undefined;
       }
       this.name = registration.name;
-      const nameBytes = new TextEncoder().encode(registration.name);
-      this.#prefix = nameBytes;
+      this.#prefix = encoder.encode(registration.name);
       this.#host.log.info("Registered {name} ({remote})", {
         id: this.id,
         remote: this.remote,

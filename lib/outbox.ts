@@ -29,8 +29,9 @@ export interface ByteWriter {
  */
 export const STREAM_THRESHOLD_BYTES = 64 * 1024;
 
-/** Size of the buffers that small frames are copied into. */
+/** Largest buffer that small frames are copied into; the first one is small. */
 const TAIL_BYTES = 64 * 1024;
+const MIN_TAIL_BYTES = 1024;
 /** Pieces are copied together into one write only up to this size; larger ones go alone. */
 const COPY_BATCH_BYTES = 32 * 1024;
 const EMPTY = new Uint8Array(0);
@@ -163,7 +164,10 @@ export class Outbox {
     if (frame === undefined || this.#tailEnd + size > this.#tail.length) {
       this.#sealTail();
       if (this.#tailEnd + size > this.#tail.length) {
-        this.#tail = new Uint8Array(Math.max(TAIL_BYTES, size));
+        // Grow with use: a receiver of one message now and then gets a small buffer, a busy
+        // one soon gets large ones (and few allocations).
+        const grown = this.#tail.length === 0 ? MIN_TAIL_BYTES : this.#tail.length * 2;
+        this.#tail = new Uint8Array(Math.max(Math.min(grown, TAIL_BYTES), size));
         this.#tailEnd = 0;
       }
       frame = new OutFrame(undefined);

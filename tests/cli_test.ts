@@ -130,7 +130,7 @@ Deno.test("serve exits 0 on SIGTERM and closes its clients", {
   const relay = await ServeProcess.start();
   await using peer = await RawPeer.connect(relay.port, "x");
   await waitFor(() => /Registered x/.test(relay.stderr));
-  assert.equal(await relay.stop("SIGTERM"), 0);
+  assert.equal(await relay.stopWith("SIGTERM"), 0);
   await peer.closed(3_000);
   assert.match(relay.stderr, /Shutting down/);
 });

@@ -172,83 +172,115 @@ export async function runCli(
   return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
 }
 
-/** A relay running as a real `relay serve` process. */
-export class ServeProcess implements AsyncDisposable {
+/** A child `deno run main.ts ...` whose stderr is collected and searchable. */
+export class CliProcess implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
-  readonly port: number;
-  readonly #log: { text: string };
-  readonly #done: Promise<void>;
+  stderr = "";
+  #reading: Promise<void>;
+  #changed: (() => void)[] = [];
 
-  private constructor(
-    child: Deno.ChildProcess,
-    port: number,
-    log: { text: string },
-    done: Promise<void>,
+  constructor(
+    args: string[],
+    options: {
+      stdin?: "piped" | "null";
+      stdout?: "piped" | "null";
+      env?: Record<string, string>;
+    } = {},
   ) {
-    this.child = child;
-    this.port = port;
-    this.#log = log;
-    this.#done = done;
-  }
-
-  /** Everything the process wrote to stderr so far. */
-  get stderr(): string {
-    return this.#log.text;
-  }
-
-  /** Starts `relay serve --host 127.0.0.1 --port 0 ...args` and waits for its port. */
-  static async start(args: string[] = [], env: Record<string, string> = {}): Promise<ServeProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        MAIN,
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        ...args,
-      ],
-      stdin: "null",
-      stdout: "null",
+      args: ["run", "--allow-net", "--allow-env", "--allow-read", MAIN, ...args],
+      stdin: options.stdin ?? "null",
+      stdout: options.stdout ?? "null",
       stderr: "piped",
-      env: { NO_COLOR: "1", ...env },
+      env: { NO_COLOR: "1", ...options.env },
     }).spawn();
-    const log = { text: "" };
-    let resolvePort!: (port: number) => void;
-    let rejectPort!: (error: Error) => void;
-    const portFound = new Promise<number>((resolve, reject) => {
-      resolvePort = resolve;
-      rejectPort = reject;
-    });
-    const done = (async () => {
+    this.child = child;
+    this.#reading = (async () => {
       for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-        log.text += chunk;
-        const match = /Listening on \S+:(\d+)/.exec(log.text);
-        if (match) resolvePort(Number(match[1]));
+        this.stderr += chunk;
+        for (const w of this.#changed.splice(0)) w();
       }
-      rejectPort(new Error(`relay serve exited before listening:\n${log.text}`));
+      for (const w of this.#changed.splice(0)) w();
     })();
-    return new ServeProcess(child, await portFound, log, done);
   }
 
-  /** Sends `signal`, waits for exit, returns the exit code. */
-  async stop(signal: Deno.Signal = "SIGTERM"): Promise<number> {
+  /** Waits for stderr to match `pattern` `count` times; returns the last match. */
+  async waitLog(pattern: RegExp, timeoutMs = 10_000, count = 1): Promise<RegExpMatchArray> {
+    const global = new RegExp(pattern.source, "g");
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const matches = [...this.stderr.matchAll(global)];
+      if (matches.length >= count) return matches[count - 1];
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`Timed out waiting for ${pattern} in:\n${this.stderr}`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#changed.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops the process (SIGTERM, then SIGKILL) and waits for its output to end. */
+  async stop(): Promise<Deno.CommandStatus> {
     try {
-      this.child.kill(signal);
+      this.child.kill("SIGTERM");
     } catch {
       // Already exited.
     }
+    const timer = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+    }, 3_000);
     const status = await this.child.status;
-    await this.#done;
-    return status.code;
+    clearTimeout(timer);
+    await this.#reading;
+    return status;
+  }
+
+  /** Waits for the process to exit by itself. */
+  async exited(): Promise<Deno.CommandStatus> {
+    const status = await this.child.status;
+    await this.#reading;
+    return status;
   }
 
   /** Stops the process. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
+  }
+}
+
+/** A relay running as a real `relay serve --host 127.0.0.1 --port 0` process. */
+export class ServeProcess extends CliProcess {
+  /** The port it listens on (the first, plaintext one). */
+  port = 0;
+
+  /** Starts `relay serve --host 127.0.0.1 --port 0 ...args` and waits for its port. */
+  static async start(args: string[] = [], env: Record<string, string> = {}): Promise<ServeProcess> {
+    const proc = new ServeProcess(["serve", "--host", "127.0.0.1", "--port", "0", ...args], {
+      env,
+    });
+    try {
+      proc.port = Number((await proc.waitLog(/Listening on \S+:(\d+)/))[1]);
+    } catch (error) {
+      await proc.stop();
+      throw error;
+    }
+    return proc;
+  }
+
+  /** Sends `signal`, waits for exit, returns the exit code. */
+  async stopWith(signal: Deno.Signal): Promise<number> {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // Already exited.
+    }
+    return (await this.exited()).code;
   }
 }

@@ -3,7 +3,6 @@
  * `main.ts tunnel`) on loopback, with HTTP and TCP servers of the test behind them.
  */
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   assert,
   assertEquals,
@@ -16,87 +15,9 @@ import {
   stall,
   writeAllAndClose,
 } from "./tunnel_helpers.ts";
+import { CliProcess as Proc, MAIN } from "./helpers.ts";
 
-const MAIN = fileURLToPath(new URL("../main.ts", import.meta.url));
 const decoder = new TextDecoder();
-
-/** A child `deno run main.ts ...` whose stderr is collected and searchable. */
-class Proc {
-  readonly child: Deno.ChildProcess;
-  stderr = "";
-  #reading: Promise<void>;
-  #changed: (() => void)[] = [];
-
-  constructor(
-    args: string[],
-    options: {
-      stdin?: "piped" | "null";
-      stdout?: "piped" | "null";
-      env?: Record<string, string>;
-    } = {},
-  ) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", "--allow-env", "--allow-read", MAIN, ...args],
-      stdin: options.stdin ?? "null",
-      stdout: options.stdout ?? "null",
-      stderr: "piped",
-      env: { NO_COLOR: "1", ...options.env },
-    }).spawn();
-    this.child = child;
-    this.#reading = (async () => {
-      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-        this.stderr += chunk;
-        for (const w of this.#changed.splice(0)) w();
-      }
-      for (const w of this.#changed.splice(0)) w();
-    })();
-  }
-
-  /** Waits for stderr to match `pattern` `count` times; returns the last match. */
-  async waitLog(pattern: RegExp, timeoutMs = 10_000, count = 1): Promise<RegExpMatchArray> {
-    const global = new RegExp(pattern.source, "g");
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const matches = [...this.stderr.matchAll(global)];
-      if (matches.length >= count) return matches[count - 1];
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`Timed out waiting for ${pattern} in:\n${this.stderr}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#changed.push(resolve);
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
-    }
-  }
-
-  /** Stops the process (SIGTERM, then SIGKILL) and waits for its output to end. */
-  async stop(): Promise<Deno.CommandStatus> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    const timer = setTimeout(() => {
-      try {
-        this.child.kill("SIGKILL");
-      } catch {
-        // Already exited.
-      }
-    }, 3_000);
-    const status = await this.child.status;
-    clearTimeout(timer);
-    await this.#reading;
-    return status;
-  }
-
-  /** Waits for the process to exit by itself. */
-  async exited(): Promise<Deno.CommandStatus> {
-    const status = await this.child.status;
-    await this.#reading;
-    return status;
-  }
-}
 
 async function startRelay(port = 0): Promise<{ proc: Proc; port: number }> {
   const proc = new Proc(["serve", "--host", "127.0.0.1", "--port", String(port)]);

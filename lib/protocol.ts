@@ -306,6 +306,27 @@ export class FrameParser {
     return this.#state !== State.Name || this.#nameLen > 0;
   }
 
+  /** Payload bytes of the current frame still to come (0 outside a payload). */
+  get payloadRemaining(): number {
+    return this.#state === State.Payload ? this.#remaining : 0;
+  }
+
+  /**
+   * Counts `n` payload bytes of the current frame as received without passing them through
+   * `push` (the caller read them straight into place).
+   * @returns true when that completes the frame
+   * @throws {RangeError} when `n` is more than the payload still to come
+   */
+  skipPayload(n: number): boolean {
+    if (n > this.payloadRemaining) {
+      throw new RangeError(`Cannot skip ${n} bytes: ${this.payloadRemaining} remain`);
+    }
+    this.#remaining -= n;
+    if (this.#remaining > 0) return false;
+    this.#state = State.Name;
+    return true;
+  }
+
   /**
    * Decodes `chunk`, calling `sink` for every header and payload piece in it.
    * @throws {ProtocolError} on bytes that break the protocol
@@ -433,23 +454,25 @@ export class MessageDecoder {
   readonly #parser: FrameParser;
   #out: Message[] = [];
   #name = "";
-  #parts: Uint8Array[] = [];
+  #length = 0;
+  /** The payload being assembled, once it is known not to fit in one chunk. */
+  #message: Uint8Array | undefined;
+  #filled = 0;
   readonly #sink: FrameSink = {
-    header: (name) => {
+    header: (name, length) => {
       this.#name = nameDecoder.decode(name);
+      this.#length = length;
     },
     payload: (bytes, end) => {
-      if (end && this.#parts.length === 0) {
+      if (end && this.#message === undefined) {
         this.#out.push({ name: this.#name, payload: bytes });
         return;
       }
-      // Parts are views into chunks the caller may reuse, so keep copies.
-      this.#parts.push(bytes.slice());
-      if (end) {
-        const payload = concat(this.#parts);
-        this.#parts = [];
-        this.#out.push({ name: this.#name, payload });
-      }
+      // Pieces are views into chunks the caller may reuse: copy each into the one payload.
+      this.#message ??= new Uint8Array(this.#length);
+      this.#message.set(bytes, this.#filled);
+      this.#filled += bytes.length;
+      if (end) this.#finish();
     },
   };
 
@@ -470,6 +493,35 @@ export class MessageDecoder {
    */
   push(chunk: Uint8Array): Message[] {
     this.#parser.push(chunk, this.#sink);
+    return this.#take();
+  }
+
+  /**
+   * Where the rest of the current payload goes, when at least `minBytes` of it are still to
+   * come: a reader can read into it directly (one copy fewer), then call
+   * {@linkcode MessageDecoder.advance}. `undefined` outside a large payload.
+   */
+  directBuffer(minBytes: number): Uint8Array | undefined {
+    const remaining = this.#parser.payloadRemaining;
+    if (remaining < minBytes) return undefined;
+    this.#message ??= new Uint8Array(this.#length);
+    return this.#message.subarray(this.#filled, this.#filled + remaining);
+  }
+
+  /** Counts `n` bytes read into {@linkcode MessageDecoder.directBuffer}; returns completed messages. */
+  advance(n: number): Message[] {
+    this.#filled += n;
+    if (this.#parser.skipPayload(n)) this.#finish();
+    return this.#take();
+  }
+
+  #finish(): void {
+    this.#out.push({ name: this.#name, payload: this.#message! });
+    this.#message = undefined;
+    this.#filled = 0;
+  }
+
+  #take(): Message[] {
     const out = this.#out;
     if (out.length > 0) this.#out = [];
     return out;

@@ -378,3 +378,24 @@ Deno.test("MessageDecoder rejects a too-large message before its payload", () =>
   assert.deepEqual(decoder.push(bytes("a|4|abcd")), [{ name: "a", payload: bytes("abcd") }]);
   assertProtocolError(() => decoder.push(bytes("a|5|")), "message_too_large");
 });
+
+Deno.test("MessageDecoder lets a reader fill a large payload in place", () => {
+  const decoder = new MessageDecoder();
+  const enc = new TextEncoder();
+  assert.equal(decoder.directBuffer(1), undefined, "no payload under way");
+  assert.deepEqual(decoder.push(enc.encode("a|10|01")), []);
+  assert.equal(decoder.directBuffer(9), undefined, "less than asked for remains");
+  const target = decoder.directBuffer(4)!;
+  assert.equal(target.length, 8);
+  target.set(enc.encode("2345"));
+  assert.deepEqual(decoder.advance(4), []);
+  const rest = decoder.directBuffer(1)!;
+  assert.equal(rest.length, 4);
+  rest.set(enc.encode("6789"));
+  const [message] = decoder.advance(4);
+  assert.equal(message.name, "a");
+  assert.equal(new TextDecoder().decode(message.payload), "0123456789");
+  // Back to ordinary parsing afterwards.
+  assert.equal(decoder.push(enc.encode("b|1|x"))[0].name, "b");
+  assert.throws(() => decoder.advance(1), RangeError);
+});

@@ -41,7 +41,14 @@ import {
   writeFrameHeader,
   writePacketHeader,
 } from "./frames.ts";
-import { DATA_ROOM_BYTES, describe, Stream, type StreamConn, type StreamOwner } from "./stream.ts";
+import {
+  DATA_ROOM_BYTES,
+  describe,
+  releaseDataBuffer,
+  Stream,
+  type StreamConn,
+  type StreamOwner,
+} from "./stream.ts";
 import { DEFAULT_WINDOW_BYTES } from "./window.ts";
 import { encodeName } from "../protocol.ts";
 
@@ -838,7 +845,11 @@ export class TunnelSession implements StreamOwner {
         } else {
           const receiver = peer.session ?? UNKNOWN_SESSION;
           const packet = this.#takePacket(peer);
-          if (packet) await this.#sendPacket(peer.name, receiver, packet.frames, packet.room);
+          if (packet) {
+            await this.#sendPacket(peer.name, receiver, packet.frames, packet.room);
+            // Sent (a link resolves once the bytes are written or copied): reuse the buffers.
+            for (const buffer of packet.buffers) releaseDataBuffer(buffer);
+          }
         }
       } catch (error) {
         if (this.#closed) return;
@@ -856,7 +867,9 @@ export class TunnelSession implements StreamOwner {
    * MAX_FRAMES_BYTES. A lone large DATA frame is sent from its own buffer, with the headers
    * written into the room kept in front of it.
    */
-  #takePacket(peer: Peer): { frames: Uint8Array; room?: Uint8Array } | undefined {
+  #takePacket(
+    peer: Peer,
+  ): { frames: Uint8Array; room?: Uint8Array; buffers: Uint8Array[] } | undefined {
     const known = peer.session !== undefined;
     const control = peer.control;
     peer.control = [];
@@ -912,13 +925,16 @@ export class TunnelSession implements StreamOwner {
       return {
         frames: item.buffer.subarray(at, DATA_ROOM_BYTES + item.length),
         room: item.buffer.subarray(0, DATA_ROOM_BYTES + item.length),
+        buffers: [item.buffer],
       };
     }
     const out = new Uint8Array(size);
     let offset = 0;
+    const buffers: Uint8Array[] = [];
     for (const f of frames) offset = writeFrame(out, offset, f);
     for (const item of items) {
       if ("buffer" in item) {
+        buffers.push(item.buffer);
         offset = writeFrameHeader(
           out,
           offset,
@@ -933,7 +949,7 @@ export class TunnelSession implements StreamOwner {
         offset = writeFrame(out, offset, item);
       }
     }
-    return { frames: out };
+    return { frames: out, buffers };
   }
 
   /**

@@ -136,6 +136,9 @@ export class Connection implements FrameSink {
   lease: { release(): void } | undefined;
   /** The current read buffer when it comes from the pool. */
   #pooled: PooledBuffer | undefined;
+  /** Where the name of the frame being streamed was, to write the outgoing header over it. */
+  #nameBuffer: ArrayBufferLike | undefined;
+  #nameStart = 0;
   // One-entry destination cache: clients mostly send to the same peer again and again.
   #lastDestName: Uint8Array = EMPTY;
   #lastDest: Connection | undefined;
@@ -358,10 +361,10 @@ export class Connection implements FrameSink {
       return;
     }
     this.#mode = Route.Stream;
-    const framed = this.#host.deliver === "framed";
-    const header = new Uint8Array(framed ? headerLength(this.#prefix.length, length) : 0);
-    if (framed) writeHeader(header, 0, this.#prefix, length);
-    this.#frame = dest.outbox.begin(this, header);
+    // The frame is begun with its first payload piece; remember where the incoming header
+    // lies, in case the outgoing one can be written over it.
+    this.#nameBuffer = name.buffer;
+    this.#nameStart = name.byteOffset;
   }
 
   /** {@linkcode FrameSink}: payload bytes of the current frame. */
@@ -382,12 +385,15 @@ export class Connection implements FrameSink {
         this.#whole = EMPTY;
       }
     } else {
-      let piece = bytes;
+      const piece = this.#frame === undefined ? this.#beginStream(dest, bytes) : bytes;
       const pooled = this.#pooled;
-      if (bytes.length < COPY_BELOW_BYTES) piece = bytes.slice();
-      else if (pooled) pooled.retain();
-      else this.#retained = true;
-      dest.outbox.append(this.#frame!, piece, end, piece === bytes ? pooled : undefined);
+      if (piece.length < COPY_BELOW_BYTES) {
+        dest.outbox.append(this.#frame!, piece.slice(), end);
+      } else {
+        if (pooled) pooled.retain();
+        else this.#retained = true;
+        dest.outbox.append(this.#frame!, piece, end, pooled);
+      }
       if (end) this.#frame = undefined;
     }
     if (end) {
@@ -396,6 +402,32 @@ export class Connection implements FrameSink {
       this.#mode = Route.Drop;
     }
     if (dest.outbox.overBudget(this) && !this.#full.includes(dest)) this.#full.push(dest);
+  }
+
+  /**
+   * Begins a streamed frame at its first payload piece. When the incoming header sits just
+   * before the piece in the read buffer and the outgoing header is no longer, the outgoing
+   * one is written over it: header and payload then leave as one view, with no copy, and
+   * back-to-back frames of equal-length names join into one large write.
+   * @returns the bytes to queue for this piece (with the header in front when in place)
+   */
+  #beginStream(dest: Connection, bytes: Uint8Array): Uint8Array {
+    const framed = this.#host.deliver === "framed";
+    const length = this.#frameLength;
+    const headerBytes = framed ? headerLength(this.#prefix.length, length) : 0;
+    const at = bytes.byteOffset - headerBytes;
+    if (
+      bytes.length >= COPY_BELOW_BYTES && bytes.buffer === this.#nameBuffer && at >= this.#nameStart
+    ) {
+      const piece = new Uint8Array(bytes.buffer, at, headerBytes + bytes.length);
+      if (framed) writeHeader(piece, 0, this.#prefix, length);
+      this.#frame = dest.outbox.begin(this, EMPTY);
+      return piece;
+    }
+    const header = new Uint8Array(headerBytes);
+    if (framed) writeHeader(header, 0, this.#prefix, length);
+    this.#frame = dest.outbox.begin(this, header);
+    return bytes;
   }
 
   #lookup(name: Uint8Array): Connection | undefined {

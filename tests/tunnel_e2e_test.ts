@@ -15,7 +15,7 @@ import {
   stall,
   writeAllAndClose,
 } from "./tunnel_helpers.ts";
-import { CliProcess as Proc, MAIN } from "./helpers.ts";
+import { CliProcess as Proc } from "./helpers.ts";
 
 const decoder = new TextDecoder();
 

@@ -39,17 +39,18 @@ export interface RelayServerOptions {
    */
   port?: number;
   /**
-   * Time a new connection has to send its name.
+   * Time a new connection has to send its name; 0 turns the limit off.
    * @default {3000}
    */
   registerTimeoutMs?: number;
   /**
-   * A client that sends nothing for this long is disconnected.
+   * A client that sends nothing for this long is disconnected; 0 turns the limit off.
    * @default {30000}
    */
   idleTimeoutMs?: number;
   /**
-   * A receiver that accepts no bytes for this long while data waits is disconnected.
+   * A receiver that accepts no bytes for this long while data waits is disconnected; 0
+   * turns the limit off.
    * @default {30000}
    */
   writeTimeoutMs?: number;
@@ -211,10 +212,11 @@ export class RelayServer implements AsyncDisposable {
         }
       }
     }
+    // A timeout of 0 is off; the sweep runs often enough for the shortest one that is on.
     const shortest = Math.min(
-      options.registerTimeoutMs,
-      options.idleTimeoutMs,
-      options.writeTimeoutMs,
+      ...[options.registerTimeoutMs, options.idleTimeoutMs, options.writeTimeoutMs]
+        .filter((ms) => ms > 0),
+      MAX_SWEEP_MS * 4,
     );
     const every = Math.max(MIN_SWEEP_MS, Math.min(MAX_SWEEP_MS, Math.floor(shortest / 4)));
     this.#sweep = setInterval(() => this.#checkTimeouts(), every);
@@ -451,13 +453,13 @@ export class RelayServer implements AsyncDisposable {
     const { registerTimeoutMs, idleTimeoutMs, writeTimeoutMs } = this.#options;
     for (const c of this.#connections) {
       if (c.name === undefined) {
-        if (now - c.since > registerTimeoutMs) {
+        if (registerTimeoutMs > 0 && now - c.since > registerTimeoutMs) {
           c.close("register_timeout", `No name within ${registerTimeoutMs} ms`);
         }
-      } else if (!c.waiting && now - c.lastActivity > idleTimeoutMs) {
+      } else if (idleTimeoutMs > 0 && !c.waiting && now - c.lastActivity > idleTimeoutMs) {
         c.close("idle_timeout", `Nothing sent for ${idleTimeoutMs} ms`);
       }
-      if (!c.closed && c.outbox.stalledMs(now) > writeTimeoutMs) {
+      if (writeTimeoutMs > 0 && !c.closed && c.outbox.stalledMs(now) > writeTimeoutMs) {
         c.close("slow_consumer", `Accepted no bytes for ${writeTimeoutMs} ms`);
       }
       c.outbox.trim();

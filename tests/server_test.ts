@@ -350,3 +350,14 @@ Deno.test("a sender of many medium frames to a stalled receiver is held back", a
   await sending;
   assert.ok(queued < 32 * 1024 * 1024, `relay took ${queued} bytes for a stalled receiver`);
 });
+
+Deno.test("a timeout of 0 is off", async () => {
+  await using server = await listen({ registerTimeoutMs: 0, idleTimeoutMs: 0, writeTimeoutMs: 0 });
+  await using silent = await RawPeer.connect(server.port);
+  const [idle] = await peers(server, "idle");
+  await using _i = idle;
+  assert.ok(await silent.stillOpen(300), "no register timeout");
+  assert.ok(await idle.stillOpen(100), "no idle timeout");
+  await idle.write("idle|2|ok");
+  await expectText(idle, "idle|2|ok");
+});

@@ -69,7 +69,8 @@ Limits for a public instance (0 or absent: no limit):
   --log-format text|json    log line format (RELAY_LOG_FORMAT) [text]
   -h, --help                show this help
 
-Durations: 500ms, 3s, 2m, or plain seconds. Sizes: 64KiB, 16MiB, or bytes.`;
+Durations: 500ms, 3s, 2m, or plain seconds (a timeout of 0 turns it off). Sizes: 64KiB,
+16MiB, or bytes.`;
 
 const FLAGS: Record<string, FlagSpec> = {
   host: { type: "string", env: "RELAY_HOST" },

@@ -8,6 +8,7 @@ import {
   durationFlag,
   type FlagSpec,
   type ParsedArgs,
+  parseFlags,
   parseHostPort,
   stringFlag,
   UsageError,
@@ -21,6 +22,24 @@ export const LOG_FLAGS: Record<string, FlagSpec> = {
   "log-level": { type: "string", env: "RELAY_LOG_LEVEL" },
   "log-format": { type: "string", env: "RELAY_LOG_FORMAT" },
 };
+
+/**
+ * Prints `help` and returns `undefined` when the arguments ask for it; otherwise parses them
+ * with {@linkcode parseFlags}.
+ * @throws {UsageError} on a bad flag or argument count
+ */
+export function parseCommand(
+  args: string[],
+  help: string,
+  flags: Record<string, FlagSpec>,
+  positionals?: { min?: number; max?: number },
+): ParsedArgs | undefined {
+  if (wantsHelp(args)) {
+    console.log(help);
+    return undefined;
+  }
+  return parseFlags(args, flags, positionals);
+}
 
 /** Whether the arguments ask for help (checked before anything else is parsed). */
 export function wantsHelp(args: string[]): boolean {

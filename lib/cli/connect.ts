@@ -6,7 +6,7 @@
  */
 
 import { RelayClient } from "../client.ts";
-import { durationFlag, parseFlags } from "../config.ts";
+import { durationFlag } from "../config.ts";
 import { MAX_MESSAGE_BYTES } from "../limits.ts";
 import { concat, encodeName } from "../protocol.ts";
 import {
@@ -14,8 +14,8 @@ import {
   CLIENT_FLAGS_HELP,
   clientOptions,
   onShutdownSignal,
+  parseCommand,
   showBytes,
-  wantsHelp,
 } from "./common.ts";
 
 const HELP = `relay connect: an interactive relay client
@@ -41,14 +41,12 @@ const DEFAULT_LINGER_MS = 1_000;
 
 /** Runs `relay connect`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
-  if (wantsHelp(args)) {
-    console.log(HELP);
-    return 0;
-  }
-  const { values, positionals } = parseFlags(args, {
+  const parsed = parseCommand(args, HELP, {
     ...CLIENT_FLAGS,
     linger: { type: "string" },
   }, { min: 2, max: 2 });
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   const lingerMs = durationFlag(values, "linger", DEFAULT_LINGER_MS);
   const options = await clientOptions(values, positionals[0], positionals[1]);
   const interactive = Deno.stdin.isTerminal();

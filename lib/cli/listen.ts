@@ -4,14 +4,14 @@
  */
 
 import { RelayClient } from "../client.ts";
-import { integerFlag, parseFlags } from "../config.ts";
+import { integerFlag } from "../config.ts";
 import { encodeFrame } from "../protocol.ts";
 import {
   CLIENT_FLAGS,
   CLIENT_FLAGS_HELP,
   clientOptions,
   onShutdownSignal,
-  wantsHelp,
+  parseCommand,
 } from "./common.ts";
 
 const HELP = `relay listen: write each incoming message to stdout
@@ -31,15 +31,13 @@ Example:
 
 /** Runs `relay listen`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
-  if (wantsHelp(args)) {
-    console.log(HELP);
-    return 0;
-  }
-  const { values, positionals } = parseFlags(args, {
+  const parsed = parseCommand(args, HELP, {
     ...CLIENT_FLAGS,
     framed: { type: "boolean" },
     count: { type: "string" },
   }, { min: 2, max: 2 });
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   const count = integerFlag(values, "count", Infinity);
   const options = await clientOptions(values, positionals[0], positionals[1]);
   const stop = onShutdownSignal();

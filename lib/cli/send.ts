@@ -4,15 +4,15 @@
  */
 
 import { RelayClient } from "../client.ts";
-import { parseFlags, UsageError } from "../config.ts";
+import { UsageError } from "../config.ts";
 import { MAX_MESSAGE_BYTES } from "../limits.ts";
 import {
   CLIENT_FLAGS,
   CLIENT_FLAGS_HELP,
   clientOptions,
   encodeNameOrUsage,
+  parseCommand,
   readAllLimited,
-  wantsHelp,
 } from "./common.ts";
 
 const HELP = `relay send: send one message from a file or stdin
@@ -32,15 +32,13 @@ Example:
 
 /** Runs `relay send`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
-  if (wantsHelp(args)) {
-    console.log(HELP);
-    return 0;
-  }
-  const { values, positionals } = parseFlags(args, {
+  const parsed = parseCommand(args, HELP, {
     ...CLIENT_FLAGS,
     from: { type: "string", env: "RELAY_NAME" },
     to: { type: "string" },
   }, { min: 1, max: 2 });
+  if (!parsed) return 0;
+  const { values, positionals } = parsed;
   const from = values.from as string | undefined;
   const to = values.to as string | undefined;
   if (from === undefined) throw new UsageError("Missing --from NAME");

@@ -9,7 +9,6 @@ import {
   durationFlag,
   type FlagSpec,
   integerFlag,
-  parseFlags,
   parsePort,
   sizeFlag,
   stringFlag,
@@ -27,7 +26,7 @@ import {
 } from "../limits.ts";
 import { setupLogging } from "../log.ts";
 import { type Rate, RelayServer } from "../server.ts";
-import { LOG_FLAGS, onShutdownSignal, wantsHelp } from "./common.ts";
+import { LOG_FLAGS, onShutdownSignal, parseCommand } from "./common.ts";
 
 /** Time queued data gets to go out on SIGINT/SIGTERM before connections are closed. */
 const SHUTDOWN_GRACE_MS = 2_000;
@@ -96,11 +95,9 @@ const FLAGS: Record<string, FlagSpec> = {
 
 /** Runs `relay serve` with `args`; resolves to the exit code once the server has stopped. */
 export async function main(args: string[]): Promise<number> {
-  if (wantsHelp(args)) {
-    console.log(HELP);
-    return 0;
-  }
-  const { values } = parseFlags(args, FLAGS);
+  const parsed = parseCommand(args, HELP, FLAGS);
+  if (!parsed) return 0;
+  const { values } = parsed;
   const port = values.port === undefined
     ? DEFAULT_PORT
     : parsePort(stringFlag(values, "port")!, "--port");

@@ -49,6 +49,8 @@ export interface Row {
   skipped?: string;
   /** Why the measurement failed. */
   error?: string;
+  /** Why one run failed before a retry succeeded (at most one retry per row). */
+  retried?: string;
 }
 
 /** One scenario's rows. */
@@ -199,7 +201,17 @@ async function measureRows<P>(
       if (peer instanceof Error || row.error || row.skipped) continue;
       try {
         const t0 = performance.now();
-        const sample = await measure(peer);
+        let sample: Sample;
+        try {
+          sample = await measure(peer);
+        } catch (err) {
+          // One retry: on a machine shared with other work a single run can break (a
+          // connection reset under load); a system that fails twice is reported failed.
+          if (err instanceof Unavailable || row.retried) throw err;
+          row.retried = err instanceof Error ? err.message : String(err);
+          options.log(`    ${row.system}: failed once (${row.retried}), retrying`);
+          sample = await measure(peer);
+        }
         const seconds = ((performance.now() - t0) / 1000).toFixed(1);
         options.log(`    ${row.system}: ${formatValue(sample.value, unit)} (${seconds} s)`);
         row.values!.push(sample.value);

@@ -15,12 +15,11 @@ import {
   bytesEqual,
   concat,
   encodeFrame,
+  encodeHeader,
   encodeName,
   encodeRegister,
-  headerLength,
   type Message,
   MessageDecoder,
-  writeHeader,
 } from "./protocol.ts";
 
 /** A message received from another client. */
@@ -207,15 +206,11 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     }
     if (this.#ended || this.#closing) throw new Error("Cannot send: the connection is closed");
     this.#lastSent = performance.now();
-    const size = headerLength(name.length, payload.length);
     if (payload.length < COPY_BELOW_BYTES) {
-      const frame = new Uint8Array(size + payload.length);
-      frame.set(payload, writeHeader(frame, 0, name, payload.length));
-      this.#outbox.push(frame);
+      this.#outbox.pushFrame(name, payload);
       await this.#outbox.waitForRoom(undefined);
     } else {
-      const header = new Uint8Array(size);
-      writeHeader(header, 0, name, payload.length);
+      const header = encodeHeader(name, payload.length);
       const written = new Promise<boolean>((resolve) => {
         const frame = this.#outbox.begin(this, header);
         frame.done = resolve;

@@ -16,6 +16,7 @@ import { MAX_READ_BYTES, MIN_READ_BYTES } from "./limits.ts";
 import { Outbox, type OutFrame } from "./outbox.ts";
 import {
   bytesEqual,
+  encodeHeader,
   FrameParser,
   type FrameSink,
   headerLength,
@@ -424,9 +425,7 @@ export class Connection implements FrameSink {
       this.#frame = dest.outbox.begin(this, EMPTY);
       return piece;
     }
-    const header = new Uint8Array(headerBytes);
-    if (framed) writeHeader(header, 0, this.#prefix, length);
-    this.#frame = dest.outbox.begin(this, header);
+    this.#frame = dest.outbox.begin(this, framed ? encodeHeader(this.#prefix, length) : EMPTY);
     return bytes;
   }
 

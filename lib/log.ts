@@ -9,7 +9,6 @@ import {
   getTextFormatter,
   type LogLevel,
   type LogRecord,
-  reset,
   type Sink,
   type TextFormatter,
 } from "@logtape/logtape";
@@ -73,11 +72,6 @@ export async function setupLogging(options: LogOptions = {}): Promise<void> {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
-}
-
-/** Turns logging off again (for tests that set it up). */
-export async function resetLogging(): Promise<void> {
-  await reset();
 }
 
 /**

@@ -3,7 +3,7 @@
  * @module
  */
 
-import { UsageError } from "./lib/config.ts";
+import { UsageError } from "./lib/cli/flags.ts";
 import { VERSION } from "./lib/version.ts";
 
 const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModule> }> = {
@@ -23,7 +23,7 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModul
   },
   "hash-token": {
     about: "print the SHA-256 of a name token for --auth-file",
-    load: () => import("./lib/cli/hash-token.ts"),
+    load: () => import("./lib/cli/hash_token.ts"),
   },
 };
 

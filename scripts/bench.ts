@@ -8,9 +8,9 @@
 
 import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
-import { parseDuration, parseSize, UsageError } from "../lib/config.ts";
+import { parseDuration, parseSize, UsageError } from "../lib/cli/flags.ts";
 import { GeneratorProcess } from "./bench/generator.ts";
-import { findExecutable } from "./bench/processes.ts";
+import { findExecutable } from "./_shared/processes.ts";
 import {
   consoleReport,
   evaluateTargets,

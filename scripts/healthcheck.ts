@@ -10,7 +10,7 @@
  * @module
  */
 
-import { parsePort } from "../lib/config.ts";
+import { parsePort } from "../lib/cli/flags.ts";
 import { DEFAULT_PORT } from "../lib/limits.ts";
 
 /** How long the connect may take before the relay counts as unhealthy. */

@@ -23,14 +23,9 @@ import {
   parseSize,
   stringFlag,
   UsageError,
-} from "../lib/config.ts";
-import {
-  concat,
-  encodeFrame,
-  encodeRegister,
-  type Message,
-  MessageDecoder,
-} from "../lib/protocol.ts";
+} from "../lib/cli/flags.ts";
+import { encodeFrame, encodeRegister, type Message, MessageDecoder } from "../lib/wire/relay.ts";
+import { concat } from "../lib/util/bytes.ts";
 
 const HELP = `Usage: deno task soak [options]
 

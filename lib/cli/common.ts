@@ -3,7 +3,7 @@
  * @module
  */
 
-import type { RelayClientOptions } from "../client.ts";
+import type { RelayClientOptions } from "../client/client.ts";
 import {
   durationFlag,
   type FlagSpec,
@@ -12,10 +12,11 @@ import {
   parseHostPort,
   stringFlag,
   UsageError,
-} from "../config.ts";
+} from "./flags.ts";
 import { KEEPALIVE_MS } from "../limits.ts";
-import { setupLogging } from "../log.ts";
-import { concat, encodeName } from "../protocol.ts";
+import { setupLogging } from "./log.ts";
+import { encodeName } from "../wire/relay.ts";
+import { concat } from "../util/bytes.ts";
 
 /** `--log-level` and `--log-format`, with their environment variables. */
 export const LOG_FLAGS: Record<string, FlagSpec> = {

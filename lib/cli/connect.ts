@@ -5,10 +5,10 @@
  * @module
  */
 
-import { RelayClient } from "../client.ts";
-import { durationFlag } from "../config.ts";
+import { RelayClient } from "../client/client.ts";
+import { durationFlag } from "./flags.ts";
 import { MAX_MESSAGE_BYTES } from "../limits.ts";
-import { concat, encodeName } from "../protocol.ts";
+import { encodeName } from "../wire/relay.ts";
 import {
   CLIENT_FLAGS,
   CLIENT_FLAGS_HELP,
@@ -17,6 +17,7 @@ import {
   parseCommand,
   showBytes,
 } from "./common.ts";
+import { concat } from "../util/bytes.ts";
 
 const HELP = `relay connect: an interactive relay client
 

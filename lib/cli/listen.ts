@@ -3,9 +3,9 @@
  * @module
  */
 
-import { RelayClient } from "../client.ts";
-import { integerFlag } from "../config.ts";
-import { encodeFrame } from "../protocol.ts";
+import { RelayClient } from "../client/client.ts";
+import { integerFlag } from "./flags.ts";
+import { encodeFrame } from "../wire/relay.ts";
 import {
   CLIENT_FLAGS,
   CLIENT_FLAGS_HELP,

@@ -3,8 +3,8 @@
  * @module
  */
 
-import { RelayClient } from "../client.ts";
-import { UsageError } from "../config.ts";
+import { RelayClient } from "../client/client.ts";
+import { UsageError } from "./flags.ts";
 import { MAX_MESSAGE_BYTES } from "../limits.ts";
 import {
   CLIENT_FLAGS,

@@ -13,8 +13,8 @@ import {
   sizeFlag,
   stringFlag,
   UsageError,
-} from "../config.ts";
-import { AuthPolicy } from "../auth.ts";
+} from "./flags.ts";
+import { AuthPolicy } from "../relay/auth.ts";
 import {
   DEFAULT_PORT,
   IDLE_TIMEOUT_MS,
@@ -24,8 +24,8 @@ import {
   REGISTER_TIMEOUT_MS,
   WRITE_TIMEOUT_MS,
 } from "../limits.ts";
-import { setupLogging } from "../log.ts";
-import { type Rate, RelayServer } from "../server.ts";
+import { setupLogging } from "./log.ts";
+import { type Rate, RelayServer } from "../relay/server.ts";
 import { LOG_FLAGS, onShutdownSignal, parseCommand } from "./common.ts";
 
 /** Time queued data gets to go out on SIGINT/SIGTERM before connections are closed. */

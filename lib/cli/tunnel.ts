@@ -15,10 +15,10 @@ import {
   sizeFlag,
   stringFlag,
   UsageError,
-} from "../config.ts";
+} from "./flags.ts";
 import { KEEPALIVE_MS } from "../limits.ts";
-import { setupLogging } from "../log.ts";
-import { INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES } from "../tunnel/frames.ts";
+import { setupLogging } from "./log.ts";
+import { INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES } from "../wire/tunnel.ts";
 import { createCipherFactory, readSecret } from "../tunnel/crypto.ts";
 import type { Target } from "../tunnel/session.ts";
 import {

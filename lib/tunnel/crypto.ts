@@ -17,17 +17,17 @@
  * @module
  */
 
-import { UsageError } from "../config.ts";
-import { readEnv } from "../config.ts";
+import { UsageError } from "../cli/flags.ts";
+import { readEnv } from "../cli/flags.ts";
 import {
   PACKET_HEADER_BYTES,
   PACKET_SEALED,
   type PacketHeader,
   SESSION_ID_BYTES,
-  toHex,
   writePacketHeader,
-} from "./frames.ts";
+} from "../wire/tunnel.ts";
 import type { PacketCipher } from "./session.ts";
+import { toHex } from "../util/bytes.ts";
 
 /** Bytes of a sealed packet's header: the packet header and the u64 counter. */
 export const SEALED_HEADER_BYTES: number = PACKET_HEADER_BYTES + 8;

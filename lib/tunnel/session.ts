@@ -33,14 +33,12 @@ import {
   PING_BYTES,
   ResetCode,
   type ResetCodeValue,
-  sameSession,
-  toHex,
   TunnelProtocolError,
   UNKNOWN_SESSION,
   writeFrame,
   writeFrameHeader,
   writePacketHeader,
-} from "./frames.ts";
+} from "../wire/tunnel.ts";
 import {
   DATA_ROOM_BYTES,
   describe,
@@ -50,7 +48,8 @@ import {
   type StreamOwner,
 } from "./stream.ts";
 import { DEFAULT_WINDOW_BYTES } from "./window.ts";
-import { encodeName } from "../protocol.ts";
+import { encodeName } from "../wire/relay.ts";
+import { bytesEqual as sameSession, toHex } from "../util/bytes.ts";
 
 /** The relay connection a session runs over; `RelayClient` is one. */
 export interface TunnelLink {

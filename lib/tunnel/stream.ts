@@ -13,9 +13,9 @@ import {
   PACKET_HEADER_BYTES,
   ResetCode,
   type ResetCodeValue,
-} from "./frames.ts";
+} from "../wire/tunnel.ts";
 import { ReceiveWindow, SendWindow } from "./window.ts";
-import { concat } from "../protocol.ts";
+import { concat } from "../util/bytes.ts";
 
 /** The local end of a stream; `Deno.TcpConn` is one. */
 export interface StreamConn {

@@ -5,7 +5,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { RelayClient, type RelayClientOptions } from "../client.ts";
+import { RelayClient, type RelayClientOptions } from "../client/client.ts";
 import { KEEPALIVE_MS } from "../limits.ts";
 import { describe, type Stream, type StreamConn } from "./stream.ts";
 import {
@@ -19,7 +19,7 @@ import {
 } from "./session.ts";
 
 export type { Target, TunnelLink } from "./session.ts";
-export type { RelayClientOptions } from "../client.ts";
+export type { RelayClientOptions } from "../client/client.ts";
 export { DEFAULT_OPEN_TIMEOUT_MS };
 
 /** Makes a new relay link; called again after each disconnect. */

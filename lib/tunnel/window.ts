@@ -6,7 +6,7 @@
  * @module
  */
 
-import { MAX_WINDOW_BYTES } from "./frames.ts";
+import { MAX_WINDOW_BYTES } from "../wire/tunnel.ts";
 
 /**
  * Default receive window per stream: 2 MiB keeps a loopback or LAN link busy (window / RTT

@@ -6,7 +6,7 @@
 
 import { fileURLToPath } from "node:url";
 import type { Job, JobResult, Reply } from "./loadgen.ts";
-import { Child, readLines, spawnChild } from "./processes.ts";
+import { Child, readLines, spawnChild } from "../_shared/processes.ts";
 
 /** The load generator running in its own process. */
 export class GeneratorProcess implements AsyncDisposable {

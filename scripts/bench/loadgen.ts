@@ -21,8 +21,8 @@ import {
   repeatFrame,
   sendFrame,
 } from "./wire.ts";
-import { CpuMeter, rssBytes } from "./sysstat.ts";
-import { readLines } from "./processes.ts";
+import { CpuMeter, rssBytes } from "../_shared/sysstat.ts";
+import { readLines } from "../_shared/processes.ts";
 
 const HOST = "127.0.0.1";
 

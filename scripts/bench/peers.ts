@@ -8,7 +8,13 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Child, findExecutable, freePort, spawnChild, waitForPort } from "./processes.ts";
+import {
+  type Child,
+  findExecutable,
+  freePort,
+  spawnChild,
+  waitForPort,
+} from "../_shared/processes.ts";
 
 /** Time a server gets to start listening. */
 const START_TIMEOUT_MS = 20_000;

@@ -20,8 +20,8 @@ import {
   type TunnelPair,
   Unavailable,
 } from "./peers.ts";
-import { findExecutable, freePort } from "./processes.ts";
-import { CpuMeter } from "./sysstat.ts";
+import { findExecutable, freePort } from "../_shared/processes.ts";
+import { CpuMeter } from "../_shared/sysstat.ts";
 import { formatValue } from "./report.ts";
 
 /** Scenario groups, in run order; `--only` takes these names. */

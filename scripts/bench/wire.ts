@@ -12,7 +12,7 @@
  * @module
  */
 
-import { encodeFrame, encodeRegister, headerLength } from "../../lib/protocol.ts";
+import { encodeFrame, encodeRegister, headerLength } from "../../lib/wire/relay.ts";
 
 /** How the generator talks to a system: the relay's protocol, NATS text protocol, or raw TCP. */
 export type Protocol = "relay" | "nats" | "raw";

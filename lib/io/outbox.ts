@@ -1,0 +1,432 @@
+/**
+ * The send queue of one connection: whole frames in arrival order, written in batches.
+ *
+ * ```
+ * sender A ─ begin/append/finish ─┐
+ * sender B ─ push (whole frame) ──┼─► frames [A…][B][C] ─► writer: gather ≤ 256 KiB ─► socket
+ * sender C ─ push ────────────────┘
+ * ```
+ *
+ * Frames never interleave: a frame is written only after every frame before it. A small frame
+ * is written only once complete; a large one streams as its payload arrives, so one message
+ * never has to sit whole in memory. Queued bytes are bounded by a budget: a sender whose push
+ * takes the queue over it waits ({@linkcode Outbox.waitForRoom}) before reading more.
+ * @module
+ */
+
+import { MAX_WRITE_BATCH_BYTES } from "../limits.ts";
+import { headerLength, writeHeader } from "../wire/relay.ts";
+import { concat } from "../util/bytes.ts";
+
+/** The byte sink an outbox writes to: a socket, or an in-memory pipe in tests. */
+export interface ByteWriter {
+  /** Writes some of `bytes` and returns how many were taken. */
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/**
+ * A frame that is still arriving starts streaming once this many of its bytes are queued:
+ * below it, frames go out whole, so a sender that dies mid-frame can be dropped cleanly.
+ */
+export const STREAM_THRESHOLD_BYTES = 64 * 1024;
+
+/** Largest buffer that small frames are copied into; the first one is small. */
+const TAIL_BYTES = 64 * 1024;
+const MIN_TAIL_BYTES = 1024;
+/** Pieces are copied together into one write only up to this size; larger ones go alone. */
+const COPY_BATCH_BYTES = 32 * 1024;
+const EMPTY = new Uint8Array(0);
+
+/** One frame in an outbox. Owned by the outbox; senders hold it only to append. */
+export class OutFrame {
+  /** Chunks not yet taken by the writer. */
+  chunks: Uint8Array[] = [];
+  /** For each chunk, what to release once it is written (a pooled read buffer), if anything. */
+  holds: (Hold | undefined)[] = [];
+  /** Bytes in `chunks`. */
+  queued = 0;
+  /** All of the frame has been appended. */
+  complete = false;
+  /** The writer has written part of it: it can no longer be dropped silently. */
+  started = false;
+  /** Who appends to it; that sender alone may go on while others wait behind the frame. */
+  readonly owner: unknown;
+  /** Called with true once the whole frame is written, or false if the outbox closes first. */
+  done: ((written: boolean) => void) | undefined;
+
+  constructor(owner: unknown) {
+    this.owner = owner;
+  }
+}
+
+/** Something a queued chunk keeps in use until it is written, such as a pooled buffer. */
+export interface Hold {
+  /** The chunk is written or dropped. */
+  release(): void;
+}
+
+interface Waiter {
+  owner: unknown;
+  resolve: () => void;
+}
+
+/** Options of an {@linkcode Outbox}. */
+export interface OutboxOptions {
+  /** Bytes queued before senders must wait. */
+  budgetBytes: number;
+  /** Called once when a write fails; the outbox is closed then. */
+  onError?: (error: unknown) => void;
+}
+
+/** The ordered, bounded send queue of one connection. */
+export class Outbox {
+  readonly #writer: ByteWriter;
+  readonly #budget: number;
+  readonly #onError: (error: unknown) => void;
+  #frames: OutFrame[] = [];
+  #head = 0;
+  #queued = 0;
+  #writing = false;
+  #scheduled = false;
+  #closed = false;
+  #waiters: Waiter[] = [];
+  /** Buffer that small frames are copied into, and the frame that still takes more of them. */
+  #tail: Uint8Array = EMPTY;
+  #tailStart = 0;
+  #tailEnd = 0;
+  #tailFrame: OutFrame | undefined;
+  /** Holds of the chunks in the batch being written. */
+  #inFlight: (Hold | undefined)[] = [];
+  /** Frames written by the batch in flight, to report once it is done. */
+  #finished: OutFrame[] = [];
+  #idleWaiters: (() => void)[] = [];
+  /** `performance.now()` when the pending write began, or 0 when none is pending. */
+  #writeSince = 0;
+
+  /**
+   * @param writer where the bytes go
+   * @param options budget and error callback
+   */
+  constructor(writer: ByteWriter, options: OutboxOptions) {
+    this.#writer = writer;
+    this.#budget = options.budgetBytes;
+    this.#onError = options.onError ?? (() => {});
+  }
+
+  /** Bytes queued and not yet written. */
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+
+  /** Time in ms since the socket last accepted bytes while some were waiting, else 0. */
+  stalledMs(now: number): number {
+    return this.#writeSince === 0 ? 0 : now - this.#writeSince;
+  }
+
+  /** Whether the outbox has been closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Queues one whole frame.
+   * @param done called with true once it is written, or false if the outbox closes first
+   */
+  push(bytes: Uint8Array, done?: (written: boolean) => void): void {
+    if (this.#closed) {
+      done?.(false);
+      return;
+    }
+    const frame = new OutFrame(undefined);
+    frame.done = done;
+    frame.chunks.push(bytes);
+    frame.holds.push(undefined);
+    frame.queued = bytes.length;
+    frame.complete = true;
+    this.#frames.push(frame);
+    this.#queued += bytes.length;
+    this.#schedule();
+  }
+
+  /**
+   * Queues a small whole frame, `{name}|{len}|{payload}` (or only the payload when `name` is
+   * undefined), by copying it into the tail buffer: frames queued back to back share one
+   * buffer and one queue entry, and none of them costs an allocation of its own.
+   */
+  pushFrame(name: Uint8Array | undefined, payload: Uint8Array): void {
+    if (this.#closed) return;
+    const size = (name ? headerLength(name.length, payload.length) : 0) + payload.length;
+    let frame = this.#tailFrame;
+    // Only the last frame in the queue may grow, or frames would change order.
+    if (frame !== undefined && frame !== this.#frames[this.#frames.length - 1]) {
+      this.#sealTail();
+      frame = undefined;
+    }
+    if (frame === undefined || this.#tailEnd + size > this.#tail.length) {
+      this.#sealTail();
+      if (this.#tailEnd + size > this.#tail.length) {
+        // Grow with use: a receiver of one message now and then gets a small buffer, a busy
+        // one soon gets large ones (and few allocations).
+        const grown = this.#tail.length === 0 ? MIN_TAIL_BYTES : this.#tail.length * 2;
+        this.#tail = new Uint8Array(Math.max(Math.min(grown, TAIL_BYTES), size));
+        this.#tailEnd = 0;
+      }
+      frame = new OutFrame(undefined);
+      frame.complete = true;
+      frame.chunks.push(EMPTY); // the view is made when the frame is sealed or taken
+      frame.holds.push(undefined);
+      this.#tailFrame = frame;
+      this.#tailStart = this.#tailEnd;
+      this.#frames.push(frame);
+    }
+    let at = this.#tailEnd;
+    if (name) at = writeHeader(this.#tail, at, name, payload.length);
+    this.#tail.set(payload, at);
+    this.#tailEnd = at + payload.length;
+    frame.queued += size;
+    this.#queued += size;
+    this.#schedule();
+  }
+
+  /** Fixes the tail frame's view of the tail buffer; it takes no more frames. */
+  #sealTail(): void {
+    const frame = this.#tailFrame;
+    if (frame === undefined) return;
+    frame.chunks[0] = this.#tail.subarray(this.#tailStart, this.#tailEnd);
+    this.#tailFrame = undefined;
+  }
+
+  /** Lets go of the tail buffer when nothing is queued, so an idle connection holds none. */
+  trim(): void {
+    if (this.#queued === 0 && !this.#writing && this.#tailFrame === undefined) {
+      this.#tail = EMPTY;
+      this.#tailEnd = 0;
+    }
+  }
+
+  /** Starts a frame whose bytes will arrive in pieces from `owner`. */
+  begin(owner: unknown, header: Uint8Array): OutFrame {
+    const frame = new OutFrame(owner);
+    if (this.#closed) return frame;
+    this.#frames.push(frame);
+    this.append(frame, header);
+    return frame;
+  }
+
+  /**
+   * Adds bytes to a frame started with {@linkcode Outbox.begin}; `end` completes it. `hold`
+   * is released once the bytes are written or dropped.
+   */
+  append(frame: OutFrame, bytes: Uint8Array, end = false, hold?: Hold): void {
+    if (this.#closed) {
+      hold?.release();
+      return;
+    }
+    if (bytes.length > 0) {
+      frame.chunks.push(bytes);
+      frame.holds.push(hold);
+      frame.queued += bytes.length;
+      this.#queued += bytes.length;
+    }
+    if (end) frame.complete = true;
+    if (frame.complete || frame.started || frame.queued >= STREAM_THRESHOLD_BYTES) {
+      this.#schedule();
+    }
+  }
+
+  /**
+   * Gives up a frame whose sender went away before finishing it.
+   * @returns false when part of it was already written, so the stream is broken and the
+   *   connection must be closed
+   */
+  abort(frame: OutFrame): boolean {
+    if (this.#closed || frame.complete) return true;
+    if (frame.started) return false;
+    const i = this.#frames.indexOf(frame, this.#head);
+    if (i >= 0) {
+      this.#frames.splice(i, 1);
+      this.#queued -= frame.queued;
+      releaseAll(frame.holds);
+      frame.holds = [];
+      frame.chunks = [];
+      frame.queued = 0;
+      this.#wake();
+      this.#schedule();
+    }
+    return true;
+  }
+
+  /** True when `owner` must wait before adding more. */
+  overBudget(owner: unknown): boolean {
+    if (this.#closed) return false;
+    const head = this.#frames[this.#head];
+    // The owner of the frame being written must be able to finish it, or nothing behind it
+    // could drain: it waits only on what its own frame has queued.
+    if (head !== undefined && head.owner === owner && owner !== undefined && !head.complete) {
+      return head.queued > this.#budget;
+    }
+    return this.#queued > this.#budget;
+  }
+
+  /** Resolves when `owner` may add more (or the outbox is closed). */
+  waitForRoom(owner: unknown): Promise<void> {
+    if (!this.overBudget(owner)) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ owner, resolve }));
+  }
+
+  /** Resolves when everything queued has been written, or the outbox is closed. */
+  drained(): Promise<void> {
+    if (this.#closed || (this.#queued === 0 && !this.#writing)) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Stops writing, drops what is queued and releases every waiter. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#report(false);
+    releaseAll(this.#inFlight);
+    this.#inFlight = [];
+    for (let i = this.#head; i < this.#frames.length; i++) {
+      this.#frames[i].done?.(false);
+      releaseAll(this.#frames[i].holds);
+    }
+    this.#frames = [];
+    this.#head = 0;
+    this.#queued = 0;
+    this.#writeSince = 0;
+    this.#tail = EMPTY;
+    this.#tailFrame = undefined;
+    this.#wake();
+  }
+
+  #schedule(): void {
+    if (this.#writing || this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    // Deferred so that a whole read's worth of frames is queued before the first write: many
+    // frames then leave in one syscall instead of one each.
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.#run();
+    });
+  }
+
+  async #run(): Promise<void> {
+    if (this.#writing || this.#closed) return;
+    this.#writing = true;
+    try {
+      for (;;) {
+        const batch = this.#take();
+        if (batch === undefined) break;
+        await this.#writeAll(batch);
+        if (this.#closed) return;
+        this.#queued -= batch.length;
+        releaseAll(this.#inFlight);
+        this.#inFlight = [];
+        this.#report(true);
+        this.#wake();
+      }
+    } catch (error) {
+      if (!this.#closed) {
+        this.close();
+        this.#onError(error);
+      }
+    } finally {
+      this.#writing = false;
+      this.#writeSince = 0;
+      if (this.#queued === 0 || this.#closed) this.#wakeIdle();
+    }
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      this.#writeSince = performance.now();
+      offset += await this.#writer.write(offset === 0 ? bytes : bytes.subarray(offset));
+      if (this.#closed) return;
+    }
+    this.#writeSince = 0;
+  }
+
+  /**
+   * Takes the next batch of writable bytes, in order, up to the batch limit. Small pieces are
+   * gathered and copied into one buffer (one syscall for many frames); pieces that sit next
+   * to each other in one buffer are joined without a copy; a large piece goes out alone
+   * rather than being copied.
+   */
+  #take(): Uint8Array | undefined {
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    batch: while (this.#head < this.#frames.length && size < MAX_WRITE_BATCH_BYTES) {
+      const frame = this.#frames[this.#head];
+      const writable = frame.complete || frame.started || frame.queued >= STREAM_THRESHOLD_BYTES;
+      if (!writable) break;
+      if (frame === this.#tailFrame) this.#sealTail();
+      while (frame.chunks.length > 0 && size < MAX_WRITE_BATCH_BYTES) {
+        const chunk = frame.chunks[0];
+        const last = parts[parts.length - 1];
+        const adjacent = last !== undefined && last.buffer === chunk.buffer &&
+          last.byteOffset + last.length === chunk.byteOffset;
+        if (
+          last !== undefined && !adjacent &&
+          (size >= COPY_BATCH_BYTES || chunk.length >= COPY_BATCH_BYTES)
+        ) break batch;
+        frame.chunks.shift();
+        const hold = frame.holds.shift();
+        if (hold) this.#inFlight.push(hold);
+        frame.queued -= chunk.length;
+        frame.started = true;
+        size += chunk.length;
+        if (adjacent) {
+          parts[parts.length - 1] = new Uint8Array(
+            last.buffer,
+            last.byteOffset,
+            last.length + chunk.length,
+          );
+        } else {
+          parts.push(chunk);
+        }
+      }
+      if (frame.complete && frame.chunks.length === 0) {
+        if (frame.done) this.#finished.push(frame);
+        this.#frames[this.#head++] = undefined as unknown as OutFrame;
+        continue;
+      }
+      break;
+    }
+    if (this.#head > 1024 || this.#head === this.#frames.length) {
+      this.#frames = this.#frames.slice(this.#head);
+      this.#head = 0;
+    }
+    if (parts.length === 0) return undefined;
+    if (parts.length === 1) return parts[0];
+    return concat(parts);
+  }
+
+  #report(written: boolean): void {
+    if (this.#finished.length === 0) return;
+    const finished = this.#finished;
+    this.#finished = [];
+    for (const frame of finished) frame.done!(written);
+  }
+
+  #wake(): void {
+    if (this.#waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (this.overBudget(w.owner)) still.push(w);
+      else w.resolve();
+    }
+    this.#waiters = still;
+  }
+
+  #wakeIdle(): void {
+    const idle = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of idle) resolve();
+  }
+}
+
+function releaseAll(holds: (Hold | undefined)[]): void {
+  for (const hold of holds) hold?.release();
+}

@@ -1,0 +1,541 @@
+/**
+ * The relay server: accepts TCP connections, keeps the registry of names, enforces the
+ * timeouts, and shuts down cleanly. Each connection runs in its own {@linkcode Connection}.
+ * @module
+ */
+
+import { getLogger, type Logger } from "@logtape/logtape";
+import {
+  Connection,
+  type Connection as Client,
+  type ConnectionHost,
+  type DisconnectReason,
+} from "./connection.ts";
+import {
+  DEFAULT_PORT,
+  IDLE_TIMEOUT_MS,
+  MAX_BUFFER_BYTES,
+  MAX_CONNECTIONS,
+  MAX_MESSAGE_BYTES,
+  REGISTER_TIMEOUT_MS,
+  WRITE_TIMEOUT_MS,
+} from "../limits.ts";
+import type { AuthPolicy } from "./auth.ts";
+import { addressKey, ConnectionCounter, RateLimiter } from "./limiter.ts";
+import type { Registration } from "../wire/relay.ts";
+import { Registry } from "./registry.ts";
+import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
+
+/** Options of {@linkcode RelayServer.listen}. */
+export interface RelayServerOptions {
+  /**
+   * Address to listen on.
+   * @default {"0.0.0.0"}
+   */
+  hostname?: string;
+  /**
+   * TCP port; 0 picks a free one (see {@linkcode RelayServer.port}).
+   * @default {8080}
+   */
+  port?: number;
+  /**
+   * Time a new connection has to send its name; 0 turns the limit off.
+   * @default {3000}
+   */
+  registerTimeoutMs?: number;
+  /**
+   * A client that sends nothing for this long is disconnected; 0 turns the limit off.
+   * @default {30000}
+   */
+  idleTimeoutMs?: number;
+  /**
+   * A receiver that accepts no bytes for this long while data waits is disconnected; 0
+   * turns the limit off.
+   * @default {30000}
+   */
+  writeTimeoutMs?: number;
+  /**
+   * Largest message payload in bytes.
+   * @default {16777216}
+   */
+  maxMessageBytes?: number;
+  /**
+   * Bytes buffered for one receiver before its senders are paused.
+   * @default {8388608}
+   */
+  maxBufferBytes?: number;
+  /**
+   * Most connections open at once; more are refused.
+   * @default {16384}
+   */
+  maxConnections?: number;
+  /**
+   * `framed` delivers `sender|len|payload`; `payload` delivers only the payload bytes (the
+   * original relay's demo behaviour).
+   * @default {"framed"}
+   */
+  deliver?: "framed" | "payload";
+  /**
+   * Time allowed on {@linkcode RelayServer.close} for queued data to go out.
+   * @default {0}
+   */
+  shutdownGraceMs?: number;
+  /** Serve TLS with this certificate: on `port`, or on `tlsPort` when that is set too. */
+  tls?: TlsCertificate;
+  /** With `tls`: the port for TLS, while `port` stays plaintext (both share one registry). */
+  tlsPort?: number;
+  /** Who may register which names (`--auth-file`); without it every name is open. */
+  auth?: AuthPolicy;
+  /**
+   * Most connections open at once from one IP (an IPv6 /64 counts as one); 0 for no limit.
+   * @default {0}
+   */
+  maxConnectionsPerIp?: number;
+  /** Registrations allowed per IP: `limit` per `intervalMs`; no limit when absent. */
+  registerRate?: Rate;
+  /**
+   * Wrong tokens allowed per IP before its registrations of owned names are refused.
+   * @default {{ limit: 10, intervalMs: 60000 }}
+   */
+  authFailureRate?: Rate;
+  /**
+   * Bytes per second one client may send; 0 for no limit.
+   * @default {0}
+   */
+  bandwidthBytesPerSecond?: number;
+}
+
+/** A PEM certificate chain and its private key. */
+export interface TlsCertificate {
+  /** Certificate chain, PEM. */
+  cert: string;
+  /** Private key, PEM. */
+  key: string;
+}
+
+/** A rate: `limit` events per `intervalMs`. */
+export interface Rate {
+  /** Events allowed per interval. */
+  limit: number;
+  /** Interval in milliseconds. */
+  intervalMs: number;
+}
+
+/** Wrong tokens allowed per IP per minute by default: enough for typos, too few to guess. */
+const AUTH_FAILURES_PER_MINUTE = 10;
+/** A refusal reason is logged at most once per this interval; the rest are counted. */
+const REFUSAL_LOG_INTERVAL_MS = 1_000;
+
+/** Counters of a running server. */
+export interface RelayStats {
+  /** Connections open now. */
+  connections: number;
+  /** Names registered now. */
+  registered: number;
+  /** Connections accepted since start. */
+  accepted: number;
+  /** Connections refused at accept, by reason. */
+  refused: Record<string, number>;
+  /** Messages delivered to a receiver's queue. */
+  messages: number;
+  /** Payload bytes delivered. */
+  bytes: number;
+  /** Messages dropped, by reason. */
+  dropped: Record<string, number>;
+  /** Connections ended, by reason. */
+  disconnects: Partial<Record<DisconnectReason, number>>;
+}
+
+/** How often at most the timeout sweep runs: timeouts are enforced within a quarter. */
+const MAX_SWEEP_MS = 1_000;
+const MIN_SWEEP_MS = 5;
+/** Longest pause of the accept loop after an error such as running out of descriptors. */
+const MAX_ACCEPT_BACKOFF_MS = 1_000;
+
+/**
+ * A relay server. Start it with {@linkcode RelayServer.listen}; stop it with `close()` or
+ * `await using`.
+ *
+ * @example
+ * ```ts
+ * await using server = await RelayServer.listen({ hostname: "127.0.0.1", port: 0 });
+ * console.log(`relay on port ${server.port}`);
+ * ```
+ */
+export class RelayServer implements AsyncDisposable {
+  #plain: Deno.Listener | undefined;
+  #secure: Deno.Listener | undefined;
+  readonly #registry = new Registry<Client>();
+  readonly #connections = new Set<Client>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #acceptLoops = new Map<Deno.Listener, Promise<void>>();
+  readonly #log: Logger = getLogger(["relay", "server"]);
+  readonly #options: Options;
+  readonly #sweep: ReturnType<typeof setInterval>;
+  readonly #stop = new AbortController();
+  #closing: Promise<void> | undefined;
+  #nextId = 1;
+  readonly #stats = {
+    accepted: 0,
+    messages: 0,
+    bytes: 0,
+    refused: {} as Record<string, number>,
+    dropped: {} as Record<string, number>,
+    disconnects: {} as Partial<Record<DisconnectReason, number>>,
+  };
+  readonly #decoder = new TextDecoder("utf-8", { fatal: true });
+  readonly #host: ConnectionHost;
+  readonly #perIp: ConnectionCounter | undefined;
+  readonly #registerRate: RateLimiter | undefined;
+  readonly #authFailures: RateLimiter;
+  readonly #refusalLog = new Map<string, { at: number; suppressed: number }>();
+
+  private constructor(options: Options) {
+    this.#options = options;
+    this.#host = this.#makeHost();
+    if (options.maxConnectionsPerIp > 0) {
+      this.#perIp = new ConnectionCounter({ maxPerKey: options.maxConnectionsPerIp });
+    }
+    if (options.registerRate) this.#registerRate = new RateLimiter(options.registerRate);
+    this.#authFailures = new RateLimiter(options.authFailureRate);
+    const { tls, tlsPort, hostname, port } = options;
+    if (tls && tlsPort === undefined) {
+      this.#secure = Deno.listenTls({ hostname, port, ...tls });
+    } else {
+      this.#plain = Deno.listen({ hostname, port });
+      if (tls) {
+        try {
+          this.#secure = Deno.listenTls({ hostname, port: tlsPort!, ...tls });
+        } catch (error) {
+          this.#plain.close();
+          throw error;
+        }
+      }
+    }
+    // A timeout of 0 is off; the sweep runs often enough for the shortest one that is on.
+    const shortest = Math.min(
+      ...[options.registerTimeoutMs, options.idleTimeoutMs, options.writeTimeoutMs]
+        .filter((ms) => ms > 0),
+      MAX_SWEEP_MS * 4,
+    );
+    const every = Math.max(MIN_SWEEP_MS, Math.min(MAX_SWEEP_MS, Math.floor(shortest / 4)));
+    this.#sweep = setInterval(() => this.#checkTimeouts(), every);
+    if (this.#plain) this.#startAccepting(this.#plain);
+    if (this.#secure) this.#startAccepting(this.#secure);
+  }
+
+  /**
+   * Starts a relay listening on `hostname:port` (and `tlsPort`).
+   * @throws {RangeError} on a negative or non-finite limit
+   * @throws {Deno.errors.AddrInUse} and other listen errors, or a bad TLS certificate or key
+   */
+  static listen(options: RelayServerOptions = {}): Promise<RelayServer> {
+    const full: Options = {
+      hostname: options.hostname ?? "0.0.0.0",
+      port: options.port ?? DEFAULT_PORT,
+      registerTimeoutMs: options.registerTimeoutMs ?? REGISTER_TIMEOUT_MS,
+      idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+      writeTimeoutMs: options.writeTimeoutMs ?? WRITE_TIMEOUT_MS,
+      maxMessageBytes: options.maxMessageBytes ?? MAX_MESSAGE_BYTES,
+      maxBufferBytes: options.maxBufferBytes ?? MAX_BUFFER_BYTES,
+      maxConnections: options.maxConnections ?? MAX_CONNECTIONS,
+      deliver: options.deliver ?? "framed",
+      shutdownGraceMs: options.shutdownGraceMs ?? 0,
+      maxConnectionsPerIp: options.maxConnectionsPerIp ?? 0,
+      bandwidthBytesPerSecond: options.bandwidthBytesPerSecond ?? 0,
+      authFailureRate: options.authFailureRate ??
+        { limit: AUTH_FAILURES_PER_MINUTE, intervalMs: 60_000 },
+      tls: options.tls,
+      tlsPort: options.tlsPort,
+      auth: options.auth,
+      registerRate: options.registerRate,
+    };
+    for (const [key, value] of Object.entries(full)) {
+      if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
+        throw new RangeError(`Invalid ${key}: ${value}`);
+      }
+    }
+    if (full.tlsPort !== undefined && !full.tls) {
+      throw new TypeError("A TLS port needs a TLS certificate and key");
+    }
+    const server = new RelayServer(full);
+    const announce = getLogger(ANNOUNCE_CATEGORY);
+    if (server.#plain) {
+      announce.info("Listening on {hostname}:{port}", {
+        hostname: full.hostname,
+        port: server.port,
+      });
+    }
+    if (server.#secure) {
+      announce.info("Listening on {hostname}:{port} (TLS)", {
+        hostname: full.hostname,
+        port: server.tlsPort,
+      });
+    }
+    return Promise.resolve(server);
+  }
+
+  /** The port of the plaintext listener, or of the TLS one when TLS is all it serves. */
+  get port(): number {
+    return ((this.#plain ?? this.#secure)!.addr as Deno.NetAddr).port;
+  }
+
+  /** The port of the TLS listener, if any. */
+  get tlsPort(): number | undefined {
+    return this.#secure ? (this.#secure.addr as Deno.NetAddr).port : undefined;
+  }
+
+  /** The address the server listens on. */
+  get hostname(): string {
+    return ((this.#plain ?? this.#secure)!.addr as Deno.NetAddr).hostname;
+  }
+
+  /**
+   * Replaces the TLS certificate (on SIGHUP). The new one is checked first; on error the old
+   * one stays in force and the error is thrown. Connections already open keep their session;
+   * the TLS listener is reopened on the same port, so new connections see the new certificate.
+   */
+  async setCertificate(tls: TlsCertificate): Promise<void> {
+    if (!this.#secure || this.#stop.signal.aborted) {
+      throw new TypeError("This server does not serve TLS");
+    }
+    // Fails on a bad certificate or key before anything changes.
+    Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tls }).close();
+    const { hostname, port } = this.#secure.addr as Deno.NetAddr;
+    const old = this.#secure;
+    old.close();
+    // The port is free only once the old accept loop has seen its listener close.
+    await this.#acceptLoops.get(old);
+    this.#secure = Deno.listenTls({ hostname, port, ...tls });
+    this.#startAccepting(this.#secure);
+    this.#log.info("TLS certificate reloaded");
+  }
+
+  /** The auth policy in force, if any (reload it with its own `reload()`). */
+  get auth(): AuthPolicy | undefined {
+    return this.#options.auth;
+  }
+
+  /** A snapshot of the counters. */
+  stats(): RelayStats {
+    const s = this.#stats;
+    return {
+      connections: this.#connections.size,
+      registered: this.#registry.size,
+      accepted: s.accepted,
+      refused: { ...s.refused },
+      messages: s.messages,
+      bytes: s.bytes,
+      dropped: { ...s.dropped },
+      disconnects: { ...s.disconnects },
+    };
+  }
+
+  /**
+   * Stops accepting, gives queued data up to `shutdownGraceMs` to go out, then closes every
+   * connection. Safe to call more than once.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode RelayServer.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#stop.abort();
+    for (const listener of [this.#plain, this.#secure]) {
+      try {
+        listener?.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    await Promise.all([...this.#acceptLoops.values()]);
+    const grace = this.#options.shutdownGraceMs;
+    if (grace > 0 && this.#connections.size > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const drained = Promise.all([...this.#connections].map((c) => c.outbox.drained()));
+      await Promise.race([drained, new Promise((r) => timer = setTimeout(r, grace))]);
+      clearTimeout(timer);
+    }
+    clearInterval(this.#sweep);
+    for (const conn of [...this.#connections]) conn.close("server_shutdown");
+    await Promise.allSettled([...this.#tasks]);
+    this.#log.info("Stopped");
+  }
+
+  #startAccepting(listener: Deno.Listener): void {
+    const loop = this.#accept(listener);
+    this.#acceptLoops.set(listener, loop);
+    loop.finally(() => this.#acceptLoops.delete(listener));
+  }
+
+  async #accept(listener: Deno.Listener): Promise<void> {
+    let backoff = 0;
+    while (!this.#stop.signal.aborted) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+        backoff = 0;
+      } catch (error) {
+        if (this.#stop.signal.aborted) return;
+        if (error instanceof Deno.errors.BadResource) return;
+        // Most likely out of file descriptors: pause, then keep serving those connected.
+        backoff = Math.min(MAX_ACCEPT_BACKOFF_MS, backoff === 0 ? 10 : backoff * 2);
+        this.#log.warn("Accept failed, retrying in {backoff} ms: {error}", {
+          backoff,
+          error: String(error),
+        });
+        await sleep(backoff, this.#stop.signal);
+        continue;
+      }
+      this.#admitConnection(conn);
+    }
+  }
+
+  #admitConnection(conn: Deno.Conn): void {
+    this.#stats.accepted++;
+    if (this.#connections.size >= this.#options.maxConnections) {
+      this.#refuse(conn, "too_many_connections");
+      return;
+    }
+    let lease: { release(): void } | undefined;
+    if (this.#perIp) {
+      lease = this.#perIp.tryAcquire(addressKey((conn.remoteAddr as Deno.NetAddr).hostname));
+      if (!lease) {
+        this.#refuse(conn, "too_many_connections_per_ip");
+        return;
+      }
+    }
+    try {
+      (conn as Deno.TcpConn).setNoDelay(true); // writes are already batched; Nagle would only add latency
+    } catch {
+      // Not a TCP socket option here (e.g. the socket already closed).
+    }
+    const client = new Connection(conn, this.#host, this.#nextId++);
+    client.lease = lease;
+    this.#connections.add(client);
+    this.#log.info("Connection from {remote}", { id: client.id, remote: client.remote });
+    const task = client.run();
+    this.#tasks.add(task);
+    task.finally(() => this.#tasks.delete(task));
+  }
+
+  #refuse(conn: Deno.Conn, reason: string): void {
+    this.#stats.refused[reason] = (this.#stats.refused[reason] ?? 0) + 1;
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    // Under a flood every refusal is counted, but logged once a second with a tally.
+    const now = performance.now();
+    const last = this.#refusalLog.get(reason);
+    if (last && now - last.at < REFUSAL_LOG_INTERVAL_MS) {
+      last.suppressed++;
+    } else {
+      this.#refusalLog.set(reason, { at: now, suppressed: 0 });
+      this.#log.info("Refused {remote}: {reason}{more}", {
+        remote: `${addr.hostname}:${addr.port}`,
+        reason,
+        more: last?.suppressed ? ` (and ${last.suppressed} more since the last report)` : "",
+      });
+    }
+    try {
+      conn.close();
+    } catch {
+      // Already gone.
+    }
+  }
+
+  #checkTimeouts(): void {
+    const now = performance.now();
+    const { registerTimeoutMs, idleTimeoutMs, writeTimeoutMs } = this.#options;
+    for (const c of this.#connections) {
+      if (c.name === undefined) {
+        if (registerTimeoutMs > 0 && now - c.since > registerTimeoutMs) {
+          c.close("register_timeout", `No name within ${registerTimeoutMs} ms`);
+        }
+      } else if (idleTimeoutMs > 0 && !c.waiting && now - c.lastActivity > idleTimeoutMs) {
+        c.close("idle_timeout", `Nothing sent for ${idleTimeoutMs} ms`);
+      }
+      if (writeTimeoutMs > 0 && !c.closed && c.outbox.stalledMs(now) > writeTimeoutMs) {
+        c.close("slow_consumer", `Accepted no bytes for ${writeTimeoutMs} ms`);
+      }
+      c.outbox.trim();
+    }
+  }
+
+  /** Applies the registration rate and name ownership; returns a refusal reason or nothing. */
+  async #admitRegistration(
+    conn: Client,
+    registration: Registration,
+  ): Promise<DisconnectReason | undefined> {
+    const key = addressKey(conn.ip);
+    if (this.#registerRate && !this.#registerRate.take(key)) return "rate_limited";
+    const auth = this.#options.auth;
+    if (!auth) return undefined;
+    if (!auth.owns(registration.name) && !auth.requireAuth) return undefined;
+    // An IP that guessed wrong too often is refused before its token is even looked at.
+    if (!this.#authFailures.peek(key)) return "rate_limited";
+    const verdict = await auth.check(registration.name, registration.token);
+    if (verdict === "ok") return undefined;
+    if (verdict === "wrong_token") this.#authFailures.take(key);
+    return "unauthorized";
+  }
+
+  /** What connections see of the server. */
+  #makeHost(): ConnectionHost {
+    const options = this.#options;
+    const stats = this.#stats;
+    return {
+      limits: {
+        maxMessageBytes: options.maxMessageBytes,
+        maxBufferBytes: options.maxBufferBytes,
+        bandwidthBytesPerSecond: options.bandwidthBytesPerSecond,
+      },
+      deliver: options.deliver,
+      log: getLogger(["relay", "conn"]),
+      admit: (conn, registration) => this.#admitRegistration(conn, registration),
+      claim: (name, conn) => this.#registry.claim(name, conn),
+      release: (name, conn) => this.#registry.release(name, conn),
+      lookup: (name) => {
+        try {
+          return this.#registry.get(this.#decoder.decode(name));
+        } catch {
+          return undefined; // not UTF-8: cannot be a registered name
+        }
+      },
+      ended: (conn, reason) => {
+        this.#connections.delete(conn);
+        stats.disconnects[reason] = (stats.disconnects[reason] ?? 0) + 1;
+      },
+      count: (event, bytes) => {
+        if (event === "delivered") {
+          stats.messages++;
+          stats.bytes += bytes;
+        } else {
+          stats.dropped[event] = (stats.dropped[event] ?? 0) + 1;
+        }
+      },
+    };
+  }
+}
+
+type Options =
+  & Required<
+    Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">
+  >
+  & Pick<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">;
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,199 @@
+/** End-to-end encryption of tunnel packets: the cipher alone, then sessions over a tapped relay. */
+import { createCipherFactory, readSecret, SecretCipher } from "../../lib/tunnel/crypto.ts";
+import {
+  decodePacketHeader,
+  encodeFrames,
+  newSessionId,
+  PACKET_HEADER_BYTES,
+  UNKNOWN_SESSION,
+} from "../../lib/wire/tunnel.ts";
+import type { Tunnel, TunnelOptions } from "../../lib/tunnel/tunnel.ts";
+import { UsageError } from "../../lib/cli/flags.ts";
+import {
+  assert,
+  assertEquals,
+  containsBytes,
+  echoServer,
+  echoThrough,
+  endedEmpty,
+  FakeRelay,
+  fakeTunnel,
+  plainPacket,
+  sameBytes,
+  type Tapped,
+  waitFor,
+} from "../_helpers/tunnel.ts";
+
+const encoder = new TextEncoder();
+const SECRET = encoder.encode("correct horse battery staple, 32+ bytes");
+const OTHER = encoder.encode("another secret entirely, also long enough");
+
+async function rejects(promise: Promise<unknown>, includes: string): Promise<void> {
+  try {
+    await promise;
+  } catch (error) {
+    assert((error as Error).message.includes(includes), (error as Error).message);
+    return;
+  }
+  throw new Error(`Expected a rejection with ${JSON.stringify(includes)}`);
+}
+
+Deno.test("sealed packets open only unchanged, once, between the right names and secret", async (t) => {
+  const lab = newSessionId();
+  const laptop = newSessionId();
+  const frames = encodeFrames([{
+    type: "data",
+    stream: 1,
+    opener: true,
+    data: encoder.encode("hi"),
+  }]);
+  const sender = new SecretCipher(SECRET, "laptop");
+  const seal = () => sender.seal("lab", laptop, lab, frames);
+  const open = (cipher: SecretCipher, packet: Uint8Array, from = "laptop") =>
+    cipher.open(from, decodePacketHeader(packet), packet);
+
+  await t.step("the right receiver gets the frames back", async () => {
+    const receiver = new SecretCipher(SECRET, "lab");
+    const packet = await seal();
+    assert(!containsBytes(packet, encoder.encode("hi")));
+    assertEquals(await open(receiver, packet), frames);
+  });
+  await t.step("any changed byte, header or body, fails authentication", async () => {
+    const receiver = new SecretCipher(SECRET, "lab");
+    const packet = await seal();
+    for (
+      const at of [1, 5, 20, PACKET_HEADER_BYTES + 3, PACKET_HEADER_BYTES + 9, packet.length - 1]
+    ) {
+      const bad = packet.slice();
+      bad[at] ^= 0x40;
+      // A changed kind byte is refused as a header; every other change fails the tag.
+      let header;
+      try {
+        header = decodePacketHeader(bad);
+      } catch {
+        continue;
+      }
+      await rejects(receiver.open("laptop", header, bad), "authentication");
+    }
+    assertEquals(await open(receiver, packet), frames, "the genuine packet still opens");
+  });
+  await t.step("a replayed or reordered packet is refused", async () => {
+    const receiver = new SecretCipher(SECRET, "lab");
+    const first = await seal();
+    const second = await seal();
+    await open(receiver, second);
+    await rejects(open(receiver, second), "Replayed");
+    await rejects(open(receiver, first), "Replayed");
+  });
+  await t.step("another secret, or another claimed sender, cannot open it", async () => {
+    await rejects(open(new SecretCipher(OTHER, "lab"), await seal()), "authentication");
+    await rejects(open(new SecretCipher(SECRET, "lab"), await seal(), "mallory"), "authentication");
+    await rejects(open(new SecretCipher(SECRET, "lab2"), await seal()), "authentication");
+  });
+  await t.step("each packet has a fresh nonce", async () => {
+    const a = await seal();
+    const b = await seal();
+    const counter = (p: Uint8Array) => new DataView(p.buffer).getBigUint64(PACKET_HEADER_BYTES);
+    assertEquals(counter(b), counter(a) + 1n);
+  });
+});
+
+Deno.test("the secret comes from --secret-file or RELAY_TUNNEL_SECRET and must be long enough", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/secret`;
+    await Deno.writeTextFile(file, "0123456789abcdef0123456789abcdef\n");
+    assertEquals(await readSecret(file), encoder.encode("0123456789abcdef0123456789abcdef"));
+    await Deno.writeTextFile(file, "short\n");
+    await rejects(readSecret(file), "shorter than 16 bytes");
+    await rejects(readSecret(`${dir}/missing`), "Cannot read --secret-file");
+    const before = Deno.env.get("RELAY_TUNNEL_SECRET");
+    Deno.env.set("RELAY_TUNNEL_SECRET", "from-the-environment-0123");
+    try {
+      assertEquals(await readSecret(undefined), encoder.encode("from-the-environment-0123"));
+    } finally {
+      if (before === undefined) Deno.env.delete("RELAY_TUNNEL_SECRET");
+      else Deno.env.set("RELAY_TUNNEL_SECRET", before);
+    }
+    await readSecret(file).then(
+      () => assert.fail("a short secret was accepted"),
+      (e) => assert(e instanceof UsageError),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function tunnel(relay: FakeRelay, name: string, options: Partial<TunnelOptions> = {}): Tunnel {
+  return fakeTunnel(relay, name, { openTimeoutMs: 1_000, ...options });
+}
+
+Deno.test("encrypted tunnels: the relay sees only ciphertext; wrong, missing or replayed keys fail", async (t) => {
+  const relay = new FakeRelay();
+  const seen: Tapped[] = [];
+  relay.tap = (m) => void seen.push({ ...m, payload: m.payload.slice() });
+  const echo = echoServer();
+  const expose = new Map([["very-secret-service", { hostname: "127.0.0.1", port: echo.port }]]);
+  await using lab = tunnel(relay, "lab", { expose, cipher: createCipherFactory(SECRET) });
+  await using laptop = tunnel(relay, "laptop", { cipher: createCipherFactory(SECRET) });
+  const marker = encoder.encode("PLAINTEXT-MARKER-that-must-never-cross-the-relay ");
+  const data = new Uint8Array(marker.length * 20_000);
+  for (let i = 0; i < 20_000; i++) data.set(marker, i * marker.length);
+
+  await t.step("data flows, and no tapped message holds plaintext", async () => {
+    const addr = laptop.forward({ port: 0, peer: "lab", service: "very-secret-service" });
+    const got = await echoThrough(addr.port, data);
+    assert(got instanceof Uint8Array && sameBytes(got, data), "the echo differs");
+    assert(seen.length > 10);
+    const probe = marker.subarray(0, 24);
+    for (const m of seen) {
+      assert(!containsBytes(m.payload, probe), "plaintext crossed the relay");
+      assert(!containsBytes(m.payload, encoder.encode("very-secret-service")));
+      assertEquals(m.payload[1], 1, "a packet was not sealed");
+    }
+  });
+
+  await t.step("a replayed OPEN is refused and dials nothing", async () => {
+    const dialled = echo.accepted();
+    const toLab = seen.filter((m) => m.from === "laptop" && m.to === "lab");
+    const dropped = lab.stats()!.packetsDropped.rejected ?? 0;
+    for (const m of toLab) relay.route("laptop", "lab", m.payload);
+    await waitFor(() => (lab.stats()!.packetsDropped.rejected ?? 0) >= dropped + toLab.length);
+    assertEquals(echo.accepted(), dialled);
+  });
+
+  await t.step("a tampered packet is dropped; the stream never reaches the target", async () => {
+    const dialled = echo.accepted();
+    relay.tap = (m) => {
+      if (m.from !== "laptop") return;
+      const bad = m.payload.slice();
+      bad[bad.length - 20] ^= 1;
+      return bad;
+    };
+    const addr = laptop.forward({ port: 0, peer: "lab", service: "very-secret-service" });
+    const got = await echoThrough(addr.port, encoder.encode("hello"));
+    assert(endedEmpty(got));
+    assertEquals(echo.accepted(), dialled);
+    relay.tap = undefined;
+  });
+
+  await t.step("a peer with another secret cannot open streams", async () => {
+    await using mallory = tunnel(relay, "mallory", { cipher: createCipherFactory(OTHER) });
+    const addr = mallory.forward({ port: 0, peer: "lab", service: "very-secret-service" });
+    const dialled = echo.accepted();
+    const got = await echoThrough(addr.port, encoder.encode("hello"));
+    assert(endedEmpty(got));
+    assertEquals(echo.accepted(), dialled);
+  });
+
+  await t.step("a peer without a secret is refused", async () => {
+    const plain = relay.connect("plain");
+    const hello = plainPacket(newSessionId(), UNKNOWN_SESSION, [{ type: "hello", ack: false }]);
+    await plain.send("lab", hello);
+    await waitFor(() => (lab.stats()!.packetsDropped.not_encrypted ?? 0) === 1);
+    plain.kill();
+  });
+  await lab.close();
+  await laptop.close();
+  await echo.close();
+});

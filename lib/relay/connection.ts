@@ -31,6 +31,21 @@ import type { DisconnectReason } from "../wire/reasons.ts";
 
 export type { DisconnectReason };
 
+/**
+ * The byte stream a connection runs over: what it uses of a `Deno.Conn`. A TCP or TLS socket
+ * is one; so is the WebSocket adapter of the HTTP side (`lib/web/ws_conn.ts`).
+ */
+export interface RelayConn {
+  /** Reads into `p`; resolves to the bytes read, or null at end of input. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p`; resolves to how many bytes were taken. */
+  write(p: Uint8Array): Promise<number>;
+  /** Closes both directions; may be called more than once. */
+  close(): void;
+  /** The peer's address (its `hostname` is used for per-IP limits and logs). */
+  readonly remoteAddr: Deno.Addr;
+}
+
 /** What a connection needs from its server. */
 export interface ConnectionHost {
   /** Limits and timeouts in force. */
@@ -98,7 +113,7 @@ export class Connection implements FrameSink {
   /** The queue of bytes going to this client. */
   readonly outbox: Outbox;
 
-  readonly #conn: Deno.Conn;
+  readonly #conn: RelayConn;
   readonly #host: ConnectionHost;
   readonly #parser: FrameParser;
   #closed = false;
@@ -138,7 +153,7 @@ export class Connection implements FrameSink {
    * @param host the server
    * @param id sequence number for logs
    */
-  constructor(conn: Deno.Conn, host: ConnectionHost, id: number) {
+  constructor(conn: RelayConn, host: ConnectionHost, id: number) {
     this.#conn = conn;
     this.#host = host;
     this.id = id;

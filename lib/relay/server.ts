@@ -10,6 +10,7 @@ import {
   type Connection as Client,
   type ConnectionHost,
   type DisconnectReason,
+  type RelayConn,
 } from "./connection.ts";
 import {
   DEFAULT_PORT,
@@ -144,7 +145,25 @@ export interface RelayStats {
   dropped: Record<string, number>;
   /** Connections ended, by reason. */
   disconnects: Partial<Record<DisconnectReason, number>>;
+  /** Bytes queued for receivers now, over all connections. */
+  queuedBytes: number;
+  /**
+   * Delivered messages by payload size: `messageSizes[i]` counts those of at most
+   * `MESSAGE_SIZE_BUCKETS_BYTES[i]` bytes (and more than the bound before); the last entry
+   * counts the larger ones.
+   */
+  messageSizes: number[];
 }
+
+/** Upper bounds of the message-size histogram in {@linkcode RelayStats.messageSizes}. */
+export const MESSAGE_SIZE_BUCKETS_BYTES: readonly number[] = [
+  16,
+  256,
+  4096,
+  65536,
+  1048576,
+  16777216,
+];
 
 /** How often at most the timeout sweep runs: timeouts are enforced within a quarter. */
 const MAX_SWEEP_MS = 1_000;
@@ -182,6 +201,7 @@ export class RelayServer implements AsyncDisposable {
     refused: {} as Record<string, number>,
     dropped: {} as Record<string, number>,
     disconnects: {} as Partial<Record<DisconnectReason, number>>,
+    messageSizes: new Array<number>(MESSAGE_SIZE_BUCKETS_BYTES.length + 1).fill(0),
   };
   readonly #decoder = new TextDecoder("utf-8", { fatal: true });
   readonly #host: ConnectionHost;
@@ -328,7 +348,46 @@ export class RelayServer implements AsyncDisposable {
       bytes: s.bytes,
       dropped: { ...s.dropped },
       disconnects: { ...s.disconnects },
+      queuedBytes: [...this.#connections].reduce((sum, c) => sum + c.outbox.queuedBytes, 0),
+      messageSizes: [...s.messageSizes],
     };
+  }
+
+  /**
+   * Names registered now, sorted by their UTF-8 bytes.
+   * @param prefix keep only names that start with it
+   * @param limit at most this many
+   */
+  names(prefix = "", limit = Infinity): string[] {
+    const names: string[] = [];
+    for (const conn of this.#registry.values()) {
+      if (conn.name !== undefined && conn.name.startsWith(prefix)) names.push(conn.name);
+    }
+    // Code point order is UTF-8 byte order (UTF-16 code unit order is not, past U+FFFF).
+    names.sort((a, b) => {
+      const x = [...a], y = [...b];
+      for (let i = 0; i < Math.min(x.length, y.length); i++) {
+        if (x[i] !== y[i]) return x[i].codePointAt(0)! - y[i].codePointAt(0)!;
+      }
+      return x.length - y.length;
+    });
+    return names.slice(0, limit);
+  }
+
+  /**
+   * Runs a connection that did not come from this server's listeners (a WebSocket from the
+   * HTTP side) exactly like an accepted one: same limits, registry and shutdown.
+   */
+  serve(conn: RelayConn): void {
+    if (this.#stop.signal.aborted) {
+      try {
+        conn.close();
+      } catch {
+        // Already gone.
+      }
+      return;
+    }
+    this.#admitConnection(conn);
   }
 
   /**
@@ -397,7 +456,7 @@ export class RelayServer implements AsyncDisposable {
     }
   }
 
-  #admitConnection(conn: Deno.Conn): void {
+  #admitConnection(conn: RelayConn): void {
     this.#stats.accepted++;
     if (this.#connections.size >= this.#options.maxConnections) {
       this.#refuse(conn, "too_many_connections");
@@ -425,7 +484,7 @@ export class RelayServer implements AsyncDisposable {
     task.finally(() => this.#tasks.delete(task));
   }
 
-  #refuse(conn: Deno.Conn, reason: string): void {
+  #refuse(conn: RelayConn, reason: string): void {
     this.#stats.refused[reason] = (this.#stats.refused[reason] ?? 0) + 1;
     const addr = conn.remoteAddr as Deno.NetAddr;
     // Under a flood every refusal is counted, but logged once a second with a tally.
@@ -514,6 +573,10 @@ export class RelayServer implements AsyncDisposable {
         if (event === "delivered") {
           stats.messages++;
           stats.bytes += bytes;
+          let bucket = 0;
+          const bounds = MESSAGE_SIZE_BUCKETS_BYTES;
+          while (bucket < bounds.length && bytes > bounds[bucket]) bucket++;
+          stats.messageSizes[bucket]++;
         } else {
           stats.dropped[event] = (stats.dropped[event] ?? 0) + 1;
         }

@@ -1,6 +1,7 @@
 /**
- * Child processes of the benchmark: spawning with a raised file-descriptor limit, waiting for a
- * readiness line, draining output, stopping; plus helpers for free ports and executables.
+ * Child processes of the benchmark and the soak: spawning with a raised file-descriptor limit,
+ * waiting for a readiness line, draining output, stopping; plus helpers for free ports and
+ * executables.
  * @module
  */
 
@@ -152,8 +153,11 @@ export class Child implements AsyncDisposable {
     return new Error(`${this.name} ${what}${tail ? `; its last output:\n${tail}` : ""}`);
   }
 
-  /** Asks the process to stop (SIGTERM, or kill on Windows), kills it after a grace period. */
-  async stop(): Promise<void> {
+  /**
+   * Asks the process to stop (SIGTERM, or kill on Windows), kills it after `graceMs`.
+   * @param graceMs time it gets to exit on its own
+   */
+  async stop(graceMs: number = STOP_GRACE_MS): Promise<void> {
     if (!this.#exited) {
       try {
         this.process.kill(Deno.build.os === "windows" ? "SIGKILL" : "SIGTERM");
@@ -166,7 +170,7 @@ export class Child implements AsyncDisposable {
         } catch {
           // Already gone.
         }
-      }, STOP_GRACE_MS);
+      }, graceMs);
       await this.process.status;
       clearTimeout(timer);
     }

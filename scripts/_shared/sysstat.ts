@@ -1,6 +1,7 @@
 /**
- * Process figures from Linux's /proc: resident memory and CPU time of a process tree. On other
- * systems every figure is `undefined` and the report leaves those columns empty.
+ * Process figures from Linux's /proc: resident memory, open descriptors and CPU time of a
+ * process tree. On other systems every figure is `undefined` and the report leaves those columns
+ * empty.
  * @module
  */
 
@@ -20,6 +21,17 @@ export function rssBytes(pid: number): number | undefined {
   const status = readText(`/proc/${pid}/status`);
   const match = status?.match(/^VmRSS:\s+(\d+)\s+kB/m);
   return match ? Number(match[1]) * 1024 : undefined;
+}
+
+/** Open file descriptors of `pid` (entries of /proc/PID/fd), or `undefined` when unreadable. */
+export function openDescriptors(pid: number): number | undefined {
+  try {
+    let count = 0;
+    for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) count++;
+    return count;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Fields of /proc/PID/stat after the command name (which may contain spaces). */

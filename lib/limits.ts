@@ -28,6 +28,19 @@ export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** Bytes buffered for one receiver before its senders are paused (backpressure). */
 export const MAX_BUFFER_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Bytes queued for receivers and in flight to them, over all connections, before senders are
+ * paused (`--max-memory`): with the per-receiver cap alone, 64 receivers that never read grew
+ * the relay by half a gigabyte in seconds. 256 MiB fits a small VPS with room to spare.
+ */
+export const MAX_MEMORY_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Bytes each receiver may always have queued while the memory budget is not spent: one full
+ * read of a busy sender, so a receiver that reads never holds its senders back.
+ */
+export const GUARANTEED_QUEUE_BYTES = 256 * 1024;
+
 /** Open connections at once; past it new connections are refused. */
 export const MAX_CONNECTIONS = 16_384;
 
@@ -36,6 +49,13 @@ export const MIN_READ_BYTES = 1024;
 
 /** Largest read buffer: a busy sender's reads grow to this, so one read carries many frames. */
 export const MAX_READ_BYTES = 256 * 1024;
+
+/**
+ * Payload pieces below this size are copied into a send queue; larger ones are queued as
+ * views of the buffer they arrived in (no copy). Copying small pieces lets read buffers be
+ * reused and keeps a slow receiver from pinning a large buffer for a few bytes.
+ */
+export const COPY_BELOW_BYTES = 16 * 1024;
 
 /** Most bytes gathered into one socket write: many small frames, one syscall. */
 export const MAX_WRITE_BATCH_BYTES = 256 * 1024;

@@ -10,7 +10,12 @@
  * Frames never interleave: a frame is written only after every frame before it. A small frame
  * is written only once complete; a large one streams as its payload arrives, so one message
  * never has to sit whole in memory. Queued bytes are bounded by a budget: a sender whose push
- * takes the queue over it waits ({@linkcode Outbox.waitForRoom}) before reading more.
+ * takes the queue over it waits ({@linkcode Outbox.waitForRoom}) before reading more. On the
+ * relay the budget is a {@linkcode QueueShare} of a memory budget shared by all receivers.
+ *
+ * A closed outbox takes nothing: what is pushed or appended is dropped at once, every `done`
+ * is called with false (exactly once), and `waitForRoom` and `drained` resolve at once, so no
+ * caller can wait forever on a connection that has ended.
  * @module
  */
 
@@ -51,11 +56,22 @@ export class OutFrame {
   started = false;
   /** Who appends to it; that sender alone may go on while others wait behind the frame. */
   readonly owner: unknown;
-  /** Called with true once the whole frame is written, or false if the outbox closes first. */
+  /**
+   * Called once: with true when the whole frame is written, with false when the outbox closes
+   * first (or was closed when the frame was begun or ended). It may be set after
+   * {@linkcode Outbox.begin}, before the frame's last {@linkcode Outbox.append}.
+   */
   done: ((written: boolean) => void) | undefined;
 
   constructor(owner: unknown) {
     this.owner = owner;
+  }
+
+  /** Calls `done` once with the outcome. */
+  settle(written: boolean): void {
+    const done = this.done;
+    this.done = undefined;
+    done?.(written);
   }
 }
 
@@ -70,10 +86,24 @@ interface Waiter {
   resolve: () => void;
 }
 
+/**
+ * A queue's share of a memory budget that several queues draw on (the relay's
+ * `maxMemoryBytes`). The outbox reports every change of its queued bytes and asks the share,
+ * instead of its own `budgetBytes`, whether its senders must wait.
+ */
+export interface QueueShare {
+  /** The queue's bytes changed by `bytes` (negative when written or dropped). */
+  charge(bytes: number): void;
+  /** Whether a sender must wait while `queuedBytes` (its own part, see below) are queued. */
+  full(queuedBytes: number): boolean;
+}
+
 /** Options of an {@linkcode Outbox}. */
 export interface OutboxOptions {
-  /** Bytes queued before senders must wait. */
+  /** Bytes queued before senders must wait (without a `share`). */
   budgetBytes: number;
+  /** Share of a wider memory budget; when given it decides when senders wait. */
+  share?: QueueShare;
   /** Called once when a write fails; the outbox is closed then. */
   onError?: (error: unknown) => void;
 }
@@ -83,6 +113,7 @@ export class Outbox {
   readonly #writer: ByteWriter;
   readonly #budget: number;
   readonly #onError: (error: unknown) => void;
+  readonly #share: QueueShare | undefined;
   #frames: OutFrame[] = [];
   #head = 0;
   #queued = 0;
@@ -110,6 +141,7 @@ export class Outbox {
   constructor(writer: ByteWriter, options: OutboxOptions) {
     this.#writer = writer;
     this.#budget = options.budgetBytes;
+    this.#share = options.share;
     this.#onError = options.onError ?? (() => {});
   }
 
@@ -130,7 +162,8 @@ export class Outbox {
 
   /**
    * Queues one whole frame.
-   * @param done called with true once it is written, or false if the outbox closes first
+   * @param done called with true once it is written, or false if the outbox closes first (at
+   *   once when it is already closed)
    */
   push(bytes: Uint8Array, done?: (written: boolean) => void): void {
     if (this.#closed) {
@@ -144,14 +177,15 @@ export class Outbox {
     frame.queued = bytes.length;
     frame.complete = true;
     this.#frames.push(frame);
-    this.#queued += bytes.length;
+    this.#charge(bytes.length);
     this.#schedule();
   }
 
   /**
    * Queues a small whole frame, `{name}|{len}|{payload}` (or only the payload when `name` is
    * undefined), by copying it into the tail buffer: frames queued back to back share one
-   * buffer and one queue entry, and none of them costs an allocation of its own.
+   * buffer and one queue entry, and none of them costs an allocation of its own. Dropped
+   * when the outbox is closed.
    */
   pushFrame(name: Uint8Array | undefined, payload: Uint8Array): void {
     if (this.#closed) return;
@@ -184,7 +218,7 @@ export class Outbox {
     this.#tail.set(payload, at);
     this.#tailEnd = at + payload.length;
     frame.queued += size;
-    this.#queued += size;
+    this.#charge(size);
     this.#schedule();
   }
 
@@ -204,7 +238,10 @@ export class Outbox {
     }
   }
 
-  /** Starts a frame whose bytes will arrive in pieces from `owner`. */
+  /**
+   * Starts a frame whose bytes will arrive in pieces from `owner`. On a closed outbox the
+   * frame is not queued: its `done` is called with false by the append that ends it.
+   */
   begin(owner: unknown, header: Uint8Array): OutFrame {
     const frame = new OutFrame(owner);
     if (this.#closed) return frame;
@@ -215,18 +252,20 @@ export class Outbox {
 
   /**
    * Adds bytes to a frame started with {@linkcode Outbox.begin}; `end` completes it. `hold`
-   * is released once the bytes are written or dropped.
+   * is released once the bytes are written or dropped. On a closed outbox the bytes are
+   * dropped, `hold` is released at once, and the frame's `done` is called with false.
    */
   append(frame: OutFrame, bytes: Uint8Array, end = false, hold?: Hold): void {
     if (this.#closed) {
       hold?.release();
+      frame.settle(false);
       return;
     }
     if (bytes.length > 0) {
       frame.chunks.push(bytes);
       frame.holds.push(hold);
       frame.queued += bytes.length;
-      this.#queued += bytes.length;
+      this.#charge(bytes.length);
     }
     if (end) frame.complete = true;
     if (frame.complete || frame.started || frame.queued >= STREAM_THRESHOLD_BYTES) {
@@ -245,7 +284,7 @@ export class Outbox {
     const i = this.#frames.indexOf(frame, this.#head);
     if (i >= 0) {
       this.#frames.splice(i, 1);
-      this.#queued -= frame.queued;
+      this.#charge(-frame.queued);
       releaseAll(frame.holds);
       frame.holds = [];
       frame.chunks = [];
@@ -262,10 +301,11 @@ export class Outbox {
     const head = this.#frames[this.#head];
     // The owner of the frame being written must be able to finish it, or nothing behind it
     // could drain: it waits only on what its own frame has queued.
-    if (head !== undefined && head.owner === owner && owner !== undefined && !head.complete) {
-      return head.queued > this.#budget;
-    }
-    return this.#queued > this.#budget;
+    const queued =
+      head !== undefined && head.owner === owner && owner !== undefined && !head.complete
+        ? head.queued
+        : this.#queued;
+    return this.#share === undefined ? queued > this.#budget : this.#share.full(queued);
   }
 
   /** Resolves when `owner` may add more (or the outbox is closed). */
@@ -274,21 +314,30 @@ export class Outbox {
     return new Promise((resolve) => this.#waiters.push({ owner, resolve }));
   }
 
-  /** Resolves when everything queued has been written, or the outbox is closed. */
+  /**
+   * Resolves when everything queued has been written, frames still arriving included (they
+   * end by their last append or by {@linkcode Outbox.abort}), or the outbox is closed.
+   */
   drained(): Promise<void> {
-    if (this.#closed || (this.#queued === 0 && !this.#writing)) return Promise.resolve();
+    if (this.#closed || this.#idle()) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Nothing queued, nothing being written, no frame still arriving. */
+  #idle(): boolean {
+    return this.#head >= this.#frames.length && !this.#writing;
   }
 
   /** Stops writing, drops what is queued and releases every waiter. Safe to call twice. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#charge(-this.#queued);
     this.#report(false);
     releaseAll(this.#inFlight);
     this.#inFlight = [];
     for (let i = this.#head; i < this.#frames.length; i++) {
-      this.#frames[i].done?.(false);
+      this.#frames[i].settle(false);
       releaseAll(this.#frames[i].holds);
     }
     this.#frames = [];
@@ -298,6 +347,7 @@ export class Outbox {
     this.#tail = EMPTY;
     this.#tailFrame = undefined;
     this.#wake();
+    this.#wakeIdle();
   }
 
   #schedule(): void {
@@ -320,7 +370,7 @@ export class Outbox {
         if (batch === undefined) break;
         await this.#writeAll(batch);
         if (this.#closed) return;
-        this.#queued -= batch.length;
+        this.#charge(-batch.length);
         releaseAll(this.#inFlight);
         this.#inFlight = [];
         this.#report(true);
@@ -334,7 +384,7 @@ export class Outbox {
     } finally {
       this.#writing = false;
       this.#writeSince = 0;
-      if (this.#queued === 0 || this.#closed) this.#wakeIdle();
+      if (this.#closed || this.#head >= this.#frames.length) this.#wakeIdle();
     }
   }
 
@@ -407,7 +457,12 @@ export class Outbox {
     if (this.#finished.length === 0) return;
     const finished = this.#finished;
     this.#finished = [];
-    for (const frame of finished) frame.done!(written);
+    for (const frame of finished) frame.settle(written);
+  }
+
+  #charge(bytes: number): void {
+    this.#queued += bytes;
+    this.#share?.charge(bytes);
   }
 
   #wake(): void {

@@ -1,10 +1,12 @@
 /**
- * One client connection on the relay: its reader loop, its registration, routing of the frames
- * it sends, and its {@linkcode Outbox}. Every failure ends only this connection.
+ * One client connection on the relay: its reader loop, its registration, and its
+ * {@linkcode Outbox}; the frames it sends are routed by its {@linkcode Router}. Every failure
+ * ends only this connection.
  *
  * ```
  * accept ─► read `name|` (register timeout) ─► claim name ─► loop: read ─► parse ─► route
  *                                                                 └─ wait while a receiver is full
+ * EOF ─► name freed at once ─► queue drains (frames already begun to it included) ─► close
  * ```
  * @module
  */
@@ -13,19 +15,15 @@ import type { Logger } from "@logtape/logtape";
 import { BufferPool, type PooledBuffer } from "../io/buffer_pool.ts";
 import { BandwidthLimiter } from "./limiter.ts";
 import { MAX_READ_BYTES, MIN_READ_BYTES } from "../limits.ts";
-import { Outbox, type OutFrame } from "../io/outbox.ts";
+import { Outbox, type QueueShare } from "../io/outbox.ts";
 import {
-  encodeHeader,
   FrameParser,
-  type FrameSink,
-  headerLength,
   MAX_REGISTRATION_BYTES,
   parseRegistration,
   ProtocolError,
   type Registration,
-  writeHeader,
 } from "../wire/relay.ts";
-import { bytesEqual } from "../util/bytes.ts";
+import { Router } from "./router.ts";
 
 import type { DisconnectReason } from "../wire/reasons.ts";
 
@@ -67,37 +65,21 @@ export interface ConnectionHost {
   release(name: string, conn: Connection): void;
   /** The registered connection with this name bytes, if any. */
   lookup(name: Uint8Array): Connection | undefined;
+  /** Changes whenever a name is claimed or freed: a cached lookup is stale once it moves. */
+  readonly generation: number;
+  /** This receiver's share of the server's memory budget, if it has one. */
+  share(ip: string): (QueueShare & { release(): void }) | undefined;
   /** Called once when the connection has ended. */
   ended(conn: Connection, reason: DisconnectReason): void;
   /** Counts a message delivered or dropped. */
-  count(event: "delivered" | "unknown_destination", bytes: number): void;
+  count(event: "delivered" | "unknown_destination" | "receiver_gone", bytes: number): void;
 }
-
-/**
- * Payload pieces below this size are copied into the receiver's queue; larger ones are queued
- * as views of the read buffer. Copying small pieces lets the read buffer be reused and keeps a
- * slow receiver from pinning large buffers for a few bytes.
- */
-const COPY_BELOW_BYTES = 16 * 1024;
-
-const EMPTY = new Uint8Array(0);
-const encoder = new TextEncoder();
 
 /** Large read buffers shared by all connections; 64 of them is 16 MiB at most. */
 const READ_POOL = new BufferPool(MAX_READ_BYTES, 64);
 
-/** Routing state of the frame being read. */
-const enum Route {
-  /** Zero-length keepalive, or a payload for an unknown destination. */
-  Drop,
-  /** A small frame assembled whole before it is queued. */
-  Whole,
-  /** A large frame streamed into the receiver's queue as it arrives. */
-  Stream,
-}
-
 /** A client connection. Created by the server; ends through {@linkcode Connection.close}. */
-export class Connection implements FrameSink {
+export class Connection {
   /** Sequence number, for logs. */
   readonly id: number;
   /** Remote address `ip:port`, for logs. */
@@ -116,23 +98,13 @@ export class Connection implements FrameSink {
   readonly #conn: RelayConn;
   readonly #host: ConnectionHost;
   readonly #parser: FrameParser;
+  readonly #router: Router;
+  readonly #share: { release(): void } | undefined;
   #closed = false;
   /** Set while the reader waits for a full receiver, so the idle timer leaves it alone. */
   #waiting = false;
-  /** `name|` bytes used as the header prefix of frames this client sends. */
-  #prefix: Uint8Array = EMPTY;
-
-  // Routing of the frame being parsed.
-  #mode = Route.Drop;
-  #dest: Connection | undefined;
-  #whole: Uint8Array = EMPTY;
-  #wholeAt = 0;
-  #frame: OutFrame | undefined;
-  #frameLength = 0;
-  /** Receivers that went over budget while routing the current read. */
-  #full: Connection[] = [];
-  /** Whether a view of the current (unpooled) read buffer went into some queue. */
-  #retained = false;
+  /** `performance.now()` since the reader has been held back by full receivers, else 0. */
+  #heldSince = 0;
   /** Per-client byte rate limit, when the server sets one. */
   readonly #bandwidth: BandwidthLimiter | undefined;
   #wake: (() => void) | undefined;
@@ -141,12 +113,6 @@ export class Connection implements FrameSink {
   lease: { release(): void } | undefined;
   /** The current read buffer when it comes from the pool. */
   #pooled: PooledBuffer | undefined;
-  /** Where the name of the frame being streamed was, to write the outgoing header over it. */
-  #nameBuffer: ArrayBufferLike | undefined;
-  #nameStart = 0;
-  // One-entry destination cache: clients mostly send to the same peer again and again.
-  #lastDestName: Uint8Array = EMPTY;
-  #lastDest: Connection | undefined;
 
   /**
    * @param conn the accepted socket
@@ -164,10 +130,14 @@ export class Connection implements FrameSink {
       : `${addr.hostname}:${addr.port}`;
     this.since = this.lastActivity = performance.now();
     this.#parser = new FrameParser({ maxMessageBytes: host.limits.maxMessageBytes });
+    this.#router = new Router(this, host);
     const rate = host.limits.bandwidthBytesPerSecond;
     if (rate > 0) this.#bandwidth = new BandwidthLimiter({ bytesPerSecond: rate });
+    const share = host.share(this.ip);
+    this.#share = share;
     this.outbox = new Outbox(conn, {
       budgetBytes: host.limits.maxBufferBytes,
+      share,
       onError: (error) => this.close("connection_error", errorText(error)),
     });
   }
@@ -177,9 +147,14 @@ export class Connection implements FrameSink {
     return this.#closed;
   }
 
-  /** Whether the reader is paused by a full receiver (not idle). */
+  /** Whether the reader is paused by a full receiver or its bandwidth limit (not idle). */
   get waiting(): boolean {
     return this.#waiting;
+  }
+
+  /** How long the reader has been held back by full receivers now, in ms (0 when it is not). */
+  heldMs(now: number): number {
+    return this.#heldSince === 0 ? 0 : now - this.#heldSince;
   }
 
   /** Runs the connection until it ends. Never throws. */
@@ -210,8 +185,10 @@ export class Connection implements FrameSink {
     this.lease?.release();
     clearTimeout(this.#wakeTimer);
     this.#wake?.();
-    this.#abortFrame();
+    this.#router.abortFrame();
+    this.#router.forget();
     this.outbox.close();
+    this.#share?.release();
     try {
       this.#conn.close();
     } catch {
@@ -255,7 +232,7 @@ export class Connection implements FrameSink {
         return undefined;
       }
       this.name = registration.name;
-      this.#prefix = encoder.encode(registration.name);
+      this.#router.registered(registration.name);
       this.#host.log.info("Registered {name} ({remote})", {
         id: this.id,
         remote: this.remote,
@@ -278,9 +255,9 @@ export class Connection implements FrameSink {
             this.#pooled = READ_POOL.get();
           }
           buf = this.#pooled.bytes;
-        } else if (this.#retained || buf.length !== size) {
+        } else if (this.#router.retained || buf.length !== size) {
           buf = new Uint8Array(size);
-          this.#retained = false;
+          this.#router.retained = false;
         }
         const n = await this.#conn.read(buf);
         if (n === null) break;
@@ -303,8 +280,11 @@ export class Connection implements FrameSink {
       this.#pooled?.disown();
       this.#pooled = undefined;
     }
-    // The client finished sending. Its name is freed now; what is queued for it still goes out.
-    if (this.#parser.midFrame) this.#abortFrame();
+    // The client finished sending. Its name is freed now (so the next frame to it goes to its
+    // next holder: senders' caches see the registry generation move); what is queued for it,
+    // and the rest of frames already begun to it, still goes out.
+    if (this.#parser.midFrame) this.#router.abortFrame();
+    this.#router.forget();
     if (this.name !== undefined) this.#host.release(this.name, this);
     await this.outbox.drained();
     this.close("client_closed");
@@ -326,148 +306,26 @@ export class Connection implements FrameSink {
 
   /** Parses one read and routes its frames, then waits for receivers that are full. */
   async #route(bytes: Uint8Array): Promise<void> {
-    this.#parser.push(bytes, this);
-    if (this.#full.length === 0) return;
-    const full = this.#full;
-    this.#full = [];
+    const router = this.#router;
+    router.pooled = this.#pooled;
+    this.#parser.push(bytes, router);
+    const full = router.takeFull();
+    if (full.length === 0) return;
     this.#waiting = true;
+    this.#heldSince = performance.now();
     try {
       for (const dest of full) await dest.outbox.waitForRoom(this);
     } finally {
       this.#waiting = false;
+      this.#heldSince = 0;
       // Time spent held back by a receiver is not idleness.
       this.lastActivity = performance.now();
-    }
-  }
-
-  /** {@linkcode FrameSink}: a frame header from this client. */
-  header(name: Uint8Array, length: number): void {
-    if (length === 0) {
-      this.#mode = Route.Drop; // keepalive: never forwarded
-      return;
-    }
-    const dest = this.#lookup(name);
-    if (dest === undefined || dest.closed) {
-      this.#mode = Route.Drop;
-      this.#host.count("unknown_destination", length);
-      this.#host.log.debug("Dropped {length} bytes from {name} to unknown {dest}", {
-        length,
-        name: this.name,
-        dest: safeName(name),
-      });
-      return;
-    }
-    this.#dest = dest;
-    this.#frameLength = length;
-    if (length < COPY_BELOW_BYTES) {
-      // Small: queued whole once complete; assembled here only if it spans reads.
-      this.#mode = Route.Whole;
-      this.#wholeAt = 0;
-      return;
-    }
-    this.#mode = Route.Stream;
-    // The frame is begun with its first payload piece; remember where the incoming header
-    // lies, in case the outgoing one can be written over it.
-    this.#nameBuffer = name.buffer;
-    this.#nameStart = name.byteOffset;
-  }
-
-  /** {@linkcode FrameSink}: payload bytes of the current frame. */
-  payload(bytes: Uint8Array, end: boolean): void {
-    const dest = this.#dest;
-    if (this.#mode === Route.Drop || dest === undefined) return;
-    if (this.#mode === Route.Whole) {
-      const name = this.#host.deliver === "framed" ? this.#prefix : undefined;
-      if (end && this.#wholeAt === 0) {
-        // The usual case: the whole payload is in this read; copy it straight into the queue.
-        dest.outbox.pushFrame(name, bytes);
-      } else {
-        if (this.#wholeAt === 0) this.#whole = new Uint8Array(this.#frameLength);
-        this.#whole.set(bytes, this.#wholeAt);
-        this.#wholeAt += bytes.length;
-        if (!end) return;
-        dest.outbox.pushFrame(name, this.#whole);
-        this.#whole = EMPTY;
-      }
-    } else {
-      const piece = this.#frame === undefined ? this.#beginStream(dest, bytes) : bytes;
-      const pooled = this.#pooled;
-      if (piece.length < COPY_BELOW_BYTES) {
-        dest.outbox.append(this.#frame!, piece.slice(), end);
-      } else {
-        if (pooled) pooled.retain();
-        else this.#retained = true;
-        dest.outbox.append(this.#frame!, piece, end, pooled);
-      }
-      if (end) this.#frame = undefined;
-    }
-    if (end) {
-      this.#host.count("delivered", this.#frameLength);
-      this.#dest = undefined;
-      this.#mode = Route.Drop;
-    }
-    if (dest.outbox.overBudget(this) && !this.#full.includes(dest)) this.#full.push(dest);
-  }
-
-  /**
-   * Begins a streamed frame at its first payload piece. When the incoming header sits just
-   * before the piece in the read buffer and the outgoing header is no longer, the outgoing
-   * one is written over it: header and payload then leave as one view, with no copy, and
-   * back-to-back frames of equal-length names join into one large write.
-   * @returns the bytes to queue for this piece (with the header in front when in place)
-   */
-  #beginStream(dest: Connection, bytes: Uint8Array): Uint8Array {
-    const framed = this.#host.deliver === "framed";
-    const length = this.#frameLength;
-    const headerBytes = framed ? headerLength(this.#prefix.length, length) : 0;
-    const at = bytes.byteOffset - headerBytes;
-    if (
-      bytes.length >= COPY_BELOW_BYTES && bytes.buffer === this.#nameBuffer && at >= this.#nameStart
-    ) {
-      const piece = new Uint8Array(bytes.buffer, at, headerBytes + bytes.length);
-      if (framed) writeHeader(piece, 0, this.#prefix, length);
-      this.#frame = dest.outbox.begin(this, EMPTY);
-      return piece;
-    }
-    this.#frame = dest.outbox.begin(this, framed ? encodeHeader(this.#prefix, length) : EMPTY);
-    return bytes;
-  }
-
-  #lookup(name: Uint8Array): Connection | undefined {
-    const last = this.#lastDest;
-    if (last !== undefined && !last.closed && bytesEqual(name, this.#lastDestName)) return last;
-    const dest = this.#host.lookup(name);
-    if (dest !== undefined) {
-      this.#lastDest = dest;
-      this.#lastDestName = name.slice();
-    }
-    return dest;
-  }
-
-  /** Gives up the frame this client was streaming, if any. */
-  #abortFrame(): void {
-    const frame = this.#frame;
-    const dest = this.#dest;
-    this.#frame = undefined;
-    this.#dest = undefined;
-    this.#mode = Route.Drop;
-    if (frame === undefined || dest === undefined) return;
-    if (!dest.outbox.abort(frame)) {
-      // Part of the frame is already on the receiver's wire: its stream cannot be repaired.
-      dest.close("sender_aborted", `Sender ${this.name} left in the middle of a message`);
     }
   }
 }
 
 function nextPowerOfTwo(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-}
-
-const lossyDecoder = new TextDecoder();
-
-/** A name from the wire, printable in a log line. */
-function safeName(bytes: Uint8Array): string {
-  return JSON.stringify(lossyDecoder.decode(bytes));
 }
 
 function errorText(error: unknown): string {

@@ -17,6 +17,7 @@ import {
   IDLE_TIMEOUT_MS,
   MAX_BUFFER_BYTES,
   MAX_CONNECTIONS,
+  MAX_MEMORY_BYTES,
   MAX_MESSAGE_BYTES,
   REGISTER_TIMEOUT_MS,
   WRITE_TIMEOUT_MS,
@@ -25,6 +26,7 @@ import type { AuthPolicy } from "./auth.ts";
 import { addressKey, ConnectionCounter, RateLimiter } from "./limiter.ts";
 import type { Registration } from "../wire/relay.ts";
 import { Registry } from "./registry.ts";
+import { MemoryBudget } from "./memory_budget.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 
 /** Options of {@linkcode RelayServer.listen}. */
@@ -65,6 +67,13 @@ export interface RelayServerOptions {
    * @default {8388608}
    */
   maxBufferBytes?: number;
+  /**
+   * Bytes queued for receivers and in flight to them, over all connections, before senders are
+   * paused; 0 for no global budget (`maxBufferBytes` per receiver still applies). Shared so
+   * that one receiver or one IP cannot take all of it (see `memory_budget.ts`).
+   * @default {268435456}
+   */
+  maxMemoryBytes?: number;
   /**
    * Most connections open at once; more are refused.
    * @default {16384}
@@ -145,6 +154,11 @@ export interface RelayStats {
   dropped: Record<string, number>;
   /** Connections ended, by reason. */
   disconnects: Partial<Record<DisconnectReason, number>>;
+  /**
+   * The global memory budget: `usedBytes` queued for receivers and in flight to them now,
+   * over all connections, against `budgetBytes` (0 when there is no global budget).
+   */
+  memory: { usedBytes: number; budgetBytes: number };
   /** Bytes queued for receivers now, over all connections. */
   queuedBytes: number;
   /**
@@ -185,6 +199,9 @@ export class RelayServer implements AsyncDisposable {
   #plain: Deno.Listener | undefined;
   #secure: Deno.Listener | undefined;
   readonly #registry = new Registry<Client>();
+  readonly #memory: MemoryBudget;
+  /** The certificate reload in progress, if any: reloads run one at a time, in order. */
+  #reloading: Promise<void> = Promise.resolve();
   readonly #connections = new Set<Client>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #acceptLoops = new Map<Deno.Listener, Promise<void>>();
@@ -212,6 +229,10 @@ export class RelayServer implements AsyncDisposable {
 
   private constructor(options: Options) {
     this.#options = options;
+    this.#memory = new MemoryBudget({
+      budgetBytes: options.maxMemoryBytes,
+      maxPerReceiverBytes: options.maxBufferBytes,
+    });
     this.#host = this.#makeHost();
     if (options.maxConnectionsPerIp > 0) {
       this.#perIp = new ConnectionCounter({ maxPerKey: options.maxConnectionsPerIp });
@@ -258,6 +279,7 @@ export class RelayServer implements AsyncDisposable {
       writeTimeoutMs: options.writeTimeoutMs ?? WRITE_TIMEOUT_MS,
       maxMessageBytes: options.maxMessageBytes ?? MAX_MESSAGE_BYTES,
       maxBufferBytes: options.maxBufferBytes ?? MAX_BUFFER_BYTES,
+      maxMemoryBytes: options.maxMemoryBytes ?? MAX_MEMORY_BYTES,
       maxConnections: options.maxConnections ?? MAX_CONNECTIONS,
       deliver: options.deliver ?? "framed",
       shutdownGraceMs: options.shutdownGraceMs ?? 0,
@@ -314,18 +336,30 @@ export class RelayServer implements AsyncDisposable {
    * Replaces the TLS certificate (on SIGHUP). The new one is checked first; on error the old
    * one stays in force and the error is thrown. Connections already open keep their session;
    * the TLS listener is reopened on the same port, so new connections see the new certificate.
+   *
+   * Reloads run one at a time, in the order they were asked for (two SIGHUPs in a row never
+   * race for the port). Once shutdown has begun, a reload does nothing and resolves: no
+   * listener is ever opened after {@linkcode RelayServer.close}.
+   * @throws {TypeError} when the server does not serve TLS
    */
-  async setCertificate(tls: TlsCertificate): Promise<void> {
-    if (!this.#secure || this.#stop.signal.aborted) {
-      throw new TypeError("This server does not serve TLS");
-    }
+  setCertificate(tls: TlsCertificate): Promise<void> {
+    if (!this.#secure) return Promise.reject(new TypeError("This server does not serve TLS"));
+    const run = this.#reloading.then(() => this.#reload(tls));
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
+  async #reload(tls: TlsCertificate): Promise<void> {
+    if (this.#stop.signal.aborted) return;
     // Fails on a bad certificate or key before anything changes.
     Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tls }).close();
-    const { hostname, port } = this.#secure.addr as Deno.NetAddr;
-    const old = this.#secure;
+    const old = this.#secure!;
+    const { hostname, port } = old.addr as Deno.NetAddr;
     old.close();
     // The port is free only once the old accept loop has seen its listener close.
     await this.#acceptLoops.get(old);
+    // Shutdown may have begun while the old listener closed: then nothing is reopened.
+    if (this.#stop.signal.aborted) return;
     this.#secure = Deno.listenTls({ hostname, port, ...tls });
     this.#startAccepting(this.#secure);
     this.#log.info("TLS certificate reloaded");
@@ -348,6 +382,7 @@ export class RelayServer implements AsyncDisposable {
       bytes: s.bytes,
       dropped: { ...s.dropped },
       disconnects: { ...s.disconnects },
+      memory: { usedBytes: this.#memory.usedBytes, budgetBytes: this.#memory.budgetBytes },
       queuedBytes: [...this.#connections].reduce((sum, c) => sum + c.outbox.queuedBytes, 0),
       messageSizes: [...s.messageSizes],
     };
@@ -413,6 +448,7 @@ export class RelayServer implements AsyncDisposable {
         // Already closed.
       }
     }
+    await this.#reloading;
     await Promise.all([...this.#acceptLoops.values()]);
     const grace = this.#options.shutdownGraceMs;
     if (grace > 0 && this.#connections.size > 0) {
@@ -458,6 +494,11 @@ export class RelayServer implements AsyncDisposable {
 
   #admitConnection(conn: RelayConn): void {
     this.#stats.accepted++;
+    if (this.#stop.signal.aborted) {
+      // Accepted just as shutdown began (or handed over by serve() too late): never run it.
+      this.#refuse(conn, "server_shutdown");
+      return;
+    }
     if (this.#connections.size >= this.#options.maxConnections) {
       this.#refuse(conn, "too_many_connections");
       return;
@@ -515,8 +556,15 @@ export class RelayServer implements AsyncDisposable {
         if (registerTimeoutMs > 0 && now - c.since > registerTimeoutMs) {
           c.close("register_timeout", `No name within ${registerTimeoutMs} ms`);
         }
-      } else if (idleTimeoutMs > 0 && !c.waiting && now - c.lastActivity > idleTimeoutMs) {
-        c.close("idle_timeout", `Nothing sent for ${idleTimeoutMs} ms`);
+      } else if (idleTimeoutMs > 0) {
+        // Time held back by a full receiver is not idleness: the write timeout ends that wait
+        // (the receiver is dropped). With the write timeout off nothing would, so then a
+        // sender held back for longer than the idle timeout is let go instead of held forever.
+        if (!c.waiting && now - c.lastActivity > idleTimeoutMs) {
+          c.close("idle_timeout", `Nothing sent for ${idleTimeoutMs} ms`);
+        } else if (writeTimeoutMs === 0 && c.heldMs(now) > idleTimeoutMs) {
+          c.close("held_back", `Held back by a full receiver for ${idleTimeoutMs} ms`);
+        }
       }
       if (writeTimeoutMs > 0 && !c.closed && c.outbox.stalledMs(now) > writeTimeoutMs) {
         c.close("slow_consumer", `Accepted no bytes for ${writeTimeoutMs} ms`);
@@ -547,6 +595,8 @@ export class RelayServer implements AsyncDisposable {
   #makeHost(): ConnectionHost {
     const options = this.#options;
     const stats = this.#stats;
+    const registry = this.#registry;
+    const memory = this.#memory;
     return {
       limits: {
         maxMessageBytes: options.maxMessageBytes,
@@ -558,6 +608,10 @@ export class RelayServer implements AsyncDisposable {
       admit: (conn, registration) => this.#admitRegistration(conn, registration),
       claim: (name, conn) => this.#registry.claim(name, conn),
       release: (name, conn) => this.#registry.release(name, conn),
+      get generation() {
+        return registry.generation;
+      },
+      share: (ip) => memory.budgetBytes > 0 ? memory.share(addressKey(ip)) : undefined,
       lookup: (name) => {
         try {
           return this.#registry.get(this.#decoder.decode(name));

@@ -31,6 +31,11 @@ export const DISCONNECT_REASONS = {
   sender_aborted: "A sender left in the middle of a message to this client",
   /** The relay is shutting down. */
   server_shutdown: "The relay is shutting down",
+  /**
+   * With the write timeout off, a sender was held back by a receiver that did not read for
+   * longer than the idle timeout (with a write timeout the receiver is dropped instead).
+   */
+  held_back: "The client was held back by a receiver that did not read",
 } as const;
 
 /** Why a relay connection ended; counted per reason. */
@@ -42,6 +47,8 @@ export const REFUSAL_REASONS = {
   too_many_connections: "The relay has too many connections",
   /** This IP (or IPv6 /64) is at `--max-connections-per-ip`. */
   too_many_connections_per_ip: "Too many connections from this address",
+  /** Accepted just as the relay began to shut down. */
+  server_shutdown: "The relay is shutting down",
 } as const;
 
 /** Why a connection was refused at accept; counted per reason. */
@@ -51,6 +58,8 @@ export type RefusalReason = keyof typeof REFUSAL_REASONS;
 export const DROP_REASONS = {
   /** No client holds the destination name. */
   unknown_destination: "No client has that name",
+  /** The receiver ended while the message was arriving (its name may have a new holder). */
+  receiver_gone: "The receiver left before the message was complete",
 } as const;
 
 /** Why a message was not delivered; counted per reason. */

@@ -1,0 +1,242 @@
+/**
+ * Routing of the frames one client sends: frame → the destination's {@linkcode Outbox}. The
+ * connection's parser calls it for each header and payload piece; it never awaits, it only
+ * notes the receivers that went over their share so the reader can wait for them.
+ *
+ * ```
+ * header(dest, len) ─► look up dest (one-entry cache, checked against the registry generation)
+ *   len = 0          ─► keepalive, never forwarded
+ *   nobody has dest  ─► dropped: unknown_destination
+ *   len < 16 KiB     ─► assembled whole, then copied into the receiver's queue
+ *   larger           ─► streamed into the receiver's queue as it arrives (views, no copy)
+ * ```
+ *
+ * A frame belongs to whoever holds the destination name when its header is read: if the name
+ * changes hands mid-frame, the rest of that frame still goes to the connection it began on
+ * (which keeps draining its queue after a half-close), and the next frame goes to the new
+ * holder. A frame whose receiver ended before it was complete is counted as dropped
+ * (`receiver_gone`), never as delivered.
+ * @module
+ */
+
+import type { PooledBuffer } from "../io/buffer_pool.ts";
+import type { OutFrame } from "../io/outbox.ts";
+import { encodeHeader, type FrameSink, headerLength, writeHeader } from "../wire/relay.ts";
+import { bytesEqual } from "../util/bytes.ts";
+import { COPY_BELOW_BYTES } from "../limits.ts";
+import type { Connection, ConnectionHost } from "./connection.ts";
+
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
+
+/** Routing state of the frame being read. */
+const enum Route {
+  /** Zero-length keepalive, or a payload for an unknown destination. */
+  Drop,
+  /** A small frame assembled whole before it is queued. */
+  Whole,
+  /** A large frame streamed into the receiver's queue as it arrives. */
+  Stream,
+}
+
+/** Routes the frames of one sending connection. Created by its {@linkcode Connection}. */
+export class Router implements FrameSink {
+  /** The read buffer being parsed, when it comes from the pool (set by the reader). */
+  pooled: PooledBuffer | undefined;
+  /** Whether a view of the current (unpooled) read buffer went into some queue. */
+  retained = false;
+
+  readonly #sender: Connection;
+  readonly #host: ConnectionHost;
+  /** `name|` bytes used as the header prefix of frames this client sends. */
+  #prefix: Uint8Array = EMPTY;
+  #mode = Route.Drop;
+  #dest: Connection | undefined;
+  #whole: Uint8Array = EMPTY;
+  #wholeAt = 0;
+  #frame: OutFrame | undefined;
+  #frameLength = 0;
+  /** Receivers that went over their share while routing the current read. */
+  #full: Connection[] = [];
+  /** Where the name of the frame being streamed was, to write the outgoing header over it. */
+  #nameBuffer: ArrayBufferLike | undefined;
+  #nameStart = 0;
+  // One-entry destination cache: clients mostly send to the same peer again and again. Valid
+  // only while the registry's generation is the one it was filled at: any claim or release
+  // anywhere empties it, so a name that changed hands is looked up again.
+  #lastDestName: Uint8Array = EMPTY;
+  #lastDest: Connection | undefined;
+  #lastGeneration = -1;
+
+  /**
+   * @param sender the connection whose frames are routed
+   * @param host the server
+   */
+  constructor(sender: Connection, host: ConnectionHost) {
+    this.#sender = sender;
+    this.#host = host;
+  }
+
+  /** Sets the sender's registered name, used in the header of what it sends. */
+  registered(name: string): void {
+    this.#prefix = encoder.encode(name);
+  }
+
+  /** Whether a frame is being streamed to a receiver (the sender leaving now would break it). */
+  get midFrame(): boolean {
+    return this.#frame !== undefined;
+  }
+
+  /** Receivers that went over their share since the last call; the sender waits for them. */
+  takeFull(): Connection[] {
+    if (this.#full.length === 0) return this.#full;
+    const full = this.#full;
+    this.#full = [];
+    return full;
+  }
+
+  /** {@linkcode FrameSink}: a frame header from this client. */
+  header(name: Uint8Array, length: number): void {
+    if (length === 0) {
+      this.#mode = Route.Drop; // keepalive: never forwarded
+      return;
+    }
+    const dest = this.#lookup(name);
+    if (dest === undefined || dest.closed) {
+      this.#mode = Route.Drop;
+      this.#host.count("unknown_destination", length);
+      this.#host.log.debug("Dropped {length} bytes from {name} to unknown {dest}", {
+        length,
+        name: this.#sender.name,
+        dest: safeName(name),
+      });
+      return;
+    }
+    this.#dest = dest;
+    this.#frameLength = length;
+    if (length < COPY_BELOW_BYTES) {
+      // Small: queued whole once complete; assembled here only if it spans reads.
+      this.#mode = Route.Whole;
+      this.#wholeAt = 0;
+      return;
+    }
+    this.#mode = Route.Stream;
+    // The frame is begun with its first payload piece; remember where the incoming header
+    // lies, in case the outgoing one can be written over it.
+    this.#nameBuffer = name.buffer;
+    this.#nameStart = name.byteOffset;
+  }
+
+  /** {@linkcode FrameSink}: payload bytes of the current frame. */
+  payload(bytes: Uint8Array, end: boolean): void {
+    const dest = this.#dest;
+    if (this.#mode === Route.Drop || dest === undefined) return;
+    if (this.#mode === Route.Whole) {
+      const name = this.#host.deliver === "framed" ? this.#prefix : undefined;
+      if (end && this.#wholeAt === 0) {
+        // The usual case: the whole payload is in this read; copy it straight into the queue.
+        dest.outbox.pushFrame(name, bytes);
+      } else {
+        if (this.#wholeAt === 0) this.#whole = new Uint8Array(this.#frameLength);
+        this.#whole.set(bytes, this.#wholeAt);
+        this.#wholeAt += bytes.length;
+        if (!end) return;
+        dest.outbox.pushFrame(name, this.#whole);
+        this.#whole = EMPTY;
+      }
+    } else {
+      const piece = this.#frame === undefined ? this.#beginStream(dest, bytes) : bytes;
+      const pooled = this.pooled;
+      if (piece.length < COPY_BELOW_BYTES) {
+        dest.outbox.append(this.#frame!, piece.slice(), end);
+      } else {
+        if (pooled) pooled.retain();
+        else this.retained = true;
+        dest.outbox.append(this.#frame!, piece, end, pooled);
+      }
+      if (end) this.#frame = undefined;
+    }
+    if (end) {
+      // A receiver that ended while the frame arrived got none of it (or a broken part).
+      this.#host.count(dest.closed ? "receiver_gone" : "delivered", this.#frameLength);
+      this.#dest = undefined;
+      this.#mode = Route.Drop;
+    }
+    if (dest.outbox.overBudget(this.#sender) && !this.#full.includes(dest)) this.#full.push(dest);
+  }
+
+  /**
+   * Begins a streamed frame at its first payload piece. When the incoming header sits just
+   * before the piece in the read buffer and the outgoing header is no longer, the outgoing
+   * one is written over it: header and payload then leave as one view, with no copy, and
+   * back-to-back frames of equal-length names join into one large write.
+   * @returns the bytes to queue for this piece (with the header in front when in place)
+   */
+  #beginStream(dest: Connection, bytes: Uint8Array): Uint8Array {
+    const framed = this.#host.deliver === "framed";
+    const length = this.#frameLength;
+    const headerBytes = framed ? headerLength(this.#prefix.length, length) : 0;
+    const at = bytes.byteOffset - headerBytes;
+    if (
+      bytes.length >= COPY_BELOW_BYTES && bytes.buffer === this.#nameBuffer && at >= this.#nameStart
+    ) {
+      const piece = new Uint8Array(bytes.buffer, at, headerBytes + bytes.length);
+      if (framed) writeHeader(piece, 0, this.#prefix, length);
+      this.#frame = dest.outbox.begin(this.#sender, EMPTY);
+      return piece;
+    }
+    this.#frame = dest.outbox.begin(
+      this.#sender,
+      framed ? encodeHeader(this.#prefix, length) : EMPTY,
+    );
+    return bytes;
+  }
+
+  /** The current holder of `name`, through the one-entry cache. */
+  #lookup(name: Uint8Array): Connection | undefined {
+    const generation = this.#host.generation;
+    const last = this.#lastDest;
+    if (
+      last !== undefined && this.#lastGeneration === generation &&
+      bytesEqual(name, this.#lastDestName)
+    ) return last;
+    const dest = this.#host.lookup(name);
+    if (dest !== undefined) {
+      this.#lastDest = dest;
+      this.#lastDestName = name.slice();
+      this.#lastGeneration = generation;
+    }
+    return dest;
+  }
+
+  /** Forgets the cached destination (the sender ends; the cache must not pin a receiver). */
+  forget(): void {
+    this.#lastDest = undefined;
+    this.#lastGeneration = -1;
+  }
+
+  /** Gives up the frame this client was streaming or assembling, if any. */
+  abortFrame(): void {
+    const frame = this.#frame;
+    const dest = this.#dest;
+    this.#frame = undefined;
+    this.#dest = undefined;
+    this.#whole = EMPTY;
+    this.#mode = Route.Drop;
+    if (frame === undefined || dest === undefined) return;
+    if (!dest.outbox.abort(frame)) {
+      // Part of the frame is already on the receiver's wire: its stream cannot be repaired.
+      dest.close("sender_aborted", `Sender ${this.#sender.name} left in the middle of a message`);
+    }
+  }
+}
+
+const lossyDecoder = new TextDecoder();
+
+/**
+ * A name from the wire as a log property. Not quoted here: the text log format quotes strings
+ * with spaces or control characters, and JSON lines quote every string once.
+ */
+function safeName(bytes: Uint8Array): string {
+  return lossyDecoder.decode(bytes);
+}

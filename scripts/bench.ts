@@ -39,11 +39,13 @@ Options:
   --duration DUR      counted time of each measurement [2s]
   --warmup DUR        uncounted time before each measurement [500ms]
   --repeat N          measurements per row, interleaved; the median is reported [1]
-  --clients N         idle clients of the idle scenario [10000]
+  --clients N         clients of the idle and register scenarios [10000]
+  --streams N         concurrent streams of the tunnel-streams scenario [100]
   --window SIZE       bytes a sender may have in flight [1MiB]
   --batch SIZE        bytes per generator write [256KiB]
   --http-connections N  wrk connections [16]
-  --smoke             a few seconds in all: tiny durations, 200 clients, one variant per group
+  --smoke             a few seconds in all: tiny durations, 200 clients, 4 streams, one
+                      variant per group
   --json FILE         write every figure as JSON
   --out DIR           write DIR/RESULTS.md and DIR/chart.svg
   --without PEERS     leave out some of: ${OPTIONAL_PEERS.join(", ")} (as if not installed)
@@ -94,6 +96,7 @@ function parseOptions(args: string[]) {
       warmup: { type: "string" },
       repeat: { type: "string" },
       clients: { type: "string" },
+      streams: { type: "string" },
       window: { type: "string" },
       batch: { type: "string" },
       "http-connections": { type: "string" },
@@ -149,6 +152,7 @@ function parseOptions(args: string[]) {
       warmupMs: duration(values.warmup, "--warmup", smoke ? 50 : 500),
       repeat: positiveInt(values.repeat, "--repeat", 1),
       clients: positiveInt(values.clients, "--clients", smoke ? 200 : 10_000),
+      streams: positiveInt(values.streams, "--streams", smoke ? 4 : 100),
       smoke,
       groups,
       messageScenarios,
@@ -217,6 +221,7 @@ async function runInfo(args: string[], suite: SuiteOptions): Promise<RunInfo> {
       warmup: `${suite.warmupMs} ms`,
       repeat: suite.repeat,
       clients: suite.clients,
+      streams: suite.streams,
       window: `${suite.windowBytes / 1024} KiB`,
       batch: `${suite.batchBytes / 1024} KiB`,
       "http connections": suite.httpConnections,

@@ -71,6 +71,10 @@ export interface FlowResult {
   messagesPerSecond: number;
   /** Delivered payload bytes per second (headers not counted). */
   payloadBytesPerSecond: number;
+  /** The slowest pair's delivered payload bytes per second (fairness between pairs). */
+  minPairBytesPerSecond: number;
+  /** The fastest pair's delivered payload bytes per second. */
+  maxPairBytesPerSecond: number;
   /** CPU of the system under test, % of one core. */
   serverCpu?: number;
   /** CPU of the generator, % of one core. */
@@ -151,11 +155,56 @@ export interface IdleResult {
   generatorCpu?: number;
 }
 
+/**
+ * Clients connect and register one after another (each waits for the one before it to be
+ * confirmed), then each receives one message, and the server's memory is read.
+ */
+export interface RegisterJob {
+  /** Job type. */
+  kind: "register";
+  /** Protocol spoken to the system under test. */
+  protocol: "relay" | "nats" | "echo";
+  /** Port of the system under test. */
+  port: number;
+  /** Clients to register. */
+  clients: number;
+  /** Payload bytes of the one message each client receives. */
+  payloadBytes: number;
+  /** Process whose resident memory is measured. */
+  pid: number;
+  /** Wait after the last delivery before reading memory (let allocation settle). */
+  settleMs: number;
+}
+
+/** Cost of one-after-another registrations and of idle clients after one message. */
+export interface RegisterResult {
+  /** Clients registered and confirmed. */
+  clients: number;
+  /** Time from the first connect to the last confirmed registration. */
+  acceptSeconds: number;
+  /** Registrations per second. */
+  acceptPerSecond: number;
+  /** Time to deliver one message to every client. */
+  deliverSeconds: number;
+  /** Server RSS before the first client. */
+  baselineRssBytes?: number;
+  /** Server RSS with every client registered, before the messages. */
+  registeredRssBytes?: number;
+  /** Server RSS after every client received its message, and the settle pause. */
+  rssBytes?: number;
+  /** (rssBytes − baselineRssBytes) / clients. */
+  bytesPerClient?: number;
+  /** CPU of the server while accepting, % of one core. */
+  serverCpu?: number;
+  /** CPU of the generator while accepting, % of one core. */
+  generatorCpu?: number;
+}
+
 /** Any job the generator runs. */
-export type Job = FlowJob | LatencyJob | IdleJob;
+export type Job = FlowJob | LatencyJob | IdleJob | RegisterJob;
 
 /** What each job type returns. */
-export type JobResult = FlowResult | LatencyResult | IdleResult;
+export type JobResult = FlowResult | LatencyResult | IdleResult | RegisterResult;
 
 function timeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -382,17 +431,22 @@ export async function runFlow(job: FlowJob): Promise<FlowResult> {
   const total = () => pairs.reduce((sum, p) => sum + p.received, 0);
   await sleep(job.warmupMs);
   const m0 = total();
+  const perPair0 = pairs.map((p) => p.received);
   const t0 = performance.now();
   serverCpu.start();
   generatorCpu.start();
   await sleep(job.durationMs);
   const m1 = total();
+  const perPair = pairs.map((p, i) => p.received - perPair0[i]);
   const seconds = (performance.now() - t0) / 1000;
+  const pairRate = (messages: number) => (messages * job.payloadBytes) / seconds;
   const result: FlowResult = {
     messages: m1 - m0,
     seconds,
     messagesPerSecond: (m1 - m0) / seconds,
     payloadBytesPerSecond: ((m1 - m0) * job.payloadBytes) / seconds,
+    minPairBytesPerSecond: pairRate(Math.min(...perPair)),
+    maxPairBytesPerSecond: pairRate(Math.max(...perPair)),
     serverCpu: serverCpu.stop(),
     generatorCpu: generatorCpu.stop(),
   };
@@ -525,6 +579,91 @@ export async function runIdle(job: IdleJob): Promise<IdleResult> {
   }
 }
 
+/** Time allowed for every client to receive its one message. */
+const DELIVER_TIMEOUT_MS = 60_000;
+
+/** Bytes of one write when one sender addresses every client. */
+const DELIVER_BATCH_BYTES = 256 * 1024;
+
+/**
+ * Runs a register job: clients connect and register strictly one after another, then each
+ * receives one message (from one sender on the relay and NATS; its own echo from the bare
+ * loop), then the server's memory is read.
+ */
+export async function runRegister(job: RegisterJob): Promise<RegisterResult> {
+  const conns: Deno.TcpConn[] = [];
+  const names: string[] = [];
+  const baselineRssBytes = rssBytes(job.pid);
+  const serverCpu = new CpuMeter([job.pid]);
+  const generatorCpu = new CpuMeter([Deno.pid]);
+  let sender: Deno.TcpConn | undefined;
+  try {
+    serverCpu.start();
+    generatorCpu.start();
+    const t0 = performance.now();
+    for (let i = 0; i < job.clients; i++) {
+      const name = `reg${i}`;
+      conns.push(await connectClient(job.protocol, job.port, name, true));
+      names.push(name);
+    }
+    const acceptSeconds = (performance.now() - t0) / 1000;
+    const cpu = { serverCpu: serverCpu.stop(), generatorCpu: generatorCpu.stop() };
+    const registeredRssBytes = rssBytes(job.pid);
+
+    const t1 = performance.now();
+    const payload = payloadOf(job.payloadBytes);
+    const from = "reg-sender";
+    const reads = conns.map((conn, i) => {
+      const size = deliverySize(job.protocol, from, names[i], job.payloadBytes);
+      return readExactly(conn, new Uint8Array(size), size);
+    });
+    if (job.protocol === "echo") {
+      await Promise.all(conns.map((c, i) => writeAll(c, sendFrame("echo", names[i], payload))));
+    } else {
+      sender = await connectClient(job.protocol, job.port, from, false);
+      let batch: Uint8Array[] = [];
+      let batchBytes = 0;
+      for (let i = 0; i <= names.length; i++) {
+        if (i === names.length || batchBytes >= DELIVER_BATCH_BYTES) {
+          const out = new Uint8Array(batchBytes);
+          let off = 0;
+          for (const f of batch) {
+            out.set(f, off);
+            off += f.length;
+          }
+          await writeAll(sender, out);
+          [batch, batchBytes] = [[], 0];
+        }
+        if (i === names.length) break;
+        const frame = sendFrame(job.protocol, names[i], payload);
+        batch.push(frame);
+        batchBytes += frame.length;
+      }
+    }
+    await timeout(Promise.all(reads), DELIVER_TIMEOUT_MS, "one message to every client");
+    const deliverSeconds = (performance.now() - t1) / 1000;
+    await sleep(job.settleMs);
+    const rss = rssBytes(job.pid);
+    const result: RegisterResult = {
+      clients: conns.length,
+      acceptSeconds,
+      acceptPerSecond: conns.length / acceptSeconds,
+      deliverSeconds,
+      baselineRssBytes,
+      registeredRssBytes,
+      rssBytes: rss,
+      ...cpu,
+    };
+    if (rss !== undefined && baselineRssBytes !== undefined) {
+      result.bytesPerClient = (rss - baselineRssBytes) / conns.length;
+    }
+    return result;
+  } finally {
+    if (sender) closeQuietly(sender);
+    for (const c of conns) closeQuietly(c);
+  }
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -538,6 +677,8 @@ export function runJob(job: Job): Promise<JobResult> {
       return runLatency(job);
     case "idle":
       return runIdle(job);
+    case "register":
+      return runRegister(job);
   }
 }
 

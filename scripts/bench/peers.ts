@@ -60,6 +60,27 @@ export interface ProjectOptions {
   profileName?: string;
 }
 
+/** Options of {@linkcode startRelay}. */
+export interface RelayOptions extends ProjectOptions {
+  /**
+   * Run at the relay's default log level instead of `warning` (rows that measure what an
+   * operator gets out of the box, log lines included).
+   * @default false
+   */
+  defaultLogLevel?: boolean;
+}
+
+/** Options of {@linkcode startTunnels}. */
+export interface TunnelOptions extends ProjectOptions {
+  /** Both tunnels encrypt end to end with the secret in this file (`--secret-file`). */
+  secretFile?: string;
+  /**
+   * Prefix of the two tunnels' names, so several pairs can share one relay.
+   * @default "bench"
+   */
+  namePrefix?: string;
+}
+
 function running(port: number, children: Child[], cleanup?: () => Promise<void>): Running {
   const stop = async () => {
     // Stop in reverse start order: clients before the servers they talk to.
@@ -102,9 +123,9 @@ function denoArgs(options: ProjectOptions, role: string): string[] {
 
 /**
  * Starts this project's relay (`main.ts serve`) on a free loopback port, logging warnings only
- * so log lines cost nothing in the measured path.
+ * (unless `defaultLogLevel`) so log lines cost nothing in the measured path.
  */
-export async function startRelay(options: ProjectOptions = {}): Promise<Running> {
+export async function startRelay(options: RelayOptions = {}): Promise<Running> {
   const main = join(PROJECT_ROOT, "main.ts");
   try {
     Deno.statSync(main);
@@ -123,8 +144,7 @@ export async function startRelay(options: ProjectOptions = {}): Promise<Running>
       "127.0.0.1",
       "--port",
       String(port),
-      "--log-level",
-      "warning",
+      ...(options.defaultLogLevel ? [] : ["--log-level", "warning"]),
     ], { raiseFdLimit: true, cwd: PROJECT_ROOT });
     try {
       // The Listening line is logged at info, below the level chosen: wait for the port instead.
@@ -307,9 +327,23 @@ function ensurePrivsepDir(): void {
 }
 
 /** Starts the small HTTP server of the HTTP scenario (`http_server.ts`) in its own process. */
-export async function startHttpServer(): Promise<Running> {
-  const script = fileURLToPath(new URL("./http_server.ts", import.meta.url));
-  const child = spawnChild("http server", Deno.execPath(), ["run", "-A", script]);
+export function startHttpServer(): Promise<Running> {
+  return startScript("http server", "./http_server.ts");
+}
+
+/** Starts the bare Deno accept loop (`accept_loop.ts`), the registration rows' floor. */
+export function startAcceptLoop(): Promise<Running> {
+  return startScript("deno accept loop", "./accept_loop.ts", { raiseFdLimit: true });
+}
+
+/** Starts a script of this folder that prints `Listening on HOST:PORT` once it listens. */
+async function startScript(
+  name: string,
+  path: string,
+  spawn: { raiseFdLimit?: boolean } = {},
+): Promise<Running> {
+  const script = fileURLToPath(new URL(path, import.meta.url));
+  const child = spawnChild(name, Deno.execPath(), ["run", "-A", script], spawn);
   try {
     const match = await child.waitForLine(/Listening on [^\s]+:(\d+)/, START_TIMEOUT_MS);
     return running(Number(match[1]), [child]);
@@ -334,7 +368,7 @@ export async function startTunnels(
   relayPort: number,
   services: Record<string, number>,
   ready: (ports: Record<string, number>) => Promise<void>,
-  options: ProjectOptions = {},
+  options: TunnelOptions = {},
 ): Promise<TunnelPair> {
   const main = join(PROJECT_ROOT, "main.ts");
   try {
@@ -342,7 +376,14 @@ export async function startTunnels(
   } catch {
     throw new Unavailable("tunnel not available: lib/cli/tunnel.ts is missing");
   }
-  const relay = ["--relay", `127.0.0.1:${relayPort}`, "--log-level", "warning"];
+  const prefix = options.namePrefix ?? "bench";
+  const relay = [
+    "--relay",
+    `127.0.0.1:${relayPort}`,
+    "--log-level",
+    "warning",
+    ...(options.secretFile ? ["--secret-file", options.secretFile] : []),
+  ];
   const expose = Object.entries(services).flatMap(([name, port]) => [
     "--expose",
     `${name}=127.0.0.1:${port}`,
@@ -351,18 +392,18 @@ export async function startTunnels(
   for (const name of Object.keys(services)) ports[name] = freePort();
   const forward = Object.entries(ports).flatMap(([name, port]) => [
     "--forward",
-    `${port}=bench-exposer/${name}`,
+    `${port}=${prefix}-exposer/${name}`,
   ]);
   const children: Child[] = [];
   try {
     for (const [role, args] of [["exposer", expose], ["forwarder", forward]] as const) {
       children.push(spawnChild(`tunnel ${role}`, Deno.execPath(), [
-        ...denoArgs(options, `tunnel-${role}`),
+        ...denoArgs(options, `${options.namePrefix ? `${prefix}-` : ""}tunnel-${role}`),
         main,
         "tunnel",
         ...relay,
         "--name",
-        `bench-${role}`,
+        `${prefix}-${role}`,
         ...args,
       ], { raiseFdLimit: true, cwd: PROJECT_ROOT }));
     }

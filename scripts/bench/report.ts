@@ -1,6 +1,7 @@
 /**
- * What the benchmark prints and writes: the targets of issue 5 evaluated from the rows, a
- * console table, `RESULTS.md` and an SVG chart of the ratios.
+ * What the benchmark prints and writes: the targets of issues 5 and 10 evaluated from the rows,
+ * a console table, the scaling table of 64 B messages by pairs, `RESULTS.md` and an SVG chart
+ * of the ratios.
  * @module
  */
 
@@ -16,11 +17,20 @@ type TargetKind =
   /** the subject's own figure must be at most `goal` (memory, time). */
   | "value-at-most";
 
+/** The issues whose targets are evaluated, in report order. */
+export const TARGET_ISSUES = [5, 10] as const;
+
 interface TargetSpec {
   id: string;
+  /** The issue that set the target. */
+  issue: typeof TARGET_ISSUES[number];
   title: string;
   scenario: string;
+  /** The row compared, when not the scenario's first subject row. */
+  system?: string;
   reference?: string;
+  /** The reference's scenario, when it is another one (the relay's own 8-pair figure). */
+  referenceScenario?: string;
   kind: TargetKind;
   goal: number;
   goalText: string;
@@ -28,9 +38,10 @@ interface TargetSpec {
   clients?: number;
 }
 
-/** Issue 5's targets. */
+/** The targets of issue 5, then of issue 10. */
 const TARGETS: TargetSpec[] = [
   {
+    issue: 5,
     id: "msgs-64B-1pair",
     title: "64 B messages/s, 1 pair",
     scenario: "msgs-64B-1pair",
@@ -40,6 +51,7 @@ const TARGETS: TargetSpec[] = [
     goalText: "≥ 1 × nats-server",
   },
   {
+    issue: 5,
     id: "bulk-64KiB",
     title: "64 KiB MB/s",
     scenario: "bulk-64KiB",
@@ -49,6 +61,7 @@ const TARGETS: TargetSpec[] = [
     goalText: "≥ 0.9 × socat",
   },
   {
+    issue: 5,
     id: "latency-64B-p50",
     title: "64 B round trip p50",
     scenario: "latency-64B",
@@ -58,6 +71,7 @@ const TARGETS: TargetSpec[] = [
     goalText: "≤ nats-server's",
   },
   {
+    issue: 5,
     id: "idle-memory",
     title: "Relay RSS per idle client",
     scenario: "idle-memory",
@@ -67,6 +81,7 @@ const TARGETS: TargetSpec[] = [
     clients: 10_000,
   },
   {
+    issue: 5,
     id: "idle-accept",
     title: "Accepting 10,000 registrations",
     scenario: "idle-accept",
@@ -76,6 +91,7 @@ const TARGETS: TargetSpec[] = [
     clients: 10_000,
   },
   {
+    issue: 5,
     id: "tunnel-bulk",
     title: "Tunnel bulk MB/s",
     scenario: "tunnel-bulk",
@@ -85,6 +101,7 @@ const TARGETS: TargetSpec[] = [
     goalText: "≥ 1 × ssh -L",
   },
   {
+    issue: 5,
     id: "http",
     title: "HTTP req/s through the tunnel",
     scenario: "http",
@@ -93,12 +110,118 @@ const TARGETS: TargetSpec[] = [
     goal: 0.5,
     goalText: "≥ 0.5 × direct",
   },
+  {
+    issue: 10,
+    id: "i10-tunnel-bulk",
+    title: "Tunnel bulk MB/s, plaintext",
+    scenario: "tunnel-bulk",
+    reference: "ssh -L",
+    kind: "ratio-at-least",
+    goal: 1.5,
+    goalText: "≥ 1.5 × ssh -L",
+  },
+  {
+    issue: 10,
+    id: "i10-tunnel-bulk-secret",
+    title: "Tunnel bulk MB/s, --secret-file",
+    scenario: "tunnel-bulk",
+    system: "tunnel --secret-file",
+    reference: "ssh -L",
+    kind: "ratio-at-least",
+    goal: 1,
+    goalText: "≥ 1.0 × ssh -L",
+  },
+  {
+    issue: 10,
+    id: "i10-http",
+    title: "HTTP req/s through the tunnel",
+    scenario: "http",
+    reference: "ssh -L",
+    kind: "ratio-at-least",
+    goal: 1.5,
+    goalText: "≥ 1.5 × ssh -L",
+  },
+  {
+    issue: 10,
+    id: "i10-bulk-64KiB",
+    title: "64 KiB MB/s",
+    scenario: "bulk-64KiB",
+    reference: "socat",
+    kind: "ratio-at-least",
+    goal: 1,
+    goalText: "≥ 1.0 × socat",
+  },
+  {
+    issue: 10,
+    id: "i10-msgs-64B-1pair",
+    title: "64 B messages/s, 1 pair",
+    scenario: "msgs-64B-1pair",
+    reference: "nats-server",
+    kind: "ratio-at-least",
+    goal: 2,
+    goalText: "≥ 2 × nats-server",
+  },
+  {
+    issue: 10,
+    id: "i10-msgs-64B-8pair",
+    title: "64 B messages/s, 8 pairs",
+    scenario: "msgs-64B-8pair",
+    reference: "nats-server",
+    kind: "ratio-at-least",
+    goal: 2,
+    goalText: "≥ 2 × nats-server",
+  },
+  {
+    issue: 10,
+    id: "i10-msgs-64B-64pair",
+    title: "64 B messages/s, 64 pairs",
+    scenario: "msgs-64B-64pair",
+    reference: "relay",
+    referenceScenario: "msgs-64B-8pair",
+    kind: "ratio-at-least",
+    goal: 0.8,
+    goalText: "≥ 0.8 × its 8-pair figure",
+  },
+  {
+    issue: 10,
+    id: "i10-msgs-64B-256pair",
+    title: "64 B messages/s, 256 pairs",
+    scenario: "msgs-64B-256pair",
+    reference: "relay",
+    referenceScenario: "msgs-64B-8pair",
+    kind: "ratio-at-least",
+    goal: 0.8,
+    goalText: "≥ 0.8 × its 8-pair figure",
+  },
+  {
+    issue: 10,
+    id: "i10-register-sequential",
+    title: "10,000 registrations one after another",
+    scenario: "register-sequential",
+    reference: "deno accept loop",
+    kind: "ratio-at-most",
+    goal: 1.15,
+    goalText: "≤ 1.15 × the bare Deno loop",
+    clients: 10_000,
+  },
+  {
+    issue: 10,
+    id: "i10-idle-memory-message",
+    title: "Relay RSS per idle client after a message",
+    scenario: "idle-memory-message",
+    kind: "value-at-most",
+    goal: 10 * 1024,
+    goalText: "≤ 10 KiB at 10,000 clients",
+    clients: 10_000,
+  },
 ];
 
-/** One target of the issue, evaluated. */
+/** One target of an issue, evaluated. */
 export interface TargetResult {
   /** Stable id. */
   id: string;
+  /** The issue that set it (results written before issue 10 have none: 5). */
+  issue?: number;
   /** What is compared. */
   title: string;
   /** The goal in words. */
@@ -130,7 +253,7 @@ function whyMissing(r: Row | undefined, system: string): string {
   return r.skipped ?? (r.error ? `${system} failed: ${r.error.split("\n")[0]}` : "no figure");
 }
 
-/** Evaluates issue 5's targets against the scenarios that were run. */
+/** Evaluates the issues' targets against the scenarios that were run. */
 export function evaluateTargets(
   scenarios: ScenarioResult[],
   clients: number,
@@ -139,9 +262,10 @@ export function evaluateTargets(
   for (const t of TARGETS) {
     const s = scenarios.find((x) => x.id === t.scenario);
     if (!s) continue;
-    const subject = subjectRow(s);
+    const subject = t.system === undefined ? subjectRow(s) : row(s, t.system);
     const base = {
       id: t.id,
+      issue: t.issue,
       title: t.title,
       goal: t.goalText,
       goalAdvantage: t.kind === "ratio-at-least"
@@ -149,15 +273,20 @@ export function evaluateTargets(
         : 1 / (t.kind === "ratio-at-most" ? t.goal : 1),
     };
     if (subject?.value === undefined) {
-      out.push({ ...base, measured: "—", note: whyMissing(subject, subject?.system ?? "subject") });
+      out.push({
+        ...base,
+        measured: "—",
+        note: whyMissing(subject, subject?.system ?? t.system ?? "subject"),
+      });
+      continue;
+    }
+    if (t.clients !== undefined && clients !== t.clients) {
+      const measured = formatValue(subject.value, s.unit);
+      out.push({ ...base, measured, note: `not evaluated: run with ${clients} clients` });
       continue;
     }
     if (t.kind === "value-at-most") {
       const measured = formatValue(subject.value, s.unit);
-      if (t.clients !== undefined && clients !== t.clients) {
-        out.push({ ...base, measured, note: `not evaluated: run with ${clients} clients` });
-        continue;
-      }
       const met = t.id === "idle-accept" ? subject.value < t.goal : subject.value <= t.goal;
       out.push({
         ...base,
@@ -168,21 +297,27 @@ export function evaluateTargets(
       });
       continue;
     }
-    const ref = row(s, t.reference!);
+    const refScenario = t.referenceScenario === undefined
+      ? s
+      : scenarios.find((x) => x.id === t.referenceScenario);
+    const ref = row(refScenario, t.reference!);
+    const refName = t.referenceScenario === undefined
+      ? t.reference!
+      : `${t.reference} (${t.referenceScenario})`;
     if (ref?.value === undefined) {
       out.push({
         ...base,
         measured: `${subject.system} ${formatValue(subject.value, s.unit)}`,
-        note: whyMissing(ref, t.reference!),
+        note: whyMissing(ref, refName),
       });
       continue;
     }
     const ratio = subject.value / ref.value;
     out.push({
       ...base,
-      measured: `${subject.system} ${formatValue(subject.value, s.unit)} vs ${ref.system} ${
-        formatValue(ref.value, s.unit)
-      }`,
+      measured: `${subject.system} ${formatValue(subject.value, s.unit)} vs ${
+        t.referenceScenario === undefined ? ref.system : refName
+      } ${formatValue(ref.value, s.unit)}`,
       ratio,
       advantage: t.kind === "ratio-at-least" ? ratio : 1 / ratio,
       met: t.kind === "ratio-at-least" ? ratio >= t.goal : ratio <= t.goal,
@@ -225,6 +360,70 @@ function comparisons(scenarios: ScenarioResult[], targets: TargetResult[]): Comp
     }
   }
   return out;
+}
+
+/** Targets grouped by the issue that set them, in issue order. */
+function targetsByIssue(targets: TargetResult[]): Map<number, TargetResult[]> {
+  const out = new Map<number, TargetResult[]>();
+  for (const t of targets) {
+    const issue = t.issue ?? 5;
+    if (!out.has(issue)) out.set(issue, []);
+    out.get(issue)!.push(t);
+  }
+  return new Map([...out].sort((a, b) => a[0] - b[0]));
+}
+
+/** Message scenarios of the scaling table: 64 B payloads, any number of pairs. */
+const SCALING_SCENARIO = /^msgs-64B-(\d+)pair$/;
+
+/** The systems of the scaling table, in order: every non-ceiling row that was measured. */
+export interface ScalingTable {
+  /** Heading. */
+  title: string;
+  /** "system", then one column per number of pairs. */
+  header: string[];
+  /** One row per system (msg/s), then the relay's ratio to nats-server. */
+  rows: string[][];
+}
+
+/**
+ * 64 B messages/s at each number of pairs that ran, one row per system (rows added later,
+ * such as a relay with more threads, appear by themselves), and the relay ÷ nats-server
+ * ratio; `undefined` when fewer than two pair counts ran.
+ */
+export function scalingTable(scenarios: ScenarioResult[]): ScalingTable | undefined {
+  const columns = scenarios
+    .map((s) => ({ s, pairs: Number(s.id.match(SCALING_SCENARIO)?.[1] ?? NaN) }))
+    .filter((c) => Number.isFinite(c.pairs))
+    .sort((a, b) => a.pairs - b.pairs);
+  if (columns.length < 2) return undefined;
+  const systems: string[] = [];
+  for (const { s } of columns) {
+    for (const r of s.rows) {
+      if (r.role !== "ceiling" && !systems.includes(r.system)) systems.push(r.system);
+    }
+  }
+  const cell = (s: ScenarioResult, system: string) => {
+    const r = row(s, system);
+    return r?.value === undefined ? "—" : formatValue(r.value, "msg/s");
+  };
+  const rows = systems.map((system) => [system, ...columns.map(({ s }) => cell(s, system))]);
+  const relay = systems.find((x) => x === "relay");
+  if (relay && systems.includes("nats-server")) {
+    rows.push([
+      "relay ÷ nats-server",
+      ...columns.map(({ s }) => {
+        const a = row(s, "relay")?.value;
+        const b = row(s, "nats-server")?.value;
+        return a === undefined || b === undefined ? "—" : ratioText(a / b);
+      }),
+    ]);
+  }
+  return {
+    title: "64 B messages/s by pairs (scaling)",
+    header: ["system", ...columns.map(({ pairs }) => `${pairs} pair${pairs > 1 ? "s" : ""}`)],
+    rows,
+  };
 }
 
 /** Formats a figure with its unit, in the precision a reader needs. */
@@ -276,6 +475,23 @@ function extraText(s: ScenarioResult, r: Row): string {
   if (d.acceptSeconds !== undefined && s.id === "idle-memory") {
     parts.push(`RSS ${mib(d.baselineRssBytes)} → ${mib(d.rssBytes)}`);
   }
+  if (d.registeredRssBytes !== undefined && s.id === "idle-memory-message") {
+    parts.push(
+      `RSS ${mib(d.baselineRssBytes)} → ${mib(d.registeredRssBytes)} registered → ${
+        mib(d.rssBytes)
+      } after the message`,
+    );
+  }
+  if (d.bytesPerClient !== undefined && s.id === "register-sequential") {
+    parts.push(`${formatValue(d.bytesPerClient, "B/client")} after a message`);
+  }
+  if (d.minStreamMBps !== undefined && d.maxStreamMBps !== undefined) {
+    parts.push(
+      `per stream ${formatValue(d.minStreamMBps, "MB/s")}–${
+        formatValue(d.maxStreamMBps, "MB/s")
+      }, fairness ${(d.fairness ?? 0).toFixed(2)}`,
+    );
+  }
   if (d.acceptPerSecond !== undefined) parts.push(`${compact(d.acceptPerSecond)} reg/s`);
   if ((d.generatorCpu ?? 0) >= GENERATOR_BOUND_PERCENT && r.role !== "ceiling") {
     parts.push("generator near a full core: may be generator-bound");
@@ -306,15 +522,16 @@ export function consoleReport(scenarios: ScenarioResult[], targets: TargetResult
   const lines: string[] = [];
   for (const s of scenarios) {
     const subject = subjectRow(s)?.system ?? "subject";
+    const width = Math.max(13, ...s.rows.map((r) => r.system.length + 1));
     lines.push("", s.title);
     lines.push(
-      `  ${"system".padEnd(13)}${"figure".padStart(18)}  ${`${subject} adv.`.padStart(12)}  ${
+      `  ${"system".padEnd(width)}${"figure".padStart(18)}  ${`${subject} adv.`.padStart(12)}  ${
         "srv CPU".padStart(7)
       }  ${"gen CPU".padStart(7)}  notes`,
     );
     for (const r of s.rows) {
       const status = rowStatus(r);
-      const name = `  ${r.system.padEnd(13)}`;
+      const name = `  ${r.system.padEnd(width)}`;
       if (status) {
         lines.push(`${name}${"—".padStart(18)}  ${"".padStart(12)}  ${status}`);
         continue;
@@ -330,15 +547,27 @@ export function consoleReport(scenarios: ScenarioResult[], targets: TargetResult
     }
   }
   lines.push("", `("adv." = how many times better the subject is: > 1 means ahead of that row)`);
-  if (targets.length) {
-    lines.push("", "Targets of issue 5");
-    for (const t of targets) {
+  const scaling = scalingTable(scenarios);
+  if (scaling) {
+    lines.push("", scaling.title);
+    const widths = scaling.header.map((h, i) =>
+      Math.max(h.length, ...scaling.rows.map((r) => r[i].length))
+    );
+    const line = (cells: string[]) =>
+      "  " + cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ");
+    lines.push(line(scaling.header), ...scaling.rows.map(line));
+  }
+  for (const [issue, list] of targetsByIssue(targets)) {
+    lines.push("", `Targets of issue ${issue}`);
+    const titleWidth = Math.max(32, ...list.map((t) => t.title.length));
+    const goalWidth = Math.max(28, ...list.map((t) => t.goal.length));
+    for (const t of list) {
       const verdict = t.met === undefined ? "n/a " : t.met ? "MET " : "MISS";
       const ratio = t.ratio === undefined ? "" : ` → ${ratioText(t.ratio)}`;
       lines.push(
-        `  ${verdict}  ${t.title.padEnd(32)} ${t.goal.padEnd(28)} ${t.measured}${ratio}${
-          t.note ? ` (${t.note})` : ""
-        }`,
+        `  ${verdict}  ${t.title.padEnd(titleWidth)} ${
+          t.goal.padEnd(goalWidth)
+        } ${t.measured}${ratio}${t.note ? ` (${t.note})` : ""}`,
       );
     }
   }
@@ -399,10 +628,10 @@ export function markdownReport(
     }. The machine is shared: rows are measured interleaved (relay, peers, relay, …) and the median of the runs is reported, so background work spreads over every row; "runs" shows the spread.`,
   );
   md.push("", `![Ratios of the relay to its reference peers](${chartFile})`, "");
-  if (targets.length) {
-    md.push("## Targets (issue 5)", "");
+  for (const [issue, list] of targetsByIssue(targets)) {
+    md.push(`## Targets (issue ${issue})`, "");
     md.push("| Target | Goal | Measured | Ratio | Met |", "|---|---|---|---:|:---:|");
-    for (const t of targets) {
+    for (const t of list) {
       md.push(
         `| ${t.title} | ${t.goal} | ${t.measured} | ${
           t.ratio === undefined ? "—" : ratioText(t.ratio)
@@ -412,6 +641,20 @@ export function markdownReport(
     md.push(
       "",
       "Ratio is the relay's (or tunnel's) figure divided by the reference's; for memory and time, the figure divided by the budget.",
+      "",
+    );
+  }
+  const scaling = scalingTable(scenarios);
+  if (scaling) {
+    md.push(`## ${scaling.title}`, "");
+    md.push(
+      "Each column is its own message scenario (all pairs starting together); rows added later, such as a relay with more threads, appear here by themselves.",
+      "",
+    );
+    md.push(
+      `| ${scaling.header.join(" | ")} |`,
+      `|---|${scaling.header.slice(1).map(() => "---:").join("|")}|`,
+      ...scaling.rows.map((r) => `| ${r.join(" | ")} |`),
       "",
     );
   }
@@ -486,14 +729,16 @@ export function svgChart(
   };
   const others = comparisons(scenarios, targets);
   const bars: Bar[] = [
-    { label: "Targets of issue 5", heading: true },
-    ...targets.map((t) => ({
-      label: `${t.title} (${t.goal})`,
-      value: t.advantage,
-      goal: t.goalAdvantage,
-      met: t.met,
-      note: t.note,
-    })),
+    ...[...targetsByIssue(targets)].flatMap(([issue, list]) => [
+      { label: `Targets of issue ${issue}`, heading: true },
+      ...list.map((t) => ({
+        label: `${t.title} (${t.goal})`,
+        value: t.advantage,
+        goal: t.goalAdvantage,
+        met: t.met,
+        note: t.note,
+      })),
+    ]),
     ...(others.length ? [{ label: "Other comparisons (no target)", heading: true }] : []),
     ...others.map((c) => ({ label: c.label, value: c.advantage })),
   ];

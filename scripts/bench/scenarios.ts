@@ -5,12 +5,21 @@
  * @module
  */
 
-import type { FlowJob, FlowResult, IdleResult, LatencyJob, LatencyResult } from "./loadgen.ts";
+import { join } from "node:path";
+import type {
+  FlowJob,
+  FlowResult,
+  IdleResult,
+  LatencyJob,
+  LatencyResult,
+  RegisterResult,
+} from "./loadgen.ts";
 import type { GeneratorProcess } from "./generator.ts";
 import {
   type Forwards,
   type ProjectOptions,
   type Running,
+  startAcceptLoop,
   startHttpServer,
   startNats,
   startRelay,
@@ -25,7 +34,7 @@ import { CpuMeter } from "../_shared/sysstat.ts";
 import { formatValue } from "./report.ts";
 
 /** Scenario groups, in run order; `--only` takes these names. */
-export const GROUPS = ["msgs", "bulk", "latency", "idle", "tunnel", "http"] as const;
+export const GROUPS = ["msgs", "bulk", "latency", "idle", "register", "tunnel", "http"] as const;
 
 /** A scenario group name. */
 export type Group = typeof GROUPS[number];
@@ -83,6 +92,8 @@ export interface SuiteOptions {
   repeat: number;
   /** Idle clients of the idle scenario. */
   clients: number;
+  /** Concurrent streams of the tunnel-streams scenario. */
+  streams: number;
   /** Smoke mode: one variant per group. */
   smoke: boolean;
   /** Groups to run. */
@@ -299,6 +310,7 @@ async function stopAll(peers: unknown[]): Promise<void> {
 }
 
 function describe(size: number): string {
+  if (size >= KIB * KIB && size % (KIB * KIB) === 0) return `${size / KIB / KIB} MiB`;
   return size >= KIB ? `${size / KIB} KiB` : `${size} B`;
 }
 
@@ -346,8 +358,36 @@ async function withRelayAndPeers(
   }
 }
 
-/** Payload bytes and sender/receiver pairs of the message scenarios. */
-const MESSAGE_VARIANTS: [number, number][] = [[64, 1], [64, 8], [1024, 1], [1024, 8]];
+/**
+ * Payload bytes and sender/receiver pairs of the message scenarios. The 64 B rows at 1, 8, 64
+ * and 256 pairs make the scaling table (no collapse as connections multiply).
+ */
+const MESSAGE_VARIANTS: [number, number][] = [
+  [64, 1],
+  [64, 8],
+  [64, 64],
+  [64, 256],
+  [1024, 1],
+  [1024, 8],
+];
+
+/**
+ * From this many pairs only the relay and nats-server run: the unrouted ceilings (socat forks
+ * a process per connection) say nothing new there and would cost minutes.
+ */
+const CEILINGS_UP_TO_PAIRS = 8;
+
+/**
+ * Bytes in flight across all senders of one run: with many pairs each sender's window shrinks
+ * so that the total stays here, under the relay's default memory budget (256 MiB) and
+ * nats-server's pending limits, for every system alike.
+ */
+const MAX_TOTAL_WINDOW_BYTES = 64 * 1024 * 1024;
+
+/** A sender's window with `pairs` senders: the chosen window, capped by the total. */
+function windowFor(options: SuiteOptions, pairs: number): number {
+  return Math.min(options.windowBytes, Math.floor(MAX_TOTAL_WINDOW_BYTES / pairs));
+}
 
 function messageScenarioId(size: number, pairs: number): string {
   return `msgs-${size >= KIB ? `${size / KIB}KiB` : `${size}B`}-${pairs}pair`;
@@ -367,8 +407,13 @@ function runMessages(gen: GeneratorProcess, options: SuiteOptions) {
       const id = messageScenarioId(size, pairs);
       if (options.messageScenarios.size && !options.messageScenarios.has(id)) continue;
       options.log(`  ${id}`);
-      const rows = await measureRows(options, systems, "msg/s", async (target) => {
-        const r = await gen.run<FlowResult>(flowJob(options, target, size, pairs));
+      const window = windowFor(options, pairs);
+      const chosen = pairs > CEILINGS_UP_TO_PAIRS
+        ? systems.filter((s) => s.role !== "ceiling")
+        : systems;
+      const rows = await measureRows(options, chosen, "msg/s", async (target) => {
+        const job = { ...flowJob(options, target, size, pairs), windowBytes: window };
+        const r = await gen.run<FlowResult>(job);
         return flowSample(r, r.messagesPerSecond);
       });
       results.push({
@@ -379,9 +424,15 @@ function runMessages(gen: GeneratorProcess, options: SuiteOptions) {
         unit: "msg/s",
         higherIsBetter: true,
         method:
-          `${pairs} sender→receiver pair(s), each sender writing batches of pre-encoded messages with at most ${
-            describe(options.windowBytes)
-          } in flight; deliveries counted at the receivers. socat and direct carry the same bytes unrouted: the generator's ceiling.`,
+          `${pairs} sender→receiver pair(s), all starting together, each sender writing batches of pre-encoded messages with at most ${
+            describe(window)
+          } in flight (at most ${
+            describe(MAX_TOTAL_WINDOW_BYTES)
+          } across all senders); deliveries counted at the receivers. ${
+            pairs > CEILINGS_UP_TO_PAIRS
+              ? "Relay and nats-server only."
+              : "socat and direct carry the same bytes unrouted: the generator's ceiling."
+          }`,
         rows,
       });
     }
@@ -536,6 +587,109 @@ async function runIdle(gen: GeneratorProcess, options: SuiteOptions) {
   ] satisfies ScenarioResult[];
 }
 
+/** Payload of the one message each registered client receives. */
+const REGISTER_MESSAGE_BYTES = 64;
+
+/** Name of the bare accept loop's row. */
+export const ACCEPT_LOOP = "deno accept loop";
+
+/**
+ * One-after-another registrations and memory per idle client after one delivered message:
+ * the relay at its default log level (and at `warning`) against nats-server and a bare Deno
+ * accept loop. A fresh server for each measurement.
+ */
+async function runRegister(gen: GeneratorProcess, options: SuiteOptions) {
+  options.log(`  register-sequential-${options.clients}`);
+  type Server = { protocol: "relay" | "nats" | "echo"; start: () => Promise<Running> };
+  const relayStart = (defaultLogLevel: boolean) => () =>
+    startRelay({ ...projectOptions(options, "register"), defaultLogLevel });
+  const systems: System<Server>[] = [
+    { system: "relay", role: "subject", peer: { protocol: "relay", start: relayStart(true) } },
+    {
+      system: "relay --log-level warning",
+      role: "subject",
+      peer: { protocol: "relay", start: relayStart(false) },
+    },
+    {
+      system: "nats-server",
+      role: "reference",
+      peer: { protocol: "nats", start: optional(options, "nats-server", startNats) },
+    },
+    { system: ACCEPT_LOOP, role: "reference", peer: { protocol: "echo", start: startAcceptLoop } },
+  ];
+  const rows = await measureRows(options, systems, "s", async ({ protocol, start }) => {
+    const server = await start();
+    try {
+      const r = await gen.run<RegisterResult>({
+        kind: "register",
+        protocol,
+        port: server.port,
+        clients: options.clients,
+        payloadBytes: REGISTER_MESSAGE_BYTES,
+        pid: server.pids[0],
+        settleMs: options.smoke ? SMOKE_SETTLE_MS : IDLE_SETTLE_MS,
+      });
+      if (r.bytesPerClient === undefined) {
+        throw new Error("Cannot read the server's memory (/proc is Linux only)");
+      }
+      return {
+        value: r.acceptSeconds,
+        detail: {
+          acceptPerSecond: r.acceptPerSecond,
+          bytesPerClient: r.bytesPerClient,
+          deliverSeconds: r.deliverSeconds,
+          baselineRssBytes: r.baselineRssBytes,
+          registeredRssBytes: r.registeredRssBytes,
+          rssBytes: r.rssBytes,
+          serverCpu: r.serverCpu,
+          generatorCpu: r.generatorCpu,
+        },
+      };
+    } finally {
+      await server.stop();
+    }
+  });
+  // One run measures both: the memory view takes its figure from the time rows' detail.
+  const memoryRows: Row[] = rows.map(({ system, role, skipped, error, detail }) =>
+    detail?.bytesPerClient === undefined ? { system, role, skipped, error } : {
+      system,
+      role,
+      value: detail.bytesPerClient,
+      detail: {
+        baselineRssBytes: detail.baselineRssBytes,
+        registeredRssBytes: detail.registeredRssBytes,
+        rssBytes: detail.rssBytes,
+        deliverSeconds: detail.deliverSeconds,
+      },
+    }
+  );
+  const clients = options.clients.toLocaleString("en-US");
+  return [
+    {
+      id: "register-sequential",
+      group: "register",
+      title: `${clients} clients connecting and registering one after another`,
+      short: `${clients} sequential registrations`,
+      unit: "s",
+      higherIsBetter: false,
+      method:
+        `Each client connects, registers and waits for its confirmation before the next one starts (relay: name and a self-addressed probe; nats: CONNECT, SUB, PING/PONG; the bare Deno accept loop reads 1 KiB buffers and echoes the relay client's bytes back). "relay" runs at its default log level, as an operator gets it; the figure is the time from the first connect to the last confirmation.`,
+      rows,
+    },
+    {
+      id: "idle-memory-message",
+      group: "register",
+      title: `Memory per idle client after one delivered message (${clients} clients)`,
+      short: "RSS per idle client after a message",
+      unit: "B/client",
+      higherIsBetter: false,
+      method:
+        `After the one-after-another registrations, every client receives one ${REGISTER_MESSAGE_BYTES} B message (relay and nats: from one extra sender; the bare loop: its own echo), then after a ${IDLE_SETTLE_MS} ms pause the server's VmRSS minus its VmRSS before the first client, divided by the clients.`,
+      rows: memoryRows,
+    },
+  ] satisfies ScenarioResult[];
+}
+
 /** Tunnel bulk transfer against ssh -L, and HTTP through the tunnel against direct. */
 async function runTunnel(
   gen: GeneratorProcess,
@@ -564,8 +718,26 @@ async function runTunnel(
           projectOptions(options, "tunnel"),
         )
       );
-  const [tunnels, ssh, socat] = await Promise.all([
+  // The encrypted pair shares the relay; its own names keep the two pairs apart.
+  const secretDir = bulk ? await Deno.makeTempDir({ prefix: "relay-bench-secret-" }) : undefined;
+  const startSecretPair = async () => {
+    if (relay instanceof Error || web instanceof Error || !secretDir) return startTunnelPair();
+    const secretFile = join(secretDir, "tunnel.secret");
+    const secret = crypto.getRandomValues(new Uint8Array(32));
+    const hex = Array.from(secret, (b) => b.toString(16).padStart(2, "0")).join("");
+    await Deno.writeTextFile(secretFile, `${hex}\n`, { mode: 0o600 });
+    return tryStart(() =>
+      startTunnels(
+        relay.port,
+        { bulk: sink, web: web.port },
+        (ports) => httpGet(ports.web),
+        { ...projectOptions(options, "tunnel"), secretFile, namePrefix: "bench-secret" },
+      )
+    );
+  };
+  const [tunnels, secretTunnels, ssh, socat] = await Promise.all([
     startTunnelPair(),
+    bulk ? startSecretPair() : undefined,
     web instanceof Error
       ? web
       : tryStart(optional(options, "ssh", () => startSshTunnel([sink, web.port]))),
@@ -586,6 +758,17 @@ async function runTunnel(
             pids: tunnelPids(t),
           })),
           running: [relay, tunnels],
+        },
+        {
+          system: SECRET_TUNNEL,
+          role: "subject",
+          peer: mapPeer(secretTunnels!, (t) => ({
+            protocol: "raw",
+            port: t.ports.bulk,
+            listenPort: sink,
+            pids: tunnelPids(t),
+          })),
+          running: [relay, secretTunnels],
         },
         {
           system: "ssh -L",
@@ -615,8 +798,38 @@ async function runTunnel(
         unit: "MB/s",
         higherIsBetter: true,
         method:
-          "One TCP connection through the forwarding tunnel → relay → exposing tunnel → a byte-counting sink, written in 64 KiB pieces; the same through ssh -L (aes128-gcm) and socat; CPU is the whole chain's.",
+          `One TCP connection through the forwarding tunnel → relay → exposing tunnel → a byte-counting sink, written in 64 KiB pieces: plaintext, and with --secret-file (AES-256-GCM end to end) as "${SECRET_TUNNEL}"; the same through ssh -L (aes128-gcm) and socat; CPU is the whole chain's.`,
         rows,
+      });
+      const streams = options.streams;
+      options.log(`  tunnel-streams (${streams} streams)`);
+      const streamSystems = systems.filter((s) => s.system !== "socat");
+      const streamRows = await measureRows(options, streamSystems, "MB/s", async (target) => {
+        const job = { ...flowJob(options, target, 64 * KIB, streams), windowBytes: 0 };
+        const r = await gen.run<FlowResult>(job);
+        return {
+          value: r.payloadBytesPerSecond / 1e6,
+          detail: {
+            serverCpu: r.serverCpu,
+            generatorCpu: r.generatorCpu,
+            minStreamMBps: r.minPairBytesPerSecond / 1e6,
+            maxStreamMBps: r.maxPairBytesPerSecond / 1e6,
+            fairness: r.maxPairBytesPerSecond > 0
+              ? r.minPairBytesPerSecond / r.maxPairBytesPerSecond
+              : 0,
+          },
+        };
+      });
+      results.push({
+        id: "tunnel-streams",
+        group: "tunnel",
+        title: `Tunnel, ${streams} concurrent streams, aggregate MB/s`,
+        short: `${streams} tunnel streams MB/s`,
+        unit: "MB/s",
+        higherIsBetter: true,
+        method:
+          `${streams} TCP connections at once through one forwarding tunnel → relay → exposing tunnel → a byte-counting sink, each written in 64 KiB pieces as fast as it goes; the figure is all streams together, and the notes give the slowest and fastest stream and their ratio (fairness, 1 = equal shares). The same through ssh -L (one SSH connection) and directly.`,
+        rows: streamRows,
       });
     }
     if (http) {
@@ -671,10 +884,14 @@ async function runTunnel(
       });
     }
   } finally {
-    await stopAll([relay, web, tunnels, ssh, socat]);
+    await stopAll([relay, web, tunnels, secretTunnels, ssh, socat]);
+    if (secretDir) await Deno.remove(secretDir, { recursive: true }).catch(() => {});
   }
   return results;
 }
+
+/** Name of the encrypted tunnel's row. */
+export const SECRET_TUNNEL = "tunnel --secret-file";
 
 async function httpGet(port: number): Promise<void> {
   const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2_000) });
@@ -744,6 +961,7 @@ export async function runSuite(
   if (want("bulk")) await timed("bulk", () => runBulk(gen, options));
   if (want("latency")) await timed("latency", () => runLatency(gen, options));
   if (want("idle")) await timed("idle", () => runIdle(gen, options));
+  if (want("register")) await timed("register", () => runRegister(gen, options));
   if (want("tunnel") || want("http")) {
     await timed(
       "tunnel",

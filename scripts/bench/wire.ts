@@ -8,14 +8,18 @@
  * relay  register  r0|          + probe r0|1|.  → r0|1|.     send r0|64|…    deliver s0|64|…
  * nats   CONNECT {…} SUB r0 1 PING              → … PONG     PUB r0 64 …     MSG r0 1 64 …
  * raw    (nothing: a plain TCP stream; the bytes of a relay send pass through unchanged)
+ * echo   the relay's register + probe bytes  → the same bytes back (a bare accept loop's floor)
  * ```
  * @module
  */
 
 import { encodeFrame, encodeRegister, headerLength } from "../../lib/wire/relay.ts";
 
-/** How the generator talks to a system: the relay's protocol, NATS text protocol, or raw TCP. */
-export type Protocol = "relay" | "nats" | "raw";
+/**
+ * How the generator talks to a system: the relay's protocol, NATS text protocol, raw TCP, or
+ * an echo server (`accept_loop.ts`) that sends back what it reads.
+ */
+export type Protocol = "relay" | "nats" | "raw" | "echo";
 
 const encoder = new TextEncoder();
 const CRLF = encoder.encode("\r\n");
@@ -46,6 +50,9 @@ export function deliverySize(
       return encoder.encode(`MSG ${dest} 1 ${payloadBytes}\r\n`).length + payloadBytes + 2;
     case "raw":
       return headerLength(encoder.encode(dest).length, payloadBytes) + payloadBytes;
+    case "echo":
+      // What a client sends comes back: its own frame to `dest`.
+      return headerLength(encoder.encode(dest).length, payloadBytes) + payloadBytes;
   }
 }
 
@@ -75,6 +82,11 @@ export function handshake(protocol: Protocol, name: string, subscribe: boolean):
       hello.set(register);
       hello.set(probe, register.length);
       return { hello, done: (got) => got.length >= probe.length };
+    }
+    case "echo": {
+      // The same bytes a relay client writes, so both pay for the same reads and writes.
+      const { hello } = handshake("relay", name, subscribe);
+      return { hello, done: (got) => got.length >= hello.length };
     }
     case "nats": {
       const sub = subscribe ? `SUB ${name} 1\r\n` : "";

@@ -32,9 +32,18 @@ const EXPECTED_SCENARIOS = [
   "latency-64B",
   "idle-memory",
   "idle-accept",
+  "register-sequential",
+  "idle-memory-message",
   "tunnel-bulk",
+  "tunnel-streams",
   "http",
 ];
+
+/** Scenarios whose figure is a memory difference, which may be zero with few clients. */
+const MEMORY_SCENARIOS = ["idle-memory", "idle-memory-message"];
+
+/** Scenarios whose subject is a tunnel, skipped when the tunnel command is missing. */
+const TUNNEL_SCENARIOS = ["tunnel-bulk", "tunnel-streams", "http"];
 
 Deno.test("bench --smoke measures every scenario and writes JSON, RESULTS.md and a chart", async () => {
   const dir = await Deno.makeTempDir({ prefix: "bench-smoke-" });
@@ -54,7 +63,7 @@ Deno.test("bench --smoke measures every scenario and writes JSON, RESULTS.md and
         if (row.skipped !== undefined) {
           // Only a missing peer (or a tunnel command not written yet) may skip a row.
           const excused = missing.some((m) => row.skipped!.includes(`Debian package ${m.pkg}`)) ||
-            (row.system === "tunnel" && row.skipped.startsWith("tunnel not available"));
+            (row.system.startsWith("tunnel") && row.skipped.startsWith("tunnel not available"));
           assert.ok(excused, `${where} skipped without a missing peer: ${row.skipped}`);
           continue;
         }
@@ -62,11 +71,11 @@ Deno.test("bench --smoke measures every scenario and writes JSON, RESULTS.md and
           typeof row.value === "number" && Number.isFinite(row.value),
           `${where} has no figure`,
         );
-        if (s.id !== "idle-memory") assert.ok(row.value > 0, `${where} is ${row.value}`);
+        if (!MEMORY_SCENARIOS.includes(s.id)) assert.ok(row.value > 0, `${where} is ${row.value}`);
       }
       const relay = s.rows.find((r) => r.role === "subject");
       assert.ok(relay, `${s.id} has no subject row`);
-      if (s.id !== "tunnel-bulk" && s.id !== "http") {
+      if (!TUNNEL_SCENARIOS.includes(s.id)) {
         assert.equal(relay.skipped, undefined, `${s.id}: the relay itself was skipped`);
       }
     }
@@ -74,12 +83,33 @@ Deno.test("bench --smoke measures every scenario and writes JSON, RESULTS.md and
     for (const row of latency.rows.filter((r) => r.value !== undefined)) {
       assert.ok(row.detail!.p99Us >= row.value!, `${row.system}: p99 below p50`);
     }
-    assert.equal(results.targets.length, 7);
+    const bulk = results.scenarios.find((s) => s.id === "tunnel-bulk")!;
+    assert.deepEqual(
+      bulk.rows.map((r) => r.system),
+      ["tunnel", "tunnel --secret-file", "ssh -L", "socat", "direct"],
+    );
+    const streams = results.scenarios.find((s) => s.id === "tunnel-streams")!;
+    for (const row of streams.rows.filter((r) => r.value !== undefined)) {
+      const { minStreamMBps, maxStreamMBps, fairness } = row.detail!;
+      assert.ok(minStreamMBps > 0 && minStreamMBps <= maxStreamMBps, `${row.system}: per stream`);
+      assert.ok(fairness > 0 && fairness <= 1, `${row.system}: fairness ${fairness}`);
+    }
+    const register = results.scenarios.find((s) => s.id === "register-sequential")!;
+    assert.deepEqual(
+      register.rows.map((r) => r.system),
+      ["relay", "relay --log-level warning", "nats-server", "deno accept loop"],
+    );
+    assert.equal(results.targets.filter((t) => t.issue === 5).length, 7);
+    const issue10 = results.targets.filter((t) => t.issue === 10).map((t) => t.id);
+    for (const id of ["i10-tunnel-bulk-secret", "i10-register-sequential"]) {
+      assert.ok(issue10.includes(id), `no target ${id}`);
+    }
     assert.ok(results.targets.every((t) => t.goal.length > 0));
 
     const md = await Deno.readTextFile(join(out, "RESULTS.md"));
     assert.match(md, /^# Benchmark results/);
     assert.match(md, /## Targets \(issue 5\)/);
+    assert.match(md, /## Targets \(issue 10\)/);
     for (const s of results.scenarios) assert.ok(md.includes(`### ${s.title}`), s.title);
     assert.match(md, /!\[[^\]]*\]\(chart\.svg\)/);
     const svg = await Deno.readTextFile(join(out, "chart.svg"));

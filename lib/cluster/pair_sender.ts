@@ -1,0 +1,163 @@
+/**
+ * The sending end of one sender→receiver pair between nodes: cuts messages into chunks that
+ * fit a packet, numbers them, and spends credit on them, waiting when the receiver's window is
+ * used up. One message at a time, so a pair's chunks are never interleaved.
+ * @module
+ */
+
+import { nextChunk } from "./assembly.ts";
+import { SendCredit } from "./credit.ts";
+import { encodeFrame, FLAG_FIRST, FLAG_OPEN, FRAME_DATA, FRAME_END } from "./frame.ts";
+import { PairClosedError, type PairCloseReason } from "./reasons.ts";
+import { SequenceCounter } from "./sequence.ts";
+
+/** What a sender needs from the stream layer. */
+export interface SenderLink {
+  /** Room to leave in front of each encoded frame (the packet header's length). */
+  readonly room: number;
+  /** Largest chunk payload for this pair. */
+  readonly maxChunkBytes: number;
+  /** Queues an encoded frame to the receiving node. */
+  enqueue(frame: Uint8Array): void;
+  /** Called once when the pair ends, to forget it. */
+  forget(pair: number): void;
+}
+
+/** The sending end of a pair. Get one from `ClusterStreams.open`. */
+export class PairSender {
+  /** The receiving node. */
+  readonly to: string;
+  /** The key the receiver sees (for the relay: sender and receiver names). */
+  readonly key: string;
+  /** This pair's id, unique on this node. */
+  readonly id: number;
+  readonly #link: SenderLink;
+  readonly #credit: SendCredit;
+  readonly #seq = new SequenceCounter();
+  #opened = false;
+  #reason: PairCloseReason | undefined;
+  #wake: (() => void) | undefined;
+  #tail: Promise<void> = Promise.resolve();
+  readonly #closed: Promise<PairCloseReason>;
+  #resolveClosed!: (reason: PairCloseReason) => void;
+
+  /** @param window the receiver's initial window, in bytes */
+  constructor(to: string, key: string, id: number, window: number, link: SenderLink) {
+    this.to = to;
+    this.key = key;
+    this.id = id;
+    this.#link = link;
+    this.#credit = new SendCredit(window);
+    this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
+  }
+
+  /** Resolves with the reason once the pair has ended, from either side. */
+  get closed(): Promise<PairCloseReason> {
+    return this.#closed;
+  }
+
+  /** Why the pair ended, or undefined while it is open. */
+  get reason(): PairCloseReason | undefined {
+    return this.#reason;
+  }
+
+  /** Credit left, in bytes (for tests and metrics). */
+  get credit(): number {
+    return this.#credit.available;
+  }
+
+  /**
+   * Sends one message. Messages on a pair leave in call order; the bytes are copied into
+   * frames as credit allows, so `message` must stay unchanged until the promise settles.
+   * A signal that aborts in the middle of a message ends the pair (`sender_aborted`).
+   * @throws {PairClosedError} when the pair is or becomes closed
+   */
+  send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const run = this.#tail.then(() => this.#send(message, signal));
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  async #send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const total = message.length;
+    let offset = 0;
+    do {
+      if (this.#reason) throw new PairClosedError(this.#reason);
+      if (signal?.aborted) {
+        if (offset > 0) this.end("sender_aborted");
+        throw signal.reason;
+      }
+      const want = Math.min(total - offset, this.#link.maxChunkBytes);
+      const granted = want === 0 ? 0 : this.#credit.take(want);
+      if (want > 0 && granted === 0) {
+        await this.#waitForCredit(signal);
+        continue;
+      }
+      const plan = nextChunk(total, offset, Math.max(granted, 1));
+      let flags = plan.flags;
+      if (!this.#opened) {
+        flags |= FLAG_OPEN;
+        this.#opened = true;
+      }
+      this.#link.enqueue(encodeFrame({
+        type: FRAME_DATA,
+        pair: this.id,
+        seq: this.#seq.take(),
+        flags,
+        total: flags & FLAG_FIRST ? total : undefined,
+        key: flags & FLAG_OPEN ? this.key : undefined,
+        payload: message.subarray(offset, offset + plan.length),
+      }, this.#link.room));
+      offset += plan.length;
+    } while (offset < total);
+  }
+
+  #waitForCredit(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        signal?.removeEventListener("abort", done);
+        this.#wake = undefined;
+        resolve();
+      };
+      this.#wake = done;
+      signal?.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  /** Adds credit from the receiver (a CREDIT frame). */
+  grant(bytes: number): void {
+    if (this.#reason) return;
+    this.#credit.grant(bytes);
+    this.#wake?.();
+  }
+
+  /**
+   * Ends the pair from this side: the receiver sees a clean end between messages, or
+   * `sender_aborted` in the middle of one. Safe to call twice.
+   */
+  end(reason: PairCloseReason = "sender_closed"): void {
+    if (this.#reason) return;
+    if (this.#opened) {
+      this.#link.enqueue(encodeFrame({
+        type: FRAME_END,
+        pair: this.id,
+        nextSeq: this.#seq.next,
+        reason,
+      }, this.#link.room));
+    }
+    this.#finish(reason);
+  }
+
+  /** The receiver closed the pair, or the stream layer did: no frame is sent. */
+  closeFromRemote(reason: PairCloseReason): void {
+    this.#finish(reason);
+  }
+
+  #finish(reason: PairCloseReason): void {
+    if (this.#reason) return;
+    this.#reason = reason;
+    this.#wake?.();
+    this.#link.forget(this.id);
+    this.#resolveClosed(reason);
+  }
+}

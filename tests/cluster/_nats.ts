@@ -1,0 +1,259 @@
+/**
+ * Test helpers: real nats-server processes on 127.0.0.1 with random ports (read from the ports
+ * file), alone or as a 3-server JetStream cluster, each in its own temp dir that is removed on
+ * stop. Tests that need nats-server skip with {@linkcode NATS_SKIP} when it is missing.
+ * @module
+ */
+
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+
+/** How long a nats-server gets to write its ports file and accept a connection. */
+const START_TIMEOUT_MS = 10_000;
+/** How long a 3-server cluster gets to elect a JetStream meta leader. */
+const CLUSTER_READY_TIMEOUT_MS = 15_000;
+/** Poll interval while waiting for a server. */
+const POLL_MS = 25;
+
+function findNatsServer(): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/usr/bin"])) {
+    const path = join(dir, "nats-server");
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** The nats-server executable, if installed. */
+export const NATS_SERVER = findNatsServer();
+
+/** Why NATS tests are skipped, or undefined when they run. */
+export const NATS_SKIP = NATS_SERVER
+  ? undefined
+  : "nats-server is not installed (apt-get install nats-server; .ci/run installs it)";
+
+if (NATS_SKIP) console.warn(`SKIPPED: cluster tests on NATS: ${NATS_SKIP}`);
+
+/** Options of {@linkcode NatsServer.start}. */
+export interface NatsServerOptions {
+  /** Server name (JetStream clustering needs unique ones). */
+  name?: string;
+  /** Join a cluster: its name and the route URLs of servers already running. */
+  cluster?: { name: string; routes: string[] };
+}
+
+/** One nats-server process with JetStream, in its own temp dir. */
+export class NatsServer implements AsyncDisposable {
+  /** Client URL, `nats://127.0.0.1:PORT`. */
+  readonly url: string;
+  /** Route URL when clustered. */
+  readonly routeUrl: string | undefined;
+  readonly #process: Deno.ChildProcess;
+  readonly #dir: string;
+  #stopped = false;
+
+  private constructor(process: Deno.ChildProcess, dir: string, url: string, routeUrl?: string) {
+    this.#process = process;
+    this.#dir = dir;
+    this.url = url;
+    this.routeUrl = routeUrl;
+  }
+
+  /** Starts a server and waits until it accepts clients. */
+  static async start(options: NatsServerOptions = {}): Promise<NatsServer> {
+    if (!NATS_SERVER) throw new Error(NATS_SKIP);
+    const dir = await Deno.makeTempDir({ prefix: "relay_nats_" });
+    const args = ["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", join(dir, "js")];
+    args.push("--ports_file_dir", dir, "-l", join(dir, "log"));
+    if (options.name) args.push("--name", options.name);
+    if (options.cluster) {
+      args.push("--cluster", "nats://127.0.0.1:-1", "--cluster_name", options.cluster.name);
+      if (options.cluster.routes.length) args.push("--routes", options.cluster.routes.join(","));
+    }
+    const process = new Deno.Command(NATS_SERVER, {
+      args,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    try {
+      for (;;) {
+        const ports = await readPorts(dir);
+        if (ports?.nats?.[0] && (!options.cluster || ports.cluster?.[0])) {
+          const server = new NatsServer(process, dir, ports.nats[0], ports.cluster?.[0]);
+          await waitForClient(server.url, deadline);
+          return server;
+        }
+        if (Date.now() > deadline) throw new Error(`nats-server did not start: ${await log(dir)}`);
+        await new Promise((r) => setTimeout(r, POLL_MS));
+      }
+    } catch (error) {
+      try {
+        process.kill("SIGKILL");
+      } catch { /* gone */ }
+      await process.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Sends `signal` to the server (SIGKILL to simulate a crash). */
+  kill(signal: Deno.Signal = "SIGKILL"): void {
+    try {
+      this.#process.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** Kills the server, waits for it and removes its temp dir; safe to call twice. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.kill("SIGKILL");
+    await this.#process.status;
+    await Deno.remove(this.#dir, { recursive: true }).catch(() => {});
+  }
+
+  /** Same as {@linkcode stop}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+/** Three clustered servers with JetStream, ready for R3 streams. */
+export class NatsCluster implements AsyncDisposable {
+  /** The servers, in start order. */
+  readonly servers: NatsServer[];
+
+  private constructor(servers: NatsServer[]) {
+    this.servers = servers;
+  }
+
+  /** Starts three servers routed to the first and waits for a JetStream meta leader. */
+  static async start(): Promise<NatsCluster> {
+    const name = `relay_test_${crypto.randomUUID().slice(0, 8)}`;
+    const servers: NatsServer[] = [];
+    try {
+      servers.push(await NatsServer.start({ name: "s1", cluster: { name, routes: [] } }));
+      const routes = [servers[0].routeUrl!];
+      servers.push(
+        ...await Promise.all([
+          NatsServer.start({ name: "s2", cluster: { name, routes } }),
+          NatsServer.start({ name: "s3", cluster: { name, routes } }),
+        ]),
+      );
+      const cluster = new NatsCluster(servers);
+      await cluster.#waitForJetStream();
+      return cluster;
+    } catch (error) {
+      await Promise.all(servers.map((s) => s.stop()));
+      throw error;
+    }
+  }
+
+  async #waitForJetStream(): Promise<void> {
+    const deadline = Date.now() + CLUSTER_READY_TIMEOUT_MS;
+    for (const server of this.servers) {
+      const nc = await connect({ servers: server.url });
+      try {
+        for (;;) {
+          try {
+            const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 500 });
+            const info = reply.json<{ error?: unknown; cluster?: { leader?: string } }>();
+            if (!info.error) break;
+          } catch {
+            // no meta leader yet
+          }
+          if (Date.now() > deadline) throw new Error("JetStream cluster had no leader in time");
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } finally {
+        await nc.close();
+      }
+    }
+  }
+
+  /** Client URLs of all servers. */
+  get urls(): string[] {
+    return this.servers.map((s) => s.url);
+  }
+
+  /** Stops every server. */
+  async stop(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.stop()));
+  }
+
+  /** Same as {@linkcode stop}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+/**
+ * A client connection for tests: fast reconnect attempts, short timeouts.
+ * @param servers one URL, or several (the first is used first)
+ */
+export function connectTo(servers: string | string[], name?: string): Promise<NatsConnection> {
+  return connect({
+    servers,
+    name,
+    noRandomize: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 100,
+    timeout: 2_000,
+  });
+}
+
+async function readPorts(dir: string): Promise<{ nats?: string[]; cluster?: string[] } | null> {
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.name.endsWith(".ports")) {
+        return JSON.parse(await Deno.readTextFile(join(dir, entry.name)));
+      }
+    }
+  } catch {
+    // not written yet, or written half
+  }
+  return null;
+}
+
+async function waitForClient(url: string, deadline: number): Promise<void> {
+  for (;;) {
+    try {
+      const nc = await connect({ servers: url, timeout: 1_000 });
+      await nc.close();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, POLL_MS));
+    }
+  }
+}
+
+async function log(dir: string): Promise<string> {
+  try {
+    return (await Deno.readTextFile(join(dir, "log"))).slice(-2000);
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** Resolves when `check()` is true, polling; throws after `timeoutMs`. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}

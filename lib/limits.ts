@@ -65,3 +65,20 @@ export const KEEPALIVE_MS = 10_000;
 
 /** Default TCP port of the relay (the original README's). */
 export const DEFAULT_PORT = 8080;
+
+// Tunnel (lib/tunnel/): the tunnel's keepalive (PING interval) is KEEPALIVE_MS above.
+
+/** Time for a peer tunnel to answer HELLO and to accept a stream, and for the link to return. */
+export const TUNNEL_OPEN_TIMEOUT_MS = 10_000;
+
+/** Time for an exposed target to take a connection: a local service answers in far less. */
+export const TUNNEL_DIAL_TIMEOUT_MS = 5_000;
+
+/** Peers one tunnel session knows at once; past it, idle ones are forgotten and new ones dropped. */
+export const TUNNEL_MAX_PEERS = 1024;
+
+/** Streams with one peer at once, each direction: bounds what a peer claims (each has a window). */
+export const TUNNEL_MAX_STREAMS_PER_PEER = 1024;
+
+/** Ended sessions remembered per peer, so that their packets are refused rather than replayed. */
+export const TUNNEL_MAX_RETIRED_SESSIONS = 16;

@@ -19,8 +19,9 @@ import {
 import { KEEPALIVE_MS } from "../limits.ts";
 import { setupLogging } from "./log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES } from "../wire/tunnel.ts";
-import { createCipherFactory, readSecret } from "../tunnel/crypto.ts";
-import type { Target } from "../tunnel/session.ts";
+import { createCipherFactory } from "../tunnel/crypto.ts";
+import { readSecret } from "./secret.ts";
+import type { Target } from "../tunnel/dial.ts";
 import {
   DEFAULT_OPEN_TIMEOUT_MS,
   DEFAULT_SERVICE,

@@ -12,22 +12,50 @@
  * receiver accepts only counters above the last one it authenticated under that key, so a
  * replayed packet is refused; packets of a peer's ended session are refused by the session
  * (it remembers them); and every packet that touches streams is addressed to the
- * receiver's current session, so old traffic cannot be replayed into a new one. The relay
- * still sees names, session ids, sizes and timing, and can drop or delay packets.
+ * receiver's current session, so old traffic cannot be replayed into a new one. A key that
+ * is dropped (its session ended, or too many were kept) is retired with it: its session
+ * pair is never accepted or sealed to again, so no counter restarts under an old key.
+ *
+ * Deriving a key costs far more than refusing a packet, and any relay client can send
+ * packets naming new session pairs; so a peer gets only a few derivations for unknown
+ * pairs at a time (a token bucket, and one over all peers), and packets beyond that are
+ * refused unopened. The relay still sees names, session ids, sizes and timing, and can
+ * drop or delay packets.
  * @module
  */
 
-import { UsageError } from "../cli/flags.ts";
-import { readEnv } from "../cli/flags.ts";
 import {
   PACKET_HEADER_BYTES,
   PACKET_SEALED,
   type PacketHeader,
   SESSION_ID_BYTES,
+  UNKNOWN_SESSION,
   writePacketHeader,
 } from "../wire/tunnel.ts";
-import type { PacketCipher } from "./session.ts";
+import { TUNNEL_MAX_PEERS } from "../limits.ts";
 import { toHex } from "../util/bytes.ts";
+
+/**
+ * Authenticated encryption of packets. A session with a cipher sends and accepts only
+ * sealed packets.
+ */
+export interface PacketCipher {
+  /** Seals `frames` into a whole packet from `sender` to `peer`'s session `receiver`. */
+  seal(
+    peer: string,
+    sender: Uint8Array,
+    receiver: Uint8Array,
+    frames: Uint8Array,
+  ): Promise<Uint8Array>;
+  /**
+   * Opens a sealed packet from `peer` (its header already decoded).
+   * @returns the plain frames
+   * @throws {Error} when the packet is forged, tampered with, replayed or refused unopened
+   */
+  open(peer: string, header: PacketHeader, packet: Uint8Array): Promise<Uint8Array>;
+  /** Retires the keys of a session of `peer` that has ended. */
+  forget(peer: string, session: Uint8Array): void;
+}
 
 /** Bytes of a sealed packet's header: the packet header and the u64 counter. */
 export const SEALED_HEADER_BYTES: number = PACKET_HEADER_BYTES + 8;
@@ -35,49 +63,32 @@ export const SEALED_HEADER_BYTES: number = PACKET_HEADER_BYTES + 8;
 export const TAG_BYTES = 16;
 /** Shortest secret accepted: below this it could be guessed offline from captured traffic. */
 export const MIN_SECRET_BYTES = 16;
-/** Largest secret file read: a secret is a line, not a file to load whole. */
-const MAX_SECRET_FILE_BYTES = 64 * 1024;
-/** Keys kept at once; past it the oldest are derived again when needed. */
-const MAX_KEYS = 4096;
+
+/**
+ * Keys for unknown session pairs one peer may have derived in a burst. A real peer needs
+ * two per restart (its HELLO before and after it learns this session), and one a second
+ * when it holds another secret and keeps retrying.
+ */
+export const NEW_PAIRS_BURST = 8;
+/** After the burst, one more derivation per peer this often (4 a second). */
+export const NEW_PAIR_REFILL_MS = 250;
+/** Derivations for unknown pairs over all peers in a burst, so many names cannot add up. */
+const ALL_PEERS_BURST = 256;
+/** After that burst, one more derivation over all peers this often (250 a second). */
+const ALL_PEERS_REFILL_MS = 4;
+/**
+ * Live keys per peer and direction: a peer has one session at a time, seen under two
+ * receivers (unknown, then this session), plus room for a restart in flight.
+ */
+export const MAX_KEYS_PER_PEER = 4;
+/** Ended session pairs remembered exactly per peer; older ones fall under its floor. */
+export const MAX_RETIRED_PAIRS_PER_PEER = 32;
+/** Rate-limit buckets of peers without keys kept at once (each a few bytes). */
+const MAX_BUCKETS = 4 * TUNNEL_MAX_PEERS;
 
 const encoder = new TextEncoder();
 const INFO_PREFIX = encoder.encode("relay-tunnel/1");
-
-/**
- * Reads the shared secret from `path`, or else from `RELAY_TUNNEL_SECRET`; trailing
- * whitespace (a final newline) is dropped.
- * @returns the secret, or `undefined` when neither is set
- * @throws {UsageError} when the file cannot be read or the secret is too short
- */
-export async function readSecret(path: string | undefined): Promise<Uint8Array | undefined> {
-  let text: string;
-  let from: string;
-  if (path !== undefined) {
-    from = `--secret-file ${path}`;
-    try {
-      const info = await Deno.stat(path);
-      if (info.size > MAX_SECRET_FILE_BYTES) {
-        throw new Error(`larger than ${MAX_SECRET_FILE_BYTES} bytes`);
-      }
-      text = await Deno.readTextFile(path);
-    } catch (error) {
-      throw new UsageError(`Cannot read ${from}: ${(error as Error).message}`);
-    }
-  } else {
-    const env = readEnv("RELAY_TUNNEL_SECRET");
-    if (env === undefined || env === "") return undefined;
-    from = "RELAY_TUNNEL_SECRET";
-    text = env;
-  }
-  const secret = encoder.encode(text.replace(/\s+$/, ""));
-  if (secret.length < MIN_SECRET_BYTES) {
-    throw new UsageError(
-      `Invalid ${from}: the secret is shorter than ${MIN_SECRET_BYTES} bytes ` +
-        `(make one with: openssl rand -hex 32)`,
-    );
-  }
-  return secret;
-}
+const UNKNOWN_HEX = toHex(UNKNOWN_SESSION);
 
 /** Counter state of one key. */
 interface KeyState {
@@ -86,12 +97,67 @@ interface KeyState {
   counter: bigint;
 }
 
+/** A token bucket: `burst` tokens, one back every `refillMs`. */
+class Bucket {
+  #tokens: number;
+  #last = performance.now();
+  readonly #burst: number;
+  readonly #refillMs: number;
+
+  constructor(burst: number, refillMs: number) {
+    this.#tokens = burst;
+    this.#burst = burst;
+    this.#refillMs = refillMs;
+  }
+
+  /** Takes a token; false when none is left. */
+  take(): boolean {
+    const now = performance.now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#last) / this.#refillMs);
+    this.#last = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+}
+
+/**
+ * Keys of one peer. Pairs are `sender hex ‖ receiver hex`; the peer's own session is the
+ * sender of a receive pair and the receiver of a send pair.
+ */
+class PeerKeys {
+  readonly recv = new Map<string, KeyState>();
+  readonly send = new Map<string, KeyState>();
+  /** Ended pairs, oldest first, each with the peer's session of the pair. */
+  readonly retired = new Map<string, string>();
+  /** The latest peer session of a pair that left `retired`: sessions up to it are ended. */
+  floor = "";
+
+  /** Whether a pair, with the peer's session `theirs` (hex), has ended. */
+  isRetired(pair: string, theirs: string): boolean {
+    if (this.retired.has(pair)) return true;
+    // Session ids start with their start time, so a later session compares greater.
+    return theirs !== UNKNOWN_HEX && this.floor !== "" && theirs <= this.floor;
+  }
+
+  /** Ends a pair for good; past MAX_RETIRED_PAIRS_PER_PEER the oldest goes under the floor. */
+  retire(pair: string, theirs: string): void {
+    this.retired.set(pair, theirs);
+    if (this.retired.size <= MAX_RETIRED_PAIRS_PER_PEER) return;
+    const [oldest, session] = this.retired.entries().next().value!;
+    this.retired.delete(oldest);
+    if (session !== UNKNOWN_HEX && session > this.floor) this.floor = session;
+  }
+}
+
 /** Seals and opens packets for one tunnel name with keys derived from a shared secret. */
 export class SecretCipher implements PacketCipher {
   readonly #name: string;
   readonly #base: Promise<CryptoKey>;
-  readonly #send = new Map<string, KeyState>();
-  readonly #recv = new Map<string, KeyState>();
+  readonly #peers = new Map<string, PeerKeys>();
+  readonly #buckets = new Map<string, Bucket>();
+  readonly #allPeers = new Bucket(ALL_PEERS_BURST, ALL_PEERS_REFILL_MS);
+  #derivations = 0;
 
   /**
    * Prepares key derivation from `secret` for the tunnel called `name`.
@@ -105,7 +171,15 @@ export class SecretCipher implements PacketCipher {
     ]);
   }
 
-  /** Seals `frames` into a whole packet to `peer`, under the next counter of its key. */
+  /** Keys derived so far, both directions (for tests of the derivation budget). */
+  get derivations(): number {
+    return this.#derivations;
+  }
+
+  /**
+   * Seals `frames` into a whole packet to `peer`, under the next counter of its key.
+   * @throws {Error} when the receiver's session has ended (its key was retired)
+   */
   async seal(
     peer: string,
     sender: Uint8Array,
@@ -130,7 +204,8 @@ export class SecretCipher implements PacketCipher {
 
   /**
    * Opens a sealed packet from `peer`.
-   * @throws {Error} when it fails authentication or its counter is not new
+   * @throws {Error} when it fails authentication, its counter is not new, its session pair
+   *   has ended, or the peer has used up its derivations for new session pairs
    */
   async open(
     peer: string,
@@ -140,14 +215,26 @@ export class SecretCipher implements PacketCipher {
     if (packet.length < SEALED_HEADER_BYTES + TAG_BYTES) {
       throw new Error("Sealed packet is too short");
     }
-    const id = stateId(peer, header.sender, header.receiver);
-    const known = this.#recv.get(id);
+    const theirs = toHex(header.sender);
+    const pair = theirs + toHex(header.receiver);
+    const keys = this.#peers.get(peer);
+    const known = keys?.recv.get(pair);
     const counter = new DataView(packet.buffer, packet.byteOffset, packet.byteLength)
       .getBigUint64(PACKET_HEADER_BYTES);
     if (known && counter <= known.counter) {
       throw new Error(`Replayed or reordered packet (counter ${counter})`);
     }
-    const key = known?.key ?? this.#derive(peer, this.#name, header.sender, header.receiver);
+    let key = known?.key;
+    if (!key) {
+      if (keys?.isRetired(pair, theirs)) throw new Error("Packet from an ended session");
+      if (!keys && this.#peers.size >= TUNNEL_MAX_PEERS) {
+        throw new Error(`Packet refused unopened: keys for ${TUNNEL_MAX_PEERS} peers held`);
+      }
+      if (!this.#bucket(peer).take() || !this.#allPeers.take()) {
+        throw new Error("Packet refused unopened: too many new sessions from this peer");
+      }
+      key = this.#derive(peer, this.#name, header.sender, header.receiver);
+    }
     let plain: ArrayBuffer;
     try {
       plain = await crypto.subtle.decrypt(
@@ -165,34 +252,89 @@ export class SecretCipher implements PacketCipher {
     }
     // Only an authentic packet creates or moves a counter, so forgeries can neither block
     // real packets nor push real counters out of the table.
-    const state = this.#recv.get(id);
+    const owner = this.#keysOf(peer);
+    const state = owner.recv.get(pair);
     if (state) {
       if (counter <= state.counter) throw new Error(`Replayed packet (counter ${counter})`);
       state.counter = counter;
     } else {
-      if (this.#recv.size >= MAX_KEYS) this.#recv.delete(this.#recv.keys().next().value!);
-      this.#recv.set(id, { key, counter });
+      // Retired while this packet was being opened (its session ended meanwhile).
+      if (owner.isRetired(pair, theirs)) throw new Error("Packet from an ended session");
+      if (owner.recv.size >= MAX_KEYS_PER_PEER) this.#evict(owner, owner.recv, true);
+      owner.recv.set(pair, { key, counter });
     }
     return new Uint8Array(plain);
   }
 
-  /** Drops the keys and counters of an ended session of `peer`. */
+  /** Retires the keys and counters of an ended session of `peer`: it is never accepted again. */
   forget(peer: string, session: Uint8Array): void {
+    const keys = this.#peers.get(peer);
+    if (!keys) return;
     const hex = toHex(session);
-    for (const table of [this.#send, this.#recv]) {
-      for (const id of table.keys()) {
-        if (id.startsWith(`${peer}\u0000`) && id.includes(hex)) table.delete(id);
+    for (const pair of [...keys.recv.keys()]) {
+      if (pair.startsWith(hex)) {
+        keys.recv.delete(pair);
+        keys.retire(pair, hex);
+      }
+    }
+    for (const pair of [...keys.send.keys()]) {
+      if (pair.endsWith(hex)) {
+        keys.send.delete(pair);
+        keys.retire(pair, hex);
       }
     }
   }
 
+  #keysOf(peer: string): PeerKeys {
+    let keys = this.#peers.get(peer);
+    if (!keys) {
+      keys = new PeerKeys();
+      this.#peers.set(peer, keys);
+      this.#buckets.delete(peer);
+    }
+    return keys;
+  }
+
+  #bucket(peer: string): Bucket {
+    let bucket = this.#buckets.get(peer);
+    if (!bucket) {
+      // Forgetting a bucket only gives that peer a fresh burst; the bucket over all peers
+      // still holds.
+      if (this.#buckets.size >= MAX_BUCKETS) {
+        this.#buckets.delete(this.#buckets.keys().next().value!);
+      }
+      bucket = new Bucket(NEW_PAIRS_BURST, NEW_PAIR_REFILL_MS);
+      this.#buckets.set(peer, bucket);
+    }
+    return bucket;
+  }
+
+  /** Drops the oldest key of `table` and retires its pair, so it is never used again. */
+  #evict(keys: PeerKeys, table: Map<string, KeyState>, receiving: boolean): void {
+    for (const pair of table.keys()) {
+      const half = SESSION_ID_BYTES * 2;
+      const theirs = receiving ? pair.slice(0, half) : pair.slice(half);
+      // The send key to the unknown session is one per peer and never evicted: a new one
+      // would start its counter again under the same key.
+      if (theirs === UNKNOWN_HEX) continue;
+      table.delete(pair);
+      keys.retire(pair, theirs);
+      return;
+    }
+  }
+
   #sendState(peer: string, sender: Uint8Array, receiver: Uint8Array): KeyState {
-    const id = stateId(peer, sender, receiver);
-    let state = this.#send.get(id);
+    const theirs = toHex(receiver);
+    const pair = toHex(sender) + theirs;
+    const keys = this.#keysOf(peer);
+    let state = keys.send.get(pair);
     if (!state) {
-      if (this.#send.size >= MAX_KEYS) this.#send.delete(this.#send.keys().next().value!);
+      if (keys.isRetired(pair, theirs)) {
+        throw new Error(`Cannot seal to an ended session of ${peer}`);
+      }
+      if (keys.send.size >= MAX_KEYS_PER_PEER) this.#evict(keys, keys.send, false);
       state = { key: this.#derive(this.#name, peer, sender, receiver), counter: 0n };
-      this.#send.set(id, state);
+      keys.send.set(pair, state);
     }
     return state;
   }
@@ -203,6 +345,7 @@ export class SecretCipher implements PacketCipher {
     sender: Uint8Array,
     receiver: Uint8Array,
   ): Promise<CryptoKey> {
+    this.#derivations++;
     const salt = new Uint8Array(2 * SESSION_ID_BYTES);
     salt.set(sender);
     salt.set(receiver, SESSION_ID_BYTES);
@@ -222,10 +365,6 @@ export class SecretCipher implements PacketCipher {
       ["encrypt", "decrypt"],
     );
   }
-}
-
-function stateId(peer: string, sender: Uint8Array, receiver: Uint8Array): string {
-  return `${peer}\u0000${toHex(sender)}${toHex(receiver)}`;
 }
 
 function nonce(counter: bigint): Uint8Array<ArrayBuffer> {

@@ -11,11 +11,13 @@ import {
   INITIAL_WINDOW_BYTES,
   MAX_DATA_BYTES,
   PACKET_HEADER_BYTES,
-  ResetCode,
+  RESET_CODES,
   type ResetCodeValue,
 } from "../wire/tunnel.ts";
+import { TUNNEL_RESET_REASONS, type TunnelResetReason } from "../wire/reasons.ts";
 import { ReceiveWindow, SendWindow } from "./window.ts";
 import { concat } from "../util/bytes.ts";
+import { errorText } from "../util/async.ts";
 
 /** The local end of a stream; `Deno.TcpConn` is one. */
 export interface StreamConn {
@@ -62,7 +64,29 @@ export function releaseDataBuffer(buffer: Uint8Array): void {
 /** Most bytes gathered from queued DATA into one local write: many small frames, one write. */
 const MAX_LOCAL_WRITE_BYTES = 256 * 1024;
 
-/** What a stream asks of its session. */
+/**
+ * DATA bodies shorter than this are copied out of the packet they came in. A body is a view
+ * into the relay client's read buffer (64 KiB or more); kept as is, a one-byte frame would
+ * pin the whole buffer, so a stalled stream fed tiny frames could hold thousands of times
+ * its window. Copying a few KiB costs nothing next to a socket write.
+ */
+const COPY_DATA_BELOW_BYTES = 4 * 1024;
+
+/** Small DATA bodies queued behind a busy local write are gathered into chunks this big. */
+const GATHER_BYTES = 16 * 1024;
+
+/** Why a stream ended early: a typed reason and the sentence logged and sent with RESET. */
+export interface StreamEnd {
+  /** The typed reason (lib/wire/reasons.ts). */
+  reason: TunnelResetReason;
+  /** A sentence for logs and the RESET frame. */
+  text: string;
+}
+
+/**
+ * What a stream asks of its session: the session gives each stream a small object of
+ * these, so none of them is a public method of the session.
+ */
 export interface StreamOwner {
   /** Queues DATA: `length` bytes at `DATA_ROOM_BYTES` of `buffer`. */
   sendData(stream: Stream, buffer: Uint8Array, length: number): void;
@@ -72,8 +96,8 @@ export interface StreamOwner {
   sendFin(stream: Stream): void;
   /** Queues RESET. */
   sendReset(stream: Stream, code: ResetCodeValue, reason: string): void;
-  /** The stream is over; forget it. `reason` is set when it was reset. */
-  ended(stream: Stream, reason: string | undefined): void;
+  /** The stream is over; forget it. `end` is set when it was reset or aborted. */
+  ended(stream: Stream, end: StreamEnd | undefined): void;
 }
 
 /** Life of a stream. */
@@ -117,6 +141,13 @@ export class Stream {
   readonly #send: SendWindow;
   readonly #recv: ReceiveWindow;
   #inbound: Uint8Array[] = [];
+  /** The buffer small DATA bodies are being gathered into; its view ends `#inbound`. */
+  #gather: Uint8Array | undefined;
+  #gatherLength = 0;
+  /** Buffers the queued chunks are views of, with how many chunks use each. */
+  #pins = new Map<ArrayBufferLike, number>();
+  #pinnedBytes = 0;
+  #endedWith: StreamEnd | undefined;
   #wakeWriter: (() => void) | undefined;
   #remoteFin = false;
   #localFin = false;
@@ -158,6 +189,19 @@ export class Stream {
   }
 
   /**
+   * Bytes of memory the queued DATA holds: the whole buffers its chunks are views of. At
+   * most about twice the window (views while they fit in it, copies beyond).
+   */
+  get pinnedBytes(): number {
+    return this.#pinnedBytes;
+  }
+
+  /** Why the stream was reset or aborted; `undefined` while open or after a clean close. */
+  get end(): StreamEnd | undefined {
+    return this.#endedWith;
+  }
+
+  /**
    * Starts moving bytes over `conn`: the opener does so at once, spending the initial
    * credit before ACCEPT; the acceptor once its dial succeeded.
    * @param conn the local connection, when it was not given at construction
@@ -185,19 +229,75 @@ export class Stream {
     return true;
   }
 
-  /** DATA from the peer. Copies nothing: `data` must stay valid until written. */
+  /**
+   * DATA from the peer. A large body is kept as the view it is (it must stay valid until
+   * written) while the buffers this stream pins fit in its window; small bodies, and any
+   * beyond that, are copied, so what a stalled stream holds stays near its window.
+   */
   onData(data: Uint8Array): void {
     if (this.#state === "closed") return;
     if (this.#remoteFin) {
-      this.reset(ResetCode.protocol, "Peer sent data on a stream it had finished");
+      this.reset("protocol_violation", "Peer sent data on a stream it had finished");
       return;
     }
     if (!this.#recv.receive(data.length)) {
-      this.reset(ResetCode.protocol, "Peer sent more than its window allows");
+      this.reset("protocol_violation", "Peer sent more than its window allows");
       return;
     }
-    this.#inbound.push(data);
+    if (data.length < COPY_DATA_BELOW_BYTES) {
+      this.#gatherSmall(data);
+    } else if (
+      this.#pins.has(data.buffer) ||
+      this.#pinnedBytes + data.buffer.byteLength <= this.#recv.size
+    ) {
+      this.#queue(data);
+    } else {
+      this.#queue(data.slice());
+    }
     this.#wake();
+  }
+
+  #queue(chunk: Uint8Array): void {
+    this.#inbound.push(chunk);
+    const count = this.#pins.get(chunk.buffer) ?? 0;
+    if (count === 0) this.#pinnedBytes += chunk.buffer.byteLength;
+    this.#pins.set(chunk.buffer, count + 1);
+  }
+
+  #unpin(chunk: Uint8Array): void {
+    const count = this.#pins.get(chunk.buffer);
+    if (count === undefined) return;
+    if (count > 1) {
+      this.#pins.set(chunk.buffer, count - 1);
+    } else {
+      this.#pins.delete(chunk.buffer);
+      this.#pinnedBytes -= chunk.buffer.byteLength;
+    }
+  }
+
+  /** Copies a small body: alone when the writer is free, else onto the chunk being gathered. */
+  #gatherSmall(data: Uint8Array): void {
+    const last = this.#inbound.length - 1;
+    const gather = this.#gather;
+    if (
+      gather && last >= 0 && this.#inbound[last].buffer === gather.buffer &&
+      this.#gatherLength + data.length <= gather.length
+    ) {
+      gather.set(data, this.#gatherLength);
+      this.#gatherLength += data.length;
+      this.#inbound[last] = gather.subarray(0, this.#gatherLength);
+      return;
+    }
+    if (last < 0) {
+      // The writer takes it at once: no point in a bigger buffer.
+      this.#gather = undefined;
+      this.#queue(data.slice());
+      return;
+    }
+    this.#gather = new Uint8Array(Math.max(GATHER_BYTES, data.length));
+    this.#gather.set(data);
+    this.#gatherLength = data.length;
+    this.#queue(this.#gather.subarray(0, data.length));
   }
 
   /** WINDOW from the peer. */
@@ -206,7 +306,7 @@ export class Stream {
     try {
       this.#send.grant(increment);
     } catch (error) {
-      this.reset(ResetCode.protocol, (error as Error).message);
+      this.reset("protocol_violation", errorText(error));
     }
   }
 
@@ -219,34 +319,43 @@ export class Stream {
 
   /** RESET from the peer: close at once, send nothing back. */
   onReset(reason: string): void {
-    this.#end(`Peer reset the stream: ${reason}`);
+    this.#end({ reason: "peer_reset", text: `Peer reset the stream: ${reason}` });
   }
 
-  /** Resets the stream: tells the peer why and closes the local connection. */
-  reset(code: ResetCodeValue, reason: string): void {
+  /**
+   * Resets the stream: tells the peer why (the code of `reason` and `text`) and closes the
+   * local connection.
+   * @param reason the typed reason
+   * @param text the sentence sent and logged; the reason's own sentence by default
+   */
+  reset(reason: TunnelResetReason, text: string = TUNNEL_RESET_REASONS[reason]): void {
     if (this.#state === "closed") return;
-    this.#owner.sendReset(this, code, reason);
-    this.#end(reason);
+    this.#owner.sendReset(this, RESET_CODES[reason], text);
+    this.#end({ reason, text });
   }
 
-  /** Closes the stream locally without telling the peer (the session is going away). */
-  abort(reason: string): void {
-    this.#end(reason);
+  /** Closes the stream locally without telling the peer (it is gone, or the session ends). */
+  abort(reason: TunnelResetReason, text: string = TUNNEL_RESET_REASONS[reason]): void {
+    this.#end({ reason, text });
   }
 
-  #end(reason: string | undefined): void {
+  #end(end: StreamEnd | undefined): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
+    this.#endedWith = end;
     this.#send.close();
     this.#inbound = [];
+    this.#gather = undefined;
+    this.#pins.clear();
+    this.#pinnedBytes = 0;
     this.#wake();
     try {
       this.#conn?.close();
     } catch {
       // Already closed by the other end.
     }
-    this.#owner.ended(this, reason);
-    this.#resolveDone(reason);
+    this.#owner.ended(this, end);
+    this.#resolveDone(end?.text);
   }
 
   /** A method, not a field test, so TypeScript does not narrow it across awaits. */
@@ -294,7 +403,7 @@ export class Stream {
       }
     } catch (error) {
       if (!this.#isClosed()) {
-        this.reset(ResetCode.other, `Local connection failed: ${describe(error)}`);
+        this.reset("local_failed", `Local connection failed: ${errorText(error)}`);
       }
     }
   }
@@ -316,12 +425,13 @@ export class Stream {
         const chunk = this.#takeInbound();
         await writeAll(conn, chunk);
         if (this.#isClosed()) return;
+        this.#unpin(chunk);
         const increment = this.#recv.drained(chunk.length);
         if (increment > 0 && !this.#remoteFin) this.#owner.sendWindow(this, increment);
       }
     } catch (error) {
       if (!this.#isClosed()) {
-        this.reset(ResetCode.other, `Local connection failed: ${describe(error)}`);
+        this.reset("local_failed", `Local connection failed: ${errorText(error)}`);
       }
     }
   }
@@ -339,16 +449,14 @@ export class Stream {
       count++;
     }
     if (count === 1) return this.#inbound.shift()!;
-    return concat(this.#inbound.splice(0, count));
+    const parts = this.#inbound.splice(0, count);
+    // The parts' bytes are copied out: their buffers are free once joined.
+    for (const part of parts) this.#unpin(part);
+    return concat(parts);
   }
 }
 
 async function writeAll(conn: StreamConn, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
-}
-
-/** A short sentence for an error, for logs and reset reasons. */
-export function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

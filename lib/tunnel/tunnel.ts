@@ -6,21 +6,20 @@
 
 import { getLogger } from "@logtape/logtape";
 import { RelayClient, type RelayClientOptions } from "../client/client.ts";
-import { KEEPALIVE_MS } from "../limits.ts";
-import { describe, type Stream, type StreamConn } from "./stream.ts";
-import {
-  DEFAULT_OPEN_TIMEOUT_MS,
-  type Dialer,
-  type PacketCipher,
-  type Target,
-  type TunnelLink,
-  TunnelSession,
-  type TunnelSessionStats,
-} from "./session.ts";
+import { KEEPALIVE_MS, TUNNEL_OPEN_TIMEOUT_MS } from "../limits.ts";
+import { errorText, sleep } from "../util/async.ts";
+import type { Stream, StreamConn } from "./stream.ts";
+import { TunnelSession } from "./session.ts";
+import type { TunnelSessionStats } from "./stats.ts";
+import type { Dialer, Target } from "./dial.ts";
+import type { TunnelLink } from "./link.ts";
+import type { PacketCipher } from "./crypto.ts";
 
-export type { Target, TunnelLink } from "./session.ts";
+export type { Target } from "./dial.ts";
+export type { TunnelLink } from "./link.ts";
 export type { RelayClientOptions } from "../client/client.ts";
-export { DEFAULT_OPEN_TIMEOUT_MS };
+/** Default time for a peer to accept a stream (TUNNEL_OPEN_TIMEOUT_MS). */
+export const DEFAULT_OPEN_TIMEOUT_MS: number = TUNNEL_OPEN_TIMEOUT_MS;
 
 /** Makes a new relay link; called again after each disconnect. */
 export type LinkFactory = (signal: AbortSignal) => Promise<TunnelLink>;
@@ -214,14 +213,14 @@ export class Tunnel implements AsyncDisposable {
             log.warn("Cannot forward a connection to {peer}/{service}: {error}", {
               peer,
               service,
-              error: describe(error),
+              error: errorText(error),
             });
           }),
         );
       }
     } catch (error) {
       if (!this.#abort.signal.aborted) {
-        log.error("Listener failed: {error}", { error: describe(error) });
+        log.error("Listener failed: {error}", { error: errorText(error) });
       }
     } finally {
       this.#listeners.delete(listener);
@@ -261,7 +260,7 @@ export class Tunnel implements AsyncDisposable {
         const delay = backoffMs(failures, this.#options);
         const level = failures === 1 || failures % 10 === 0 ? "warn" : "debug";
         log[level]("Cannot connect to the relay ({error}); retrying in {delay} ms", {
-          error: describe(error),
+          error: errorText(error),
           delay,
         });
         await sleep(delay, signal);
@@ -341,18 +340,6 @@ export function backoffMs(
   const max = options.reconnectMaxMs ?? 5_000;
   const ceiling = Math.min(max, min * 2 ** Math.min(30, Math.max(0, failures - 1)));
   return Math.round(ceiling / 2 + (ceiling / 2) * random());
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** Options of {@linkcode relayLinkFactory}: those of `RelayClient.connect`, less the signal. */

@@ -64,3 +64,84 @@ export const DROP_REASONS = {
 
 /** Why a message was not delivered; counted per reason. */
 export type DropReason = keyof typeof DROP_REASONS;
+
+// ---- Tunnel (lib/tunnel/) ----
+
+/**
+ * Why a tunnel stream was reset. A RESET frame carries the code of the reason
+ * (`RESET_CODES` in lib/wire/tunnel.ts) and a sentence; the keys are counted in the
+ * session's stats.
+ */
+export const TUNNEL_RESET_REASONS = {
+  /** The peer did not accept the stream within the open timeout. */
+  open_timeout: "The peer did not accept the stream in time",
+  /** The exposed target refused the connection or did not answer within the dial timeout. */
+  dial_failed: "The exposed target could not be connected",
+  /** The opener is not in this tunnel's `--allow` list. */
+  not_allowed: "The peer is not allowed to open streams",
+  /** This tunnel exposes no service of that name. */
+  unknown_service: "No such service is exposed",
+  /** The peer already has the most streams a peer may have open at once. */
+  too_many_streams: "Too many streams with this peer",
+  /** A frame broke the protocol: credit exceeded, data after FIN, a bad or doubled frame. */
+  protocol_violation: "A frame broke the tunnel protocol",
+  /** The local connection (socket, stdin or stdout) failed. */
+  local_failed: "The local connection failed",
+  /** The peer was not heard from for three keepalive intervals. */
+  peer_silent: "The peer was not heard from for three keepalives",
+  /** A packet that carried the stream's frames could not be built or sent. */
+  send_failed: "A packet of the stream could not be sent",
+  /** The peer reset the stream (its RESET frame gives its own reason). */
+  peer_reset: "The peer reset the stream",
+  /** The peer came back with a new session (it restarted or reconnected). */
+  peer_restarted: "The peer restarted",
+  /** The peer ended its session (BYE). */
+  peer_ended: "The peer ended its session",
+  /** This tunnel is closing, or lost its relay connection. */
+  shutdown: "The tunnel is shutting down",
+} as const;
+
+/** Why a tunnel stream was reset; counted per reason. */
+export type TunnelResetReason = keyof typeof TUNNEL_RESET_REASONS;
+
+/** Why a whole tunnel packet was dropped (the session and its other streams go on). */
+export const TUNNEL_DROP_REASONS = {
+  /** Bytes that are not a tunnel packet: short, another version, unknown kind, bad framing. */
+  malformed: "The packet is not a valid tunnel packet",
+  /** A sealed packet that failed authentication, was replayed, or was refused unopened. */
+  rejected: "The sealed packet was refused",
+  /** A plain packet to a tunnel that requires encryption (`--secret-file`). */
+  not_encrypted: "The packet is not encrypted",
+  /** A sealed packet to a tunnel without a secret. */
+  encrypted: "The packet is encrypted and this tunnel has no secret",
+  /** Addressed to an earlier session of this tunnel (the sender is told the current one). */
+  stale_session: "The packet is for an earlier session of this tunnel",
+  /** From a session of the peer that has ended. */
+  retired_session: "The packet is from an ended session of the peer",
+  /** Stream frames from a peer that does not know this session yet. */
+  unaddressed: "Frames were sent before the handshake",
+  /** This tunnel already knows the most peers it may. */
+  too_many_peers: "Too many peers",
+} as const;
+
+/** Why a tunnel packet was dropped; counted per reason. */
+export type TunnelDropReason = keyof typeof TUNNEL_DROP_REASONS;
+
+/** Why one tunnel frame was rejected (the rest of its packet is still acted on). */
+export const TUNNEL_REJECT_REASONS = {
+  /** A frame for a stream that does not exist (DATA is answered with a RESET). */
+  unknown_stream: "No such stream",
+  /** OPEN from a peer outside `--allow`. */
+  not_allowed: "The peer is not allowed to open streams",
+  /** OPEN to a service this tunnel does not expose. */
+  unknown_service: "No such service is exposed",
+  /** OPEN past the per-peer stream limit. */
+  too_many_streams: "Too many streams with this peer",
+  /** A known frame type with wrong fields. */
+  invalid: "The frame is not valid",
+  /** A frame type this version does not know (skipped, for forward compatibility). */
+  unknown_type: "Unknown frame type",
+} as const;
+
+/** Why a tunnel frame was rejected; counted per reason. */
+export type TunnelRejectReason = keyof typeof TUNNEL_REJECT_REASONS;

@@ -33,6 +33,8 @@
  * @module
  */
 
+import type { TunnelResetReason } from "./reasons.ts";
+
 /** Version of the tunnel wire format; bumped on any wire-incompatible change. */
 export const TUNNEL_VERSION = 1;
 
@@ -118,6 +120,27 @@ export const ResetCode = {
 
 /** A code from {@linkcode ResetCode}. */
 export type ResetCodeValue = typeof ResetCode[keyof typeof ResetCode];
+
+/**
+ * The RESET code sent for each reset reason (lib/wire/reasons.ts). Reasons that end a
+ * stream without a RESET (the peer's own reset, its restart or BYE) map to the code a
+ * RESET would carry, for logs.
+ */
+export const RESET_CODES: Readonly<Record<TunnelResetReason, ResetCodeValue>> = {
+  open_timeout: ResetCode.refused,
+  dial_failed: ResetCode.refused,
+  not_allowed: ResetCode.notAllowed,
+  unknown_service: ResetCode.unknownService,
+  too_many_streams: ResetCode.limit,
+  protocol_violation: ResetCode.protocol,
+  local_failed: ResetCode.other,
+  peer_silent: ResetCode.other,
+  send_failed: ResetCode.other,
+  peer_reset: ResetCode.other,
+  peer_restarted: ResetCode.shutdown,
+  peer_ended: ResetCode.shutdown,
+  shutdown: ResetCode.shutdown,
+};
 
 /** A tunnel frame, decoded. */
 export type Frame =

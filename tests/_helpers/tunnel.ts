@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
  * @module
  */
 
-import type { Target, TunnelLink } from "../../lib/tunnel/session.ts";
+import type { Target } from "../../lib/tunnel/dial.ts";
+import type { TunnelLink } from "../../lib/tunnel/link.ts";
 import { Tunnel, type TunnelOptions } from "../../lib/tunnel/tunnel.ts";
 import {
   encodeFrames,

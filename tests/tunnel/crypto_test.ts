@@ -1,5 +1,5 @@
 /** End-to-end encryption of tunnel packets: the cipher alone, then sessions over a tapped relay. */
-import { createCipherFactory, readSecret, SecretCipher } from "../../lib/tunnel/crypto.ts";
+import { createCipherFactory, SecretCipher } from "../../lib/tunnel/crypto.ts";
 import {
   decodePacketHeader,
   encodeFrames,
@@ -8,7 +8,6 @@ import {
   UNKNOWN_SESSION,
 } from "../../lib/wire/tunnel.ts";
 import type { Tunnel, TunnelOptions } from "../../lib/tunnel/tunnel.ts";
-import { UsageError } from "../../lib/cli/flags.ts";
 import {
   assert,
   assertEquals,
@@ -96,32 +95,6 @@ Deno.test("sealed packets open only unchanged, once, between the right names and
     const counter = (p: Uint8Array) => new DataView(p.buffer).getBigUint64(PACKET_HEADER_BYTES);
     assertEquals(counter(b), counter(a) + 1n);
   });
-});
-
-Deno.test("the secret comes from --secret-file or RELAY_TUNNEL_SECRET and must be long enough", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const file = `${dir}/secret`;
-    await Deno.writeTextFile(file, "0123456789abcdef0123456789abcdef\n");
-    assertEquals(await readSecret(file), encoder.encode("0123456789abcdef0123456789abcdef"));
-    await Deno.writeTextFile(file, "short\n");
-    await rejects(readSecret(file), "shorter than 16 bytes");
-    await rejects(readSecret(`${dir}/missing`), "Cannot read --secret-file");
-    const before = Deno.env.get("RELAY_TUNNEL_SECRET");
-    Deno.env.set("RELAY_TUNNEL_SECRET", "from-the-environment-0123");
-    try {
-      assertEquals(await readSecret(undefined), encoder.encode("from-the-environment-0123"));
-    } finally {
-      if (before === undefined) Deno.env.delete("RELAY_TUNNEL_SECRET");
-      else Deno.env.set("RELAY_TUNNEL_SECRET", before);
-    }
-    await readSecret(file).then(
-      () => assert.fail("a short secret was accepted"),
-      (e) => assert(e instanceof UsageError),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 });
 
 function tunnel(relay: FakeRelay, name: string, options: Partial<TunnelOptions> = {}): Tunnel {

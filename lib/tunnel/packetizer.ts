@@ -1,0 +1,296 @@
+/**
+ * The one writer of a session: round-robin over peers with output, one packet per turn.
+ * A packet takes a peer's control frames first (HELLO, PING, BYE), then coalesced WINDOW
+ * increments, then stream frames in order up to MAX_FRAMES_BYTES. A lone large DATA frame
+ * goes out from its own read buffer, the headers written into the room kept in front of it.
+ *
+ * A packet that cannot be built, sealed or handed to the link fails on its own: the
+ * streams it carried are reset (so nothing waits on a lost OPEN or FIN) and its buffers
+ * are released. Only a failed link ends the writer.
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import {
+  DATA,
+  encodeFrames,
+  FLAG_OPENER,
+  type Frame,
+  FRAME_HEADER_BYTES,
+  frameLength,
+  MAX_FRAMES_BYTES,
+  PACKET_HEADER_BYTES,
+  PACKET_PLAIN,
+  UNKNOWN_SESSION,
+  writeFrame,
+  writeFrameHeader,
+  writePacketHeader,
+} from "../wire/tunnel.ts";
+import { errorText } from "../util/async.ts";
+import { DATA_ROOM_BYTES, releaseDataBuffer, type Stream } from "./stream.ts";
+import { isData, type Peer, type Queued } from "./peer.ts";
+import type { TunnelLink } from "./link.ts";
+import type { PacketCipher } from "./crypto.ts";
+
+/** DATA frames at least this big are sent alone from their read buffer. */
+const ZERO_COPY_BYTES = 64 * 1024;
+/** Sent items past which a peer's queue array is compacted. */
+const COMPACT_AFTER_ITEMS = 1024;
+
+/** What one packet carries, taken from a peer's queues; encoding it may still fail. */
+export interface PacketContents {
+  /** Control and WINDOW frames, first. */
+  frames: Frame[];
+  /** Stream frames and DATA, in order. */
+  items: Queued[];
+  /** Every stream with a frame here: they fail if the packet does. */
+  streams: Set<Stream>;
+  /** Whether it carries a HELLO that a handshake waits on. */
+  hello: boolean;
+}
+
+/** An encoded packet body. */
+export interface EncodedPacket {
+  /** The frames, back to back. */
+  frames: Uint8Array;
+  /** The whole buffer whose tail is `frames`, first PACKET_HEADER_BYTES free (lone DATA). */
+  room?: Uint8Array;
+}
+
+/** Bytes a frame takes, or just its header when it is out of range (encoding will say why). */
+function lengthOf(frame: Frame): number {
+  try {
+    return frameLength(frame);
+  } catch {
+    return FRAME_HEADER_BYTES;
+  }
+}
+
+/**
+ * Takes frames for one packet off `peer`'s queues: control first, then WINDOWs, then
+ * stream frames in order up to MAX_FRAMES_BYTES. Until the peer's session is known only
+ * HELLO may go out; anything else was meant for a session that has ended and is dropped.
+ * @returns the contents, or `undefined` when there is nothing to send
+ */
+export function takePacket(peer: Peer): PacketContents | undefined {
+  const known = peer.session !== undefined;
+  const control = peer.control;
+  peer.control = [];
+  const frames: Frame[] = known ? control : control.filter((f) => f.type === "hello");
+  const hello = frames.some((f) => f.type === "hello" && !f.ack);
+  const streams = new Set<Stream>();
+  const items: Queued[] = [];
+  if (!known) {
+    peer.clearStreamOutput();
+    return frames.length === 0 ? undefined : { frames, items, streams, hello };
+  }
+  for (const [stream, increment] of peer.windows) {
+    if (stream.state !== "closed") {
+      frames.push({ type: "window", stream: stream.id, opener: stream.local, increment });
+      streams.add(stream);
+    }
+  }
+  peer.windows.clear();
+  let size = 0;
+  for (const f of frames) size += lengthOf(f);
+  while (peer.dataAt < peer.data.length) {
+    const item = peer.data[peer.dataAt];
+    const itemSize = isData(item) ? FRAME_HEADER_BYTES + item.length : lengthOf(item.frame);
+    if (items.length + frames.length > 0 && size + itemSize > MAX_FRAMES_BYTES) break;
+    items.push(item);
+    if (item.stream) streams.add(item.stream);
+    size += itemSize;
+    peer.dataAt++;
+    // A big DATA frame goes alone, copy-free, unless control frames ride along.
+    if (isData(item) && item.length >= ZERO_COPY_BYTES) break;
+  }
+  if (peer.dataAt === peer.data.length) {
+    peer.data = [];
+    peer.dataAt = 0;
+  } else if (peer.dataAt > COMPACT_AFTER_ITEMS) {
+    peer.data = peer.data.slice(peer.dataAt);
+    peer.dataAt = 0;
+  }
+  if (frames.length === 0 && items.length === 0) return undefined;
+  return { frames, items, streams, hello };
+}
+
+/**
+ * Encodes packet contents: a lone DATA frame in place in its read buffer, anything else
+ * into one new buffer.
+ * @throws {RangeError} when a frame's field is out of range
+ */
+export function encodePacket(contents: PacketContents): EncodedPacket {
+  const { frames, items } = contents;
+  if (frames.length === 0 && items.length === 1 && isData(items[0])) {
+    const item = items[0];
+    const at = DATA_ROOM_BYTES - FRAME_HEADER_BYTES;
+    writeFrameHeader(item.buffer, at, DATA, openerFlag(item.stream), item.stream.id, item.length);
+    return {
+      frames: item.buffer.subarray(at, DATA_ROOM_BYTES + item.length),
+      room: item.buffer.subarray(0, DATA_ROOM_BYTES + item.length),
+    };
+  }
+  let size = 0;
+  for (const f of frames) size += frameLength(f);
+  for (const item of items) {
+    size += isData(item) ? FRAME_HEADER_BYTES + item.length : frameLength(item.frame);
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const f of frames) offset = writeFrame(out, offset, f);
+  for (const item of items) {
+    if (isData(item)) {
+      offset = writeFrameHeader(
+        out,
+        offset,
+        DATA,
+        openerFlag(item.stream),
+        item.stream.id,
+        item.length,
+      );
+      out.set(item.buffer.subarray(DATA_ROOM_BYTES, DATA_ROOM_BYTES + item.length), offset);
+      offset += item.length;
+    } else {
+      offset = writeFrame(out, offset, item.frame);
+    }
+  }
+  return { frames: out };
+}
+
+function openerFlag(stream: Stream): number {
+  return stream.local ? FLAG_OPENER : 0;
+}
+
+/** Gives the DATA buffers of a packet back for reuse (once sent, or once it failed). */
+export function releasePacket(contents: PacketContents): void {
+  for (const item of contents.items) if (isData(item)) releaseDataBuffer(item.buffer);
+}
+
+/** Options of a {@linkcode PacketWriter}. */
+export interface PacketWriterOptions {
+  /** The relay link packets go out on. */
+  link: TunnelLink;
+  /** This session's id, the sender of every packet. */
+  session: Uint8Array;
+  /** Seals every packet when set. */
+  cipher?: PacketCipher;
+  /**
+   * A packet could not be built, sealed or sent; the link is still up. `contents` is
+   * absent for a HELLO answer.
+   */
+  failed(peer: Peer, contents: PacketContents | undefined, error: unknown): void;
+}
+
+const log = getLogger(["relay", "tunnel"]);
+
+/** The one writer of a session; see the module documentation. */
+export class PacketWriter {
+  readonly #options: PacketWriterOptions;
+  #ready: Peer[] = [];
+  #wake: (() => void) | undefined;
+  #finishing = false;
+
+  /** @param options the link and what to call when a packet fails */
+  constructor(options: PacketWriterOptions) {
+    this.#options = options;
+  }
+
+  /** Puts `peer` in the round-robin queue, once, and wakes the writer. */
+  schedule(peer: Peer): void {
+    if (peer.scheduled) return;
+    peer.scheduled = true;
+    this.#ready.push(peer);
+    this.#wakeUp();
+  }
+
+  /** Lets the writer end once every scheduled peer is drained. */
+  finish(): void {
+    this.#finishing = true;
+    this.#wakeUp();
+  }
+
+  /**
+   * Writes until {@linkcode finish} was called and nothing is left, or the link fails
+   * (then the link is closed, so the session's reader ends too).
+   */
+  async run(): Promise<void> {
+    while (true) {
+      const peer = this.#ready.shift();
+      if (!peer) {
+        if (this.#finishing) return;
+        await new Promise<void>((resolve) => this.#wake = resolve);
+        continue;
+      }
+      peer.scheduled = false;
+      if (!await this.#writeOne(peer)) return;
+      if (peer.hasOutput()) this.schedule(peer);
+    }
+  }
+
+  /** Sends one packet to `peer`; false when the link failed. */
+  async #writeOne(peer: Peer): Promise<boolean> {
+    const { link } = this.#options;
+    let contents: PacketContents | undefined;
+    let receiver: Uint8Array;
+    let packet: Uint8Array;
+    try {
+      if (peer.helloAnswerTo) {
+        receiver = peer.helloAnswerTo;
+        peer.helloAnswerTo = undefined;
+        packet = await this.#seal(peer.name, receiver, {
+          frames: encodeFrames([{ type: "hello", ack: true }]),
+        });
+      } else {
+        receiver = peer.session ?? UNKNOWN_SESSION;
+        contents = takePacket(peer);
+        if (!contents) return true;
+        packet = await this.#seal(peer.name, receiver, encodePacket(contents));
+      }
+    } catch (error) {
+      this.#fail(peer, contents, error);
+      return true;
+    }
+    try {
+      await link.send(peer.name, packet);
+    } catch (error) {
+      if (error instanceof TypeError || error instanceof RangeError) {
+        // Refused before the link took any of it (a bad name or size): this packet only.
+        this.#fail(peer, contents, error);
+        return true;
+      }
+      if (!this.#finishing) {
+        log.warn("Cannot send to the relay: {error}", { error: errorText(error) });
+      }
+      await link.close().catch(() => {});
+      return false;
+    }
+    // Sent (a link resolves once the bytes are written or copied): reuse the buffers.
+    if (contents) releasePacket(contents);
+    return true;
+  }
+
+  async #seal(peer: string, receiver: Uint8Array, encoded: EncodedPacket): Promise<Uint8Array> {
+    const { session, cipher } = this.#options;
+    if (cipher) return await cipher.seal(peer, session, receiver, encoded.frames);
+    if (encoded.room) {
+      writePacketHeader(encoded.room, PACKET_PLAIN, session, receiver);
+      return encoded.room;
+    }
+    const packet = new Uint8Array(PACKET_HEADER_BYTES + encoded.frames.length);
+    writePacketHeader(packet, PACKET_PLAIN, session, receiver);
+    packet.set(encoded.frames, PACKET_HEADER_BYTES);
+    return packet;
+  }
+
+  #fail(peer: Peer, contents: PacketContents | undefined, error: unknown): void {
+    if (contents) releasePacket(contents);
+    this.#options.failed(peer, contents, error);
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}

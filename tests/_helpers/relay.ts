@@ -36,10 +36,31 @@ export class RawPeer implements AsyncDisposable {
     return peer;
   }
 
-  /** Writes all of `data`. */
-  async write(data: string | Uint8Array): Promise<void> {
+  /**
+   * Writes all of `data`. Throws (and closes the socket) if the relay has not taken it all
+   * after `timeoutMs`: a relay that stops reading must fail a test, not hang it.
+   */
+  async write(data: string | Uint8Array, timeoutMs = 20_000): Promise<void> {
     const buf = typeof data === "string" ? bytes(data) : data;
-    for (let at = 0; at < buf.length;) at += await this.conn.write(buf.subarray(at));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.conn.close(); // ends the pending write too
+        reject(new Error(`Timed out writing ${buf.length} bytes after ${timeoutMs} ms`));
+      }, timeoutMs);
+    });
+    try {
+      for (let at = 0; at < buf.length;) {
+        at += await Promise.race([this.conn.write(buf.subarray(at)), deadline]);
+      }
+    } catch (error) {
+      if (timedOut) throw new Error(`Timed out writing ${buf.length} bytes after ${timeoutMs} ms`);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Reads exactly `n` bytes, or throws on EOF or after `timeoutMs`. */
@@ -69,14 +90,21 @@ export class RawPeer implements AsyncDisposable {
     return this.#buffered;
   }
 
-  /** Whether the connection is still open after waiting `ms` (no bytes expected). */
+  /**
+   * Whether the connection stays open and silent for `ms`: false as soon as any byte arrives
+   * (or is already buffered unread) or the relay closes it. Every "receives nothing" check is
+   * built on this, so a stray byte must fail it.
+   */
   async stillOpen(ms: number): Promise<boolean> {
-    try {
-      await this.#fill(ms);
-    } catch {
-      return true; // timed out: nothing happened, still open
+    const deadline = Date.now() + ms;
+    while (this.#buffered.length === 0 && !this.#eof) {
+      try {
+        await this.#fill(deadline - Date.now());
+      } catch {
+        return true; // timed out: nothing arrived, still open
+      }
     }
-    return !this.#eof;
+    return false;
   }
 
   async #fill(timeoutMs: number): Promise<void> {
@@ -151,10 +179,13 @@ export async function waitFor(
 /** Path of main.ts. */
 export const MAIN = fileURLToPath(new URL("../../main.ts", import.meta.url));
 
-/** Runs the real CLI with `args`; returns exit code and output. */
+/**
+ * Runs the real CLI with `args`; returns exit code and output. A run that has not ended after
+ * `timeoutMs` is killed and the call throws.
+ */
 export async function runCli(
   args: string[],
-  options: { stdin?: Uint8Array | string; env?: Record<string, string> } = {},
+  options: { stdin?: Uint8Array | string; env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-net", "--allow-env", "--allow-read", MAIN, ...args],
@@ -163,12 +194,30 @@ export async function runCli(
     stderr: "piped",
     env: { NO_COLOR: "1", ...options.env },
   }).spawn();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already exited.
+    }
+  }, options.timeoutMs ?? 30_000);
   if (options.stdin !== undefined) {
     const writer = child.stdin.getWriter();
-    await writer.write(typeof options.stdin === "string" ? bytes(options.stdin) : options.stdin);
-    await writer.close();
+    try {
+      await writer.write(typeof options.stdin === "string" ? bytes(options.stdin) : options.stdin);
+      await writer.close();
+    } catch {
+      // The command exited (or was killed) before reading all of it: its exit code tells.
+    }
   }
-  const out = await child.output();
+  const out = await child.output().finally(() => clearTimeout(timer));
+  if (timedOut) {
+    throw new Error(
+      `relay ${args.join(" ")} did not exit within ${options.timeoutMs ?? 30_000} ms`,
+    );
+  }
   return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
 }
 
@@ -242,10 +291,23 @@ export class CliProcess implements AsyncDisposable {
     return status;
   }
 
-  /** Waits for the process to exit by itself. */
-  async exited(): Promise<Deno.CommandStatus> {
-    const status = await this.child.status;
+  /**
+   * Waits for the process to exit by itself; after `timeoutMs` it is killed and the call
+   * throws.
+   */
+  async exited(timeoutMs = 15_000): Promise<Deno.CommandStatus> {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        this.child.kill("SIGKILL");
+      } catch {
+        // Already exited.
+      }
+    }, timeoutMs);
+    const status = await this.child.status.finally(() => clearTimeout(timer));
     await this.#reading;
+    if (timedOut) throw new Error(`Process did not exit within ${timeoutMs} ms:\n${this.stderr}`);
     return status;
   }
 

@@ -154,3 +154,113 @@ Deno.test("small frames share the tail buffer but keep their order around others
   await outbox.drained();
   assert.ok(writer.text.endsWith("d|1|4"));
 });
+
+Deno.test("a closed outbox completes everything at once: nobody waits forever", async (t) => {
+  const closed = () => {
+    const outbox = new Outbox(new TinyWriter(8), { budgetBytes: 10 });
+    outbox.close();
+    return outbox;
+  };
+  await t.step("push calls done(false)", () => {
+    const results: boolean[] = [];
+    closed().push(bytes("x"), (ok) => results.push(ok));
+    assert.deepEqual(results, [false]);
+  });
+  await t.step("a frame begun after close is settled false by its last append", async () => {
+    const outbox = closed();
+    const written = new Promise<boolean>((resolve) => {
+      const frame = outbox.begin({}, bytes("h|"));
+      frame.done = resolve;
+      outbox.append(frame, bytes("body"), true);
+    });
+    assert.equal(await withDeadline(written), false);
+  });
+  await t.step("append releases its hold and settles the frame, once", () => {
+    const outbox = closed();
+    const results: boolean[] = [];
+    let released = 0;
+    const frame = outbox.begin({}, bytes("h|"));
+    frame.done = (ok) => results.push(ok);
+    outbox.append(frame, bytes("a"), false, { release: () => released++ });
+    outbox.append(frame, bytes("b"), true, { release: () => released++ });
+    assert.equal(released, 2);
+    assert.deepEqual(results, [false], "done is called once");
+    assert.equal(outbox.queuedBytes, 0);
+  });
+  await t.step("a frame begun before close and ended after it is settled once", () => {
+    const writer = new TinyWriter(8);
+    writer.paused = new Promise(() => {});
+    const outbox = new Outbox(writer, { budgetBytes: 10 });
+    const results: boolean[] = [];
+    const frame = outbox.begin({}, bytes("h|"));
+    frame.done = (ok) => results.push(ok);
+    outbox.close();
+    outbox.append(frame, bytes("late"), true);
+    assert.deepEqual(results, [false]);
+  });
+  await t.step("waitForRoom and drained resolve", async () => {
+    const outbox = closed();
+    outbox.pushFrame(bytes("n"), new Uint8Array(100));
+    assert.equal(outbox.overBudget({}), false);
+    await withDeadline(outbox.waitForRoom({}));
+    await withDeadline(outbox.drained());
+  });
+});
+
+Deno.test("drained waits for a frame still arriving, and close ends that wait", async () => {
+  const writer = new TinyWriter(1024);
+  const outbox = new Outbox(writer, { budgetBytes: 1 << 20 });
+  const frame = outbox.begin({}, bytes("h|"));
+  outbox.append(frame, new Uint8Array(STREAM_THRESHOLD_BYTES));
+  let drained = false;
+  const waiting = outbox.drained().then(() => drained = true);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(drained, false, "the frame is not complete yet");
+  outbox.append(frame, bytes("end"), true);
+  await withDeadline(waiting);
+  const second = outbox.begin({}, bytes("h|"));
+  outbox.append(second, bytes("part"));
+  const again = outbox.drained();
+  outbox.close();
+  await withDeadline(again);
+});
+
+Deno.test("with a share, the share decides when senders wait and sees every byte", async () => {
+  const writer = new TinyWriter(1 << 20);
+  let release!: () => void;
+  writer.paused = new Promise((r) => release = r);
+  let charged = 0;
+  let limit = 1000;
+  const outbox = new Outbox(writer, {
+    budgetBytes: 10, // ignored when a share is given
+    share: { charge: (n) => charged += n, full: (queued) => queued > limit },
+  });
+  outbox.pushFrame(bytes("a"), new Uint8Array(500));
+  assert.equal(charged, 506);
+  assert.equal(outbox.overBudget({}), false);
+  limit = 100;
+  assert.equal(outbox.overBudget({}), true);
+  const frame = outbox.begin({}, bytes("h|"));
+  outbox.append(frame, new Uint8Array(300), true);
+  assert.equal(charged, 808);
+  release();
+  await outbox.drained();
+  assert.equal(charged, 0, "written bytes are given back");
+  outbox.push(new Uint8Array(50));
+  writer.paused = new Promise(() => {});
+  outbox.close();
+  assert.equal(charged, 0, "closing gives back what was queued");
+});
+
+/** Rejects if `promise` has not settled within `ms`. */
+async function withDeadline<T>(promise: Promise<T>, ms = 1_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Still waiting after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -188,13 +188,13 @@ export class ClusterStreams implements AsyncDisposable {
       if (known !== undefined) this.closeNode(from, "peer_gone");
       this.#peerEpochs.set(from, epoch);
     }
-    for (const frame of packet.frames) this.#frame(from, frame, bytes.length);
+    for (const frame of packet.frames) this.#frame(from, epoch, frame, bytes.length);
   }
 
-  #frame(from: string, frame: Frame, packetBytes: number): void {
+  #frame(from: string, epoch: number, frame: Frame, packetBytes: number): void {
     switch (frame.type) {
       case FRAME_DATA: {
-        const key = `${from}/${frame.pair}`;
+        const key = `${from}/${epoch}/${frame.pair}`;
         let receiver = this.#receivers.get(key);
         if (!receiver) {
           if (this.#tombstones.has(key)) return;
@@ -212,7 +212,7 @@ export class ClusterStreams implements AsyncDisposable {
         return;
       }
       case FRAME_END:
-        this.#receivers.get(`${from}/${frame.pair}`)?.ended(frame);
+        this.#receivers.get(`${from}/${epoch}/${frame.pair}`)?.ended(frame);
         return;
       case FRAME_CREDIT: {
         const sender = this.#senders.get(frame.pair);

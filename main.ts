@@ -21,6 +21,10 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModul
     about: "carry TCP services through the relay (expose, forward, stdio)",
     load: () => import("./lib/cli/tunnel.ts"),
   },
+  cert: {
+    about: "write a self-signed TLS certificate and key that clients accept with --ca",
+    load: () => import("./lib/cli/cert.ts"),
+  },
   "hash-token": {
     about: "print the SHA-256 of a name token for --auth-file",
     load: () => import("./lib/cli/hash_token.ts"),

@@ -1,148 +1,267 @@
 /**
- * Pieces shared by the commands: logging flags, help detection, shutdown signals.
+ * Pieces shared by the commands: the logging and client flag tables, help and parsing,
+ * client options (TLS, tokens), shutdown signals, reading input, showing bytes.
  * @module
  */
 
-import type { RelayClientOptions } from "../client/client.ts";
+import { RelayClient, type RelayClientOptions } from "../client/client.ts";
+import { parseHostPort, UsageError } from "./flags.ts";
 import {
-  durationFlag,
-  type FlagSpec,
-  type ParsedArgs,
+  type CommandSpec,
+  type Flag,
+  helpText,
+  type ParsedFlags,
   parseFlags,
-  parseHostPort,
-  stringFlag,
-  UsageError,
-} from "./flags.ts";
-import { KEEPALIVE_MS } from "../limits.ts";
-import { setupLogging } from "./log.ts";
+} from "./flag_table.ts";
+import { KEEPALIVE_MS, MAX_TOKEN_BYTES } from "../limits.ts";
+import { LOG_LEVELS, setupLogging } from "./log.ts";
 import { encodeName } from "../wire/relay.ts";
 import { concat } from "../util/bytes.ts";
+import { formatDuration } from "./flags.ts";
 
-/** `--log-level` and `--log-format`, with their environment variables. */
-export const LOG_FLAGS: Record<string, FlagSpec> = {
-  "log-level": { type: "string", env: "RELAY_LOG_LEVEL" },
-  "log-format": { type: "string", env: "RELAY_LOG_FORMAT" },
+/** `-h, --help`, in every command. */
+export const HELP_FLAG: Flag = {
+  name: "help",
+  short: "h",
+  type: "boolean",
+  help: "show this help",
+  group: "Logging and help",
 };
 
+/** `--log-level` and `--log-format` with `default` as the level, then `--help`. */
+export function logFlags(level: string, levelText?: string): Flag[] {
+  return [
+    {
+      name: "log-level",
+      env: "RELAY_LOG_LEVEL",
+      type: "choice",
+      value: "LEVEL",
+      choices: LOG_LEVELS,
+      default: level,
+      defaultText: levelText,
+      help: `${LOG_LEVELS.join(", ")}`,
+      group: "Logging and help",
+    },
+    {
+      name: "log-format",
+      env: "RELAY_LOG_FORMAT",
+      type: "choice",
+      choices: ["text", "json"],
+      default: "text",
+      help: "log line format; json for log collectors",
+      group: "Logging and help",
+    },
+    HELP_FLAG,
+  ];
+}
+
+/** Default time to connect and register from the command line. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
+/** Flags of every relay client command (connect, send, listen, who, tunnel), before logging. */
+export const CLIENT_FLAGS: readonly Flag[] = [
+  {
+    name: "keepalive",
+    env: "RELAY_KEEPALIVE",
+    type: "duration",
+    default: formatDuration(KEEPALIVE_MS),
+    zeroIsOff: true,
+    help: "keepalive interval",
+    group: "Connection",
+  },
+  {
+    name: "timeout",
+    env: "RELAY_CONNECT_TIMEOUT",
+    type: "duration",
+    default: formatDuration(CONNECT_TIMEOUT_MS),
+    help: "time to connect and register",
+    group: "Connection",
+  },
+  {
+    name: "token-file",
+    env: "RELAY_TOKEN_FILE",
+    type: "string",
+    value: "FILE",
+    help: "read the token of an owned name from FILE (first line)",
+    group: "Connection",
+  },
+  {
+    name: "token",
+    env: "RELAY_TOKEN",
+    type: "string",
+    value: "TOKEN",
+    help: "token of an owned name; prefer --token-file, which stays out of the process list",
+    group: "Connection",
+  },
+  {
+    name: "tls",
+    env: "RELAY_TLS",
+    type: "boolean",
+    help: "connect over TLS",
+    group: "Connection",
+  },
+  {
+    name: "ca",
+    env: "RELAY_CA",
+    type: "string",
+    value: "FILE",
+    help: "trust this certificate (PEM) for TLS, e.g. one from 'relay cert'; implies --tls",
+    group: "Connection",
+  },
+];
+
+/** Client flags plus logging at `warning`: the table of connect, send, listen and who. */
+export const CLIENT_COMMAND_FLAGS: readonly Flag[] = [...CLIENT_FLAGS, ...logFlags("warning")];
+
 /**
- * Prints `help` and returns `undefined` when the arguments ask for it; otherwise parses them
- * with {@linkcode parseFlags}.
+ * Prints the help of `spec` and returns `undefined` when the arguments ask for it; otherwise
+ * parses them against its flags.
  * @throws {UsageError} on a bad flag or argument count
  */
-export function parseCommand(
-  args: string[],
-  help: string,
-  flags: Record<string, FlagSpec>,
-  positionals?: { min?: number; max?: number },
-): ParsedArgs | undefined {
+export function parseCommand(args: string[], spec: CommandSpec): ParsedFlags | undefined {
   if (wantsHelp(args)) {
-    console.log(help);
+    console.log(helpText(spec));
     return undefined;
   }
-  return parseFlags(args, flags, positionals);
+  return parseFlags(args, spec.flags, spec.positionals ?? { max: 0 });
 }
 
 /** Whether the arguments ask for help (checked before anything else is parsed). */
 export function wantsHelp(args: string[]): boolean {
-  return args.includes("--help") || args.includes("-h");
+  const end = args.indexOf("--");
+  const flags = end < 0 ? args : args.slice(0, end);
+  return flags.includes("--help") || flags.includes("-h");
 }
 
 /**
  * An AbortSignal that fires on the first SIGINT or SIGTERM (SIGINT only on Windows, which
- * has no SIGTERM). The handlers are removed when it fires.
+ * has no SIGTERM). The handlers stay installed, so a second Ctrl-C while shutting down does
+ * not kill the process with 130 either; `dispose()` removes them.
  */
-export function onShutdownSignal(): AbortSignal {
+export function onShutdownSignal(): AbortSignal & Disposable {
   const controller = new AbortController();
   const signals: Deno.Signal[] = Deno.build.os === "windows"
     ? ["SIGINT", "SIGBREAK"]
     : ["SIGINT", "SIGTERM"];
-  const handler = () => {
-    for (const s of signals) Deno.removeSignalListener(s, handler);
-    controller.abort();
-  };
+  const handler = () => controller.abort();
   for (const s of signals) Deno.addSignalListener(s, handler);
-  return controller.signal;
+  return Object.assign(controller.signal, {
+    [Symbol.dispose]() {
+      for (const s of signals) Deno.removeSignalListener(s, handler);
+    },
+  });
 }
 
-/** Flags every client command takes (connect, send, listen). */
-export const CLIENT_FLAGS: Record<string, FlagSpec> = {
-  keepalive: { type: "string", env: "RELAY_KEEPALIVE" },
-  timeout: { type: "string", env: "RELAY_CONNECT_TIMEOUT" },
-  token: { type: "string", env: "RELAY_TOKEN" },
-  tls: { type: "boolean", env: "RELAY_TLS" },
-  ca: { type: "string", env: "RELAY_CA" },
-  ...LOG_FLAGS,
-  help: { type: "boolean", short: "h" },
-};
-
-/** Help lines for {@linkcode CLIENT_FLAGS}. */
-export const CLIENT_FLAGS_HELP =
-  `  --keepalive DUR           keepalive interval, 0 for none (RELAY_KEEPALIVE) [10s]
-  --timeout DUR             time to connect and register (RELAY_CONNECT_TIMEOUT) [10s]
-  --token TOKEN             token of an owned name (RELAY_TOKEN)
-  --tls                     connect over TLS (RELAY_TLS)
-  --ca FILE                 trust this CA certificate (PEM) for TLS (RELAY_CA)
-  --log-level LEVEL         trace, debug, info, warning, error (RELAY_LOG_LEVEL) [warning]
-  --log-format text|json    log line format (RELAY_LOG_FORMAT) [text]
-  -h, --help                show this help`;
+/**
+ * Connects a client for a command, with `stop` (the shutdown signal) aborting the attempt.
+ * @returns the client, or `undefined` when `stop` fired first (the command then exits 0)
+ */
+export async function connectUnlessStopped(
+  options: RelayClientOptions,
+  stop: AbortSignal,
+): Promise<RelayClient | undefined> {
+  try {
+    return await RelayClient.connect({ ...options, signal: stop });
+  } catch (error) {
+    if (stop.aborted) return undefined;
+    throw error;
+  }
+}
 
 /**
- * Builds {@linkcode RelayClientOptions} from parsed client flags.
+ * Reads a token from `--token-file` or `--token` (the file wins when both are given).
+ * @throws {UsageError} when the file cannot be read or holds more than one line
+ */
+export async function readToken(flags: ParsedFlags): Promise<string | undefined> {
+  if (flags.has("token-file")) {
+    const path = flags.string("token-file")!;
+    const label = flags.label("token-file");
+    let text: string;
+    try {
+      const info = await Deno.stat(path);
+      if (info.isDirectory) throw new Error("it is a directory");
+      if (info.size > 64 * 1024) throw new Error(`a token is at most ${MAX_TOKEN_BYTES} bytes`);
+      text = await Deno.readTextFile(path);
+    } catch (error) {
+      throw new UsageError(`Cannot read ${label} ${path}: ${describeError(error)}`);
+    }
+    const token = text.replace(/\r?\n$/, "");
+    if (token.includes("\n")) {
+      throw new UsageError(`Invalid ${label} ${path}: the token file has more than one line`);
+    }
+    if (token === "") throw new UsageError(`Invalid ${label} ${path}: the file is empty`);
+    return token;
+  }
+  return flags.string("token");
+}
+
+/**
+ * Builds {@linkcode RelayClientOptions} from parsed client flags and sets up logging.
  * @throws {UsageError} on a bad value
  */
 export async function clientOptions(
-  values: ParsedArgs["values"],
+  flags: ParsedFlags,
   address: string,
   name: string,
 ): Promise<RelayClientOptions> {
   const { hostname, port } = parseHostPort(address, "relay address");
-  encodeNameOrUsage(name);
-  const ca = stringFlag(values, "ca");
-  let tls: RelayClientOptions["tls"] = values.tls === true;
-  if (ca !== undefined) {
+  checkName(name, "name");
+  let tls: RelayClientOptions["tls"] = flags.boolean("tls");
+  if (flags.has("ca")) {
+    const ca = flags.string("ca")!;
     try {
       tls = { caCerts: [await Deno.readTextFile(ca)] };
     } catch (error) {
-      throw new UsageError(`Cannot read --ca ${ca}: ${(error as Error).message}`);
+      throw new UsageError(`Cannot read ${flags.label("ca")} ${ca}: ${describeError(error)}`);
     }
   }
-  await setupLogging({
-    level: stringFlag(values, "log-level") ?? "warning",
-    format: stringFlag(values, "log-format"),
-  });
+  await setupLogging({ level: flags.string("log-level"), format: flags.string("log-format") });
   return {
     host: hostname,
     port,
     name,
-    token: stringFlag(values, "token"),
+    token: await readToken(flags),
     tls,
-    keepaliveMs: durationFlag(values, "keepalive", KEEPALIVE_MS),
-    connectTimeoutMs: durationFlag(values, "timeout", CONNECT_TIMEOUT_MS),
+    keepaliveMs: flags.duration("keepalive"),
+    connectTimeoutMs: flags.duration("timeout"),
   };
 }
 
-/** Default time to connect and register from the command line. */
-const CONNECT_TIMEOUT_MS = 10_000;
-
 /**
- * Checks a name given on the command line.
+ * Checks a relay name given on the command line.
+ * @param what how to name it in the error (`name`, `--to`)
  * @throws {UsageError} when it is not a valid relay name
  */
-export function encodeNameOrUsage(name: string): Uint8Array {
+export function checkName(name: string, what: string): Uint8Array {
   try {
     return encodeName(name);
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(`Invalid ${what} ${JSON.stringify(name)}: ${(error as Error).message}`);
   }
 }
 
-/** Reads all of stdin or a file, refusing more than `limit` bytes. */
+/** An error's message in the words a person reads: `address already in use`. */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  return error.message.replace(/ \(os error \d+\)$/, "").replace(
+    /^[A-Z][a-z]/,
+    (s) => s.toLowerCase(),
+  );
+}
+
+/** Reads all of stdin (`-`) or a file, refusing more than `limit` bytes. */
 export async function readAllLimited(path: string, limit: number): Promise<Uint8Array> {
   let file: Deno.FsFile | undefined;
-  try {
-    file = path === "-" ? undefined : await Deno.open(path);
-  } catch (error) {
-    throw new UsageError(`Cannot read ${path}: ${(error as Error).message}`);
+  if (path !== "-") {
+    try {
+      if ((await Deno.stat(path)).isDirectory) {
+        throw new UsageError(`Cannot send ${path}: it is a directory, not a file`);
+      }
+      file = await Deno.open(path);
+    } catch (error) {
+      if (error instanceof UsageError) throw error;
+      throw new UsageError(`Cannot read ${path}: ${describeError(error)}`);
+    }
   }
   const readable = file ? file.readable : Deno.stdin.readable;
   const parts: Uint8Array[] = [];

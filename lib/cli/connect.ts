@@ -5,55 +5,69 @@
  * @module
  */
 
-import { RelayClient } from "../client/client.ts";
-import { durationFlag } from "./flags.ts";
+import { formatDuration } from "./flags.ts";
+import type { CommandSpec } from "./flag_table.ts";
 import { MAX_MESSAGE_BYTES } from "../limits.ts";
-import { encodeName } from "../wire/relay.ts";
+import { parseAddressedLine } from "./line.ts";
 import {
-  CLIENT_FLAGS,
-  CLIENT_FLAGS_HELP,
+  CLIENT_COMMAND_FLAGS,
   clientOptions,
+  connectUnlessStopped,
   onShutdownSignal,
   parseCommand,
   showBytes,
 } from "./common.ts";
 import { concat } from "../util/bytes.ts";
 
-const HELP = `relay connect: an interactive relay client
+const DEFAULT_LINGER_MS = 1_000;
 
-Usage: relay connect HOST:PORT NAME [options]
-
-Registers NAME. Each line you type, "DEST message", sends "message" to DEST; messages that
-arrive are shown as "sender: message" (control characters escaped, binary as hex).
+const SPEC: CommandSpec = {
+  command: "relay connect",
+  about: "an interactive relay client",
+  usage: "relay connect HOST:PORT NAME [options]",
+  description:
+    `Registers NAME. Each line you type, "DEST message", sends "message" to DEST; messages that
+arrive are shown as "sender: message" (control characters escaped, binary as hex). A DEST with
+spaces goes in double quotes: "my laptop" hello (\\" and \\\\ inside the quotes).
 When stdin is not a terminal every input line is sent the same way; at the end of input
-the client waits --linger for replies, then exits.
-
-Options:
-  --linger DUR              after the end of piped input, keep showing messages this long [1s]
-${CLIENT_FLAGS_HELP}
-
-Example:
+the client waits --linger for replies, then exits. Ctrl-C or Ctrl-D quits (exit 0).`,
+  flags: [
+    {
+      name: "linger",
+      type: "duration",
+      default: formatDuration(DEFAULT_LINGER_MS),
+      zeroIsOff: true,
+      help: "after the end of piped input, keep showing messages this long",
+      group: "Input",
+    },
+    ...CLIENT_COMMAND_FLAGS,
+  ],
+  positionals: { min: 2, max: 2 },
+  footer: `Example:
   relay connect 127.0.0.1:8080 alice
-  > bob hello`;
+  > bob hello
+  > "my laptop" hi there`,
+};
 
 const encoder = new TextEncoder();
 const LINE_FEED = 0x0a;
-const DEFAULT_LINGER_MS = 1_000;
 
 /** Runs `relay connect`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
-  const parsed = parseCommand(args, HELP, {
-    ...CLIENT_FLAGS,
-    linger: { type: "string" },
-  }, { min: 2, max: 2 });
-  if (!parsed) return 0;
-  const { values, positionals } = parsed;
-  const lingerMs = durationFlag(values, "linger", DEFAULT_LINGER_MS);
-  const options = await clientOptions(values, positionals[0], positionals[1]);
+  const flags = parseCommand(args, SPEC);
+  if (!flags) return 0;
+  const positionals = flags.positionals;
+  const lingerMs = flags.duration("linger")!;
+  const options = await clientOptions(flags, positionals[0], positionals[1]);
   const interactive = Deno.stdin.isTerminal();
-  await using client = await RelayClient.connect(options);
-  const stop = onShutdownSignal();
-  stop.addEventListener("abort", () => client.close(), { once: true });
+  using stop = onShutdownSignal();
+  const connected = await connectUnlessStopped(options, stop);
+  if (!connected) return 0;
+  await using client = connected;
+  const stopped = new Promise<undefined>((resolve) => {
+    if (stop.aborted) resolve(undefined);
+    stop.addEventListener("abort", () => resolve(undefined), { once: true });
+  });
   if (interactive) {
     console.log(
       `Connected to ${
@@ -65,29 +79,26 @@ export async function main(args: string[]): Promise<number> {
     for await (const { from, payload } of client) console.log(`${from}: ${showBytes(payload)}`);
   })();
   let ok = true;
-  for await (const line of lines(Deno.stdin.readable, MAX_MESSAGE_BYTES)) {
+  const input = lines(Deno.stdin.readable, MAX_MESSAGE_BYTES);
+  for (;;) {
+    // A pending stdin read cannot be cancelled; on Ctrl-C stop waiting for it (main.ts exits).
+    const next = await Promise.race([input.next(), stopped]);
+    if (next === undefined || next.done) break;
+    const line = next.value;
     if (line === undefined) {
       console.error(`relay: line longer than ${MAX_MESSAGE_BYTES} bytes skipped`);
       continue;
     }
     const text = line.replace(/\r$/, "");
     if (text.trim() === "") continue;
-    const space = text.indexOf(" ");
-    const dest = space < 0 ? text : text.slice(0, space);
-    try {
-      encodeName(dest);
-    } catch (error) {
-      console.error(`relay: ${(error as Error).message}; type "DEST message"`);
-      ok = interactive && ok;
-      continue;
-    }
-    if (space < 0) {
-      console.error(`relay: nothing to send to ${dest}; type "DEST message"`);
+    const addressed = parseAddressedLine(text);
+    if ("error" in addressed) {
+      console.error(`relay: ${addressed.error}; type "DEST message"`);
       ok = interactive && ok;
       continue;
     }
     try {
-      await client.send(dest, encoder.encode(text.slice(space + 1)));
+      await client.send(addressed.dest, encoder.encode(addressed.message));
     } catch (error) {
       console.error(`relay: ${(error as Error).message}`);
       return 1;

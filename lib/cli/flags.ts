@@ -1,16 +1,14 @@
 /**
- * Command-line parsing shared by every command: flags with `RELAY_*` environment fallbacks,
- * durations (`3s`, `500ms`, `2m`, plain seconds), sizes (`16MiB`, `64KiB`, bytes) and
- * `HOST:PORT` addresses. Bad input throws {@linkcode UsageError}, which `main.ts` prints as one
- * line and turns into exit code 2.
+ * Values on the command line: durations (`3s`, `500ms`, `2m30s`, plain seconds), sizes
+ * (`16MiB`, `64KiB`, bytes), ports, hosts and `HOST:PORT` addresses. Bad input throws
+ * {@linkcode UsageError}, which `main.ts` prints as one line and turns into exit code 2.
+ * The flag tables and their parser are in `flag_table.ts`.
  * @module
  */
 
-import { parseArgs } from "node:util";
-
-/** A bad flag, value or argument on the command line. */
+/** A bad flag, value or argument on the command line (exit code 2). */
 export class UsageError extends Error {
-  /** @param message one line naming the flag or argument */
+  /** @param message one line naming the flag, variable or argument */
   constructor(message: string) {
     super(message);
     this.name = "UsageError";
@@ -24,21 +22,55 @@ const DURATION_UNITS_MS: Record<string, number> = {
   h: 3_600_000,
 };
 
+const DURATION_PART = /(\d+(?:\.\d+)?)(ms|h|m|s)/y;
+
 /**
- * Parses a duration: `500ms`, `3s`, `2m`, `1h`, or plain (possibly fractional) seconds.
+ * Parses a duration: `500ms`, `3s`, `2m`, `1h`, a sum such as `2m30s` or `1h30m`, or plain
+ * (possibly fractional) seconds.
  * @param text the value
- * @param what the flag it came from, for the error message
+ * @param what the flag or variable it came from, for the error message
  * @returns milliseconds
- * @throws {UsageError} on anything else
+ * @throws {UsageError} on anything else, naming `what`
  */
 export function parseDuration(text: string, what: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!match) {
+  const value = text.trim();
+  if (value.startsWith("-")) {
+    throw new UsageError(`Invalid ${what} ${JSON.stringify(text)}: a duration cannot be negative`);
+  }
+  if (/^\d+(?:\.\d+)?$/.test(value)) return Math.round(Number(value) * 1_000);
+  let total = 0;
+  let at = 0;
+  DURATION_PART.lastIndex = 0;
+  while (at < value.length) {
+    DURATION_PART.lastIndex = at;
+    const match = DURATION_PART.exec(value);
+    if (!match) break;
+    total += Number(match[1]) * DURATION_UNITS_MS[match[2]];
+    at = DURATION_PART.lastIndex;
+  }
+  if (value === "" || at !== value.length) {
     throw new UsageError(
-      `Invalid ${what} ${JSON.stringify(text)}: expected a duration like 500ms, 3s, 2m or seconds`,
+      `Invalid ${what} ${
+        JSON.stringify(text)
+      }: expected a duration like 500ms, 3s, 2m30s or plain seconds`,
     );
   }
-  return Math.round(Number(match[1]) * DURATION_UNITS_MS[match[2] ?? "s"]);
+  return Math.round(total);
+}
+
+/** Formats milliseconds the way {@linkcode parseDuration} reads them (`30s`, `2m30s`, `500ms`). */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return "0";
+  if (ms % 1_000 !== 0) return `${ms}ms`;
+  let s = ms / 1_000;
+  let out = "";
+  for (const [unit, size] of [["h", 3600], ["m", 60]] as const) {
+    if (s >= size) {
+      out += `${Math.floor(s / size)}${unit}`;
+      s %= size;
+    }
+  }
+  return s > 0 || out === "" ? `${out}${s}s` : out;
 }
 
 const SIZE_UNITS: Record<string, number> = {
@@ -58,12 +90,16 @@ const SIZE_UNITS: Record<string, number> = {
 /**
  * Parses a size: `16MiB`, `64KiB`, `1MB`, `4k` or plain bytes.
  * @param text the value
- * @param what the flag it came from, for the error message
+ * @param what the flag or variable it came from, for the error message
  * @returns bytes
- * @throws {UsageError} on anything else
+ * @throws {UsageError} on anything else, naming `what`
  */
 export function parseSize(text: string, what: string): number {
-  const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(text.trim());
+  const value = text.trim();
+  if (value.startsWith("-")) {
+    throw new UsageError(`Invalid ${what} ${JSON.stringify(text)}: a size cannot be negative`);
+  }
+  const match = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(value);
   const unit = match ? SIZE_UNITS[match[2].toLowerCase()] : undefined;
   if (!match || unit === undefined) {
     throw new UsageError(
@@ -75,9 +111,17 @@ export function parseSize(text: string, what: string): number {
   return bytes;
 }
 
+/** Formats bytes the way {@linkcode parseSize} reads them (`16MiB`, `64KiB`, `1000`). */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return String(bytes);
+}
+
 /**
  * Parses a TCP port number (0 picks a free port).
- * @throws {UsageError} when it is not an integer from 0 to 65535
+ * @throws {UsageError} when it is not an integer from 0 to 65535, naming `what`
  */
 export function parsePort(text: string, what: string): number {
   if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) {
@@ -86,6 +130,40 @@ export function parsePort(text: string, what: string): number {
     );
   }
   return Number(text);
+}
+
+/**
+ * Checks a host to listen on or connect to: an IPv4 address (each part 0-255), an IPv6
+ * address, or a DNS name.
+ * @returns the host, unchanged
+ * @throws {UsageError} naming `what` and the host
+ */
+export function parseHost(text: string, what: string): string {
+  const bad = (why: string) => new UsageError(`Invalid ${what} ${JSON.stringify(text)}: ${why}`);
+  if (text === "") throw bad("empty host");
+  if (/^[\d.]+$/.test(text)) {
+    const parts = text.split(".");
+    if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
+      throw bad("not an IPv4 address (four numbers from 0 to 255)");
+    }
+    return text;
+  }
+  if (text.includes(":")) {
+    if (
+      !/^[0-9a-fA-F:.]+(%\w+)?$/.test(text) || !text.includes("::") && text.split(":").length !== 8
+    ) {
+      throw bad("not an IPv6 address");
+    }
+    return text;
+  }
+  const labels = text.replace(/\.$/, "").split(".");
+  if (
+    text.length > 253 ||
+    labels.some((l) => !/^[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?$/.test(l))
+  ) {
+    throw bad("not an IP address or host name");
+  }
+  return text;
 }
 
 /** A host and port. */
@@ -98,79 +176,16 @@ export interface HostPort {
 
 /**
  * Parses `HOST:PORT`, `[IPv6]:PORT`, or `:PORT` (then `defaultHost`).
- * @throws {UsageError} on anything else
+ * @throws {UsageError} on anything else, naming `what`
  */
 export function parseHostPort(text: string, what: string, defaultHost = "127.0.0.1"): HostPort {
-  const match = /^(?:\[([^\]]+)\]|([^:\s]*)):(\d+)$/.exec(text);
+  const match = /^(?:\[([^\]]+)\]|([^:\s]*)):([^:]*)$/.exec(text);
   if (!match) {
     throw new UsageError(`Invalid ${what} ${JSON.stringify(text)}: expected HOST:PORT`);
   }
   const hostname = match[1] ?? (match[2] || defaultHost);
-  return { hostname, port: parsePort(match[3], what) };
-}
-
-/** One flag of a command. */
-export interface FlagSpec {
-  /** Whether the flag takes a value. */
-  type: "string" | "boolean";
-  /** One-letter alias. */
-  short?: string;
-  /** May be given more than once (values collect in an array). */
-  multiple?: boolean;
-  /** Environment variable read when the flag is absent. */
-  env?: string;
-}
-
-/** Parsed flags and positional arguments. */
-export interface ParsedArgs {
-  /** Flag values by name; env fallbacks already applied. */
-  values: Record<string, string | boolean | string[] | undefined>;
-  /** Arguments that are not flags. */
-  positionals: string[];
-}
-
-/**
- * Parses `args` with `node:util` parseArgs (strict), then fills absent flags from their
- * environment variables (the flag wins).
- * @throws {UsageError} on an unknown flag, a missing value or a wrong number of arguments
- */
-export function parseFlags(
-  args: string[],
-  specs: Record<string, FlagSpec>,
-  positionals: { min?: number; max?: number } = { max: 0 },
-): ParsedArgs {
-  const options: Record<
-    string,
-    { type: "string" | "boolean"; short?: string; multiple?: boolean }
-  > = {};
-  for (const [name, spec] of Object.entries(specs)) {
-    options[name] = { type: spec.type, multiple: spec.multiple ?? false };
-    if (spec.short) options[name].short = spec.short;
-  }
-  let parsed;
-  try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (error) {
-    throw new UsageError(oneLine(error instanceof Error ? error.message : String(error)));
-  }
-  const values = parsed.values as ParsedArgs["values"];
-  for (const [name, spec] of Object.entries(specs)) {
-    if (values[name] !== undefined || !spec.env) continue;
-    const fromEnv = readEnv(spec.env);
-    if (fromEnv === undefined || fromEnv === "") continue;
-    if (spec.type === "boolean") values[name] = /^(1|true|yes|on)$/i.test(fromEnv);
-    else values[name] = spec.multiple ? fromEnv.split(/\s+/).filter(Boolean) : fromEnv;
-  }
-  const count = parsed.positionals.length;
-  if (positionals.min !== undefined && count < positionals.min) {
-    throw new UsageError(`Missing argument: expected at least ${positionals.min}, got ${count}`);
-  }
-  if (positionals.max !== undefined && count > positionals.max) {
-    throw new UsageError(
-      `Unexpected argument ${JSON.stringify(parsed.positionals[positionals.max])}`,
-    );
-  }
-  return { values, positionals: parsed.positionals };
+  parseHost(hostname, what);
+  return { hostname, port: parsePort(match[3], `port in ${what} ${JSON.stringify(text)}`) };
 }
 
 /** Reads an environment variable; `undefined` when unset or not permitted. */
@@ -182,58 +197,38 @@ export function readEnv(name: string): string | undefined {
   }
 }
 
-function oneLine(text: string): string {
-  return text.split("\n")[0].split(". ")[0].replace(/\.$/, "");
-}
-
-/** A string flag's value, or `undefined`. */
-export function stringFlag(values: ParsedArgs["values"], name: string): string | undefined {
-  const v = values[name];
-  return typeof v === "string" ? v : undefined;
-}
-
-/** A repeatable string flag's values (empty when absent). */
-export function listFlag(values: ParsedArgs["values"], name: string): string[] {
-  const v = values[name];
-  if (Array.isArray(v)) return v;
-  return typeof v === "string" ? [v] : [];
-}
-
-/** Parses an optional duration flag, or returns `fallback`. */
-export function durationFlag(values: ParsedArgs["values"], name: string, fallback: number): number {
-  const v = stringFlag(values, name);
-  return v === undefined ? fallback : parseDuration(v, `--${name}`);
-}
-
-/** Parses an optional size flag, or returns `fallback`. */
-export function sizeFlag(values: ParsedArgs["values"], name: string, fallback: number): number {
-  const v = stringFlag(values, name);
-  return v === undefined ? fallback : parseSize(v, `--${name}`);
-}
-
-/** Parses an optional flag that must be one of `choices`, or returns `fallback`. */
-export function choiceFlag<T extends string>(
-  values: ParsedArgs["values"],
-  name: string,
-  choices: readonly T[],
-  fallback: T,
-): T {
-  const v = stringFlag(values, name);
-  if (v === undefined) return fallback;
-  if (!(choices as readonly string[]).includes(v)) {
-    throw new UsageError(
-      `Invalid --${name} ${JSON.stringify(v)}: expected one of ${choices.join(", ")}`,
-    );
+/**
+ * Splits an environment list on spaces; double or single quotes keep spaces inside one value
+ * (`RELAY_FORWARD='8000=lab/web "9000=my lab/ssh"'`), and a backslash escapes the next
+ * character.
+ * @throws {UsageError} on an unclosed quote, naming `what`
+ */
+export function splitList(text: string, what: string): string[] {
+  const out: string[] = [];
+  let current = "";
+  let started = false;
+  let quote: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === "\\" && i + 1 < text.length && quote !== "'") {
+      current += text[++i];
+      started = true;
+    } else if (quote) {
+      if (c === quote) quote = undefined;
+      else current += c;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+      started = true;
+    } else if (/\s/.test(c)) {
+      if (started) out.push(current);
+      current = "";
+      started = false;
+    } else {
+      current += c;
+      started = true;
+    }
   }
-  return v as T;
-}
-
-/** Parses an optional non-negative integer flag, or returns `fallback`. */
-export function integerFlag(values: ParsedArgs["values"], name: string, fallback: number): number {
-  const v = stringFlag(values, name);
-  if (v === undefined) return fallback;
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) {
-    throw new UsageError(`Invalid --${name} ${JSON.stringify(v)}: expected a whole number`);
-  }
-  return Number(v);
+  if (quote) throw new UsageError(`Invalid ${what}: unclosed ${quote} quote`);
+  if (started) out.push(current);
+  return out;
 }

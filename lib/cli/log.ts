@@ -14,8 +14,8 @@ import {
 } from "@logtape/logtape";
 import { UsageError } from "./flags.ts";
 
-/** Log levels accepted by `--log-level`, quietest last. */
-export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+/** Log levels accepted by `--log-level`, quietest last (`warn` is taken for `warning`). */
+export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error"] as const;
 
 /** Output formats accepted by `--log-format`. */
 export const LOG_FORMATS = ["text", "json"] as const;
@@ -88,8 +88,20 @@ export function parseLogLevel(text: string): LogLevel {
   return level as LogLevel;
 }
 
-/** Plain strings read better in a log line than quoted ones. */
+/**
+ * Plain strings read better in a log line than quoted ones; a string with spaces, quotes or
+ * control characters (a name chosen by a client) is quoted, so it cannot forge a log line.
+ */
 function showValue(value: unknown): string {
+  if (typeof value !== "string") return Deno.inspect(value);
+  // deno-lint-ignore no-control-regex
+  return value === "" || /[\s"\x00-\x1f\x7f\u0080-\u009f\u2028\u2029]/.test(value)
+    ? JSON.stringify(value)
+    : value;
+}
+
+/** In JSON lines a string is already quoted once by JSON itself. */
+function showJsonValue(value: unknown): string {
   return typeof value === "string" ? value : Deno.inspect(value);
 }
 
@@ -97,7 +109,7 @@ function showValue(value: unknown): string {
 function jsonLine(record: LogRecord): string {
   let message = "";
   for (let i = 0; i < record.message.length; i++) {
-    message += i % 2 === 0 ? record.message[i] as string : showValue(record.message[i]);
+    message += i % 2 === 0 ? record.message[i] as string : showJsonValue(record.message[i]);
   }
   return JSON.stringify({
     "@timestamp": new Date(record.timestamp).toISOString(),

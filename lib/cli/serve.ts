@@ -1,158 +1,258 @@
 /**
- * `relay serve`: runs a relay server until SIGINT or SIGTERM.
+ * `relay serve`: runs a relay server until SIGINT or SIGTERM (exit 0).
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
-import {
-  choiceFlag,
-  durationFlag,
-  type FlagSpec,
-  integerFlag,
-  parsePort,
-  sizeFlag,
-  stringFlag,
-  UsageError,
-} from "./flags.ts";
+import { formatDuration, formatSize, UsageError } from "./flags.ts";
+import type { CommandSpec, Flag, ParsedFlags } from "./flag_table.ts";
 import { AuthPolicy } from "../relay/auth.ts";
 import {
   DEFAULT_PORT,
   IDLE_TIMEOUT_MS,
   MAX_BUFFER_BYTES,
   MAX_CONNECTIONS,
+  MAX_MEMORY_BYTES,
   MAX_MESSAGE_BYTES,
   REGISTER_TIMEOUT_MS,
   WRITE_TIMEOUT_MS,
 } from "../limits.ts";
 import { setupLogging } from "./log.ts";
 import { type Rate, RelayServer } from "../relay/server.ts";
-import { LOG_FLAGS, onShutdownSignal, parseCommand } from "./common.ts";
+import { describeError, logFlags, onShutdownSignal, parseCommand } from "./common.ts";
 
 /** Time queued data gets to go out on SIGINT/SIGTERM before connections are closed. */
 const SHUTDOWN_GRACE_MS = 2_000;
 
-const HELP = `relay serve: run the relay server
+const TLS_GROUP = "TLS and names (reloaded on SIGHUP)";
+const PUBLIC_GROUP = "Limits for a public instance (off by default)";
 
-Usage: relay serve [options]
+/** Every flag of `relay serve`, declared once: help, README and parsing come from here. */
+export const SERVE_FLAGS: readonly Flag[] = [
+  {
+    name: "host",
+    env: "RELAY_HOST",
+    type: "host",
+    default: "0.0.0.0",
+    help: "address to listen on",
+    group: "Listening",
+  },
+  {
+    name: "port",
+    env: "RELAY_PORT",
+    type: "port",
+    default: String(DEFAULT_PORT),
+    help: "TCP port; 0 picks any free port",
+    group: "Listening",
+  },
+  {
+    name: "max-connections",
+    env: "RELAY_MAX_CONNECTIONS",
+    type: "count",
+    default: String(MAX_CONNECTIONS),
+    help: "connections open at once; past it new ones are refused",
+    group: "Listening",
+  },
+  {
+    name: "register-timeout",
+    env: "RELAY_REGISTER_TIMEOUT",
+    type: "duration",
+    default: formatDuration(REGISTER_TIMEOUT_MS),
+    zeroIsOff: true,
+    help: "time a new client has to send its name",
+    group: "Timeouts",
+  },
+  {
+    name: "idle-timeout",
+    env: "RELAY_IDLE_TIMEOUT",
+    type: "duration",
+    default: formatDuration(IDLE_TIMEOUT_MS),
+    zeroIsOff: true,
+    help: "drop clients that send nothing this long",
+    group: "Timeouts",
+  },
+  {
+    name: "write-timeout",
+    env: "RELAY_WRITE_TIMEOUT",
+    type: "duration",
+    default: formatDuration(WRITE_TIMEOUT_MS),
+    zeroIsOff: true,
+    help: "drop receivers that accept nothing this long",
+    group: "Timeouts",
+  },
+  {
+    name: "max-message",
+    env: "RELAY_MAX_MESSAGE",
+    type: "size",
+    default: formatSize(MAX_MESSAGE_BYTES),
+    help: "largest message payload",
+    group: "Messages",
+  },
+  {
+    name: "max-buffer",
+    env: "RELAY_MAX_BUFFER",
+    type: "size",
+    default: formatSize(MAX_BUFFER_BYTES),
+    help: "bytes queued per receiver before its senders wait",
+    group: "Messages",
+  },
+  {
+    name: "max-memory",
+    env: "RELAY_MAX_MEMORY",
+    type: "size",
+    default: formatSize(MAX_MEMORY_BYTES),
+    zeroIsOff: true,
+    help: "bytes queued for all receivers together before senders wait",
+    group: "Messages",
+  },
+  {
+    name: "deliver",
+    env: "RELAY_DELIVER",
+    type: "choice",
+    choices: ["framed", "payload"],
+    default: "framed",
+    help: 'deliver "sender|len|payload", or the payload only',
+    group: "Messages",
+  },
+  {
+    name: "tls-cert",
+    env: "RELAY_TLS_CERT",
+    type: "string",
+    value: "FILE",
+    help: "serve TLS with this certificate chain (PEM); 'relay cert' makes one",
+    group: TLS_GROUP,
+  },
+  {
+    name: "tls-key",
+    env: "RELAY_TLS_KEY",
+    type: "string",
+    value: "FILE",
+    help: "private key of --tls-cert (PEM)",
+    group: TLS_GROUP,
+  },
+  {
+    name: "tls-port",
+    env: "RELAY_TLS_PORT",
+    type: "port",
+    help: "serve TLS on this port and keep --port plaintext (one registry)",
+    group: TLS_GROUP,
+  },
+  {
+    name: "auth-file",
+    env: "RELAY_AUTH_FILE",
+    type: "string",
+    value: "FILE",
+    help: "JSON of owned names and token hashes; see 'relay hash-token'",
+    group: TLS_GROUP,
+  },
+  {
+    name: "require-auth",
+    env: "RELAY_REQUIRE_AUTH",
+    type: "boolean",
+    help: "only names in --auth-file may register",
+    group: TLS_GROUP,
+  },
+  {
+    name: "max-connections-per-ip",
+    env: "RELAY_MAX_CONNECTIONS_PER_IP",
+    type: "count",
+    default: "0",
+    zeroIsOff: true,
+    help: "connections open at once from one IP",
+    group: PUBLIC_GROUP,
+  },
+  {
+    name: "register-rate",
+    env: "RELAY_REGISTER_RATE",
+    type: "string",
+    value: "N/s|N/m",
+    default: "0",
+    help: "registrations per IP per second (N/s) or minute (N/m)",
+    group: PUBLIC_GROUP,
+  },
+  {
+    name: "bandwidth",
+    env: "RELAY_BANDWIDTH",
+    type: "size",
+    default: "0",
+    zeroIsOff: true,
+    help: "bytes per second one client may send",
+    group: PUBLIC_GROUP,
+  },
+  ...logFlags("info"),
+];
 
-Options (each also from the environment variable shown; the flag wins):
-  --host HOST               address to listen on (RELAY_HOST) [0.0.0.0]
-  --port PORT               TCP port, 0 for any free port (RELAY_PORT) [${DEFAULT_PORT}]
-  --register-timeout DUR    time to send the name (RELAY_REGISTER_TIMEOUT) [${
-  REGISTER_TIMEOUT_MS / 1000
-}s]
-  --idle-timeout DUR        drop clients silent this long (RELAY_IDLE_TIMEOUT) [${
-  IDLE_TIMEOUT_MS / 1000
-}s]
-  --write-timeout DUR       drop receivers stuck this long (RELAY_WRITE_TIMEOUT) [${
-  WRITE_TIMEOUT_MS / 1000
-}s]
-  --max-message SIZE        largest message payload (RELAY_MAX_MESSAGE) [16MiB]
-  --max-buffer SIZE         bytes queued per receiver before senders wait (RELAY_MAX_BUFFER) [8MiB]
-  --max-connections N       connections open at once (RELAY_MAX_CONNECTIONS) [${MAX_CONNECTIONS}]
-  --deliver framed|payload  deliver "sender|len|payload" or the payload only (RELAY_DELIVER) [framed]
-
-TLS and names (reloaded on SIGHUP):
-  --tls-cert FILE           serve TLS with this certificate chain, PEM (RELAY_TLS_CERT)
-  --tls-key FILE            private key of --tls-cert, PEM (RELAY_TLS_KEY)
-  --tls-port PORT           serve TLS on this port and keep --port plaintext (RELAY_TLS_PORT)
-  --auth-file FILE          JSON of owned names and token hashes (RELAY_AUTH_FILE);
-                            see 'relay hash-token'
-  --require-auth            only names in --auth-file may register (RELAY_REQUIRE_AUTH)
-
-Limits for a public instance (0 or absent: no limit):
-  --max-connections-per-ip N  connections open at once from one IP (RELAY_MAX_CONNECTIONS_PER_IP)
-  --register-rate N/s|N/m   registrations per IP (RELAY_REGISTER_RATE), e.g. 10/s
-  --bandwidth SIZE          bytes per second one client may send (RELAY_BANDWIDTH), e.g. 1MiB
-  --log-level LEVEL         trace, debug, info, warning, error (RELAY_LOG_LEVEL) [info]
-  --log-format text|json    log line format (RELAY_LOG_FORMAT) [text]
-  -h, --help                show this help
-
-Durations: 500ms, 3s, 2m, or plain seconds (a timeout of 0 turns it off). Sizes: 64KiB,
-16MiB, or bytes.`;
-
-const FLAGS: Record<string, FlagSpec> = {
-  host: { type: "string", env: "RELAY_HOST" },
-  port: { type: "string", env: "RELAY_PORT" },
-  "register-timeout": { type: "string", env: "RELAY_REGISTER_TIMEOUT" },
-  "idle-timeout": { type: "string", env: "RELAY_IDLE_TIMEOUT" },
-  "write-timeout": { type: "string", env: "RELAY_WRITE_TIMEOUT" },
-  "max-message": { type: "string", env: "RELAY_MAX_MESSAGE" },
-  "max-buffer": { type: "string", env: "RELAY_MAX_BUFFER" },
-  "max-connections": { type: "string", env: "RELAY_MAX_CONNECTIONS" },
-  deliver: { type: "string", env: "RELAY_DELIVER" },
-  "tls-cert": { type: "string", env: "RELAY_TLS_CERT" },
-  "tls-key": { type: "string", env: "RELAY_TLS_KEY" },
-  "tls-port": { type: "string", env: "RELAY_TLS_PORT" },
-  "auth-file": { type: "string", env: "RELAY_AUTH_FILE" },
-  "require-auth": { type: "boolean", env: "RELAY_REQUIRE_AUTH" },
-  "max-connections-per-ip": { type: "string", env: "RELAY_MAX_CONNECTIONS_PER_IP" },
-  "register-rate": { type: "string", env: "RELAY_REGISTER_RATE" },
-  bandwidth: { type: "string", env: "RELAY_BANDWIDTH" },
-  ...LOG_FLAGS,
-  help: { type: "boolean", short: "h" },
+const SPEC: CommandSpec = {
+  command: "relay serve",
+  about: "run the relay server",
+  usage: "relay serve [options]",
+  description: "Runs until SIGINT (Ctrl-C) or SIGTERM, then lets queued data go out for " +
+    `${SHUTDOWN_GRACE_MS / 1000}s and exits 0. SIGHUP reloads the TLS certificate and the ` +
+    "auth file.",
+  flags: SERVE_FLAGS,
 };
 
 /** Runs `relay serve` with `args`; resolves to the exit code once the server has stopped. */
 export async function main(args: string[]): Promise<number> {
-  const parsed = parseCommand(args, HELP, FLAGS);
-  if (!parsed) return 0;
-  const { values } = parsed;
-  const port = values.port === undefined
-    ? DEFAULT_PORT
-    : parsePort(stringFlag(values, "port")!, "--port");
+  const flags = parseCommand(args, SPEC);
+  if (!flags) return 0;
+  // Installed first, so that a Ctrl-C at any moment of start-up still exits 0.
+  using signal = onShutdownSignal();
+  const hostname = flags.host("host")!;
+  const port = flags.port("port")!;
   const options = {
-    hostname: stringFlag(values, "host") ?? "0.0.0.0",
+    hostname,
     port,
-    registerTimeoutMs: durationFlag(values, "register-timeout", REGISTER_TIMEOUT_MS),
-    idleTimeoutMs: durationFlag(values, "idle-timeout", IDLE_TIMEOUT_MS),
-    writeTimeoutMs: durationFlag(values, "write-timeout", WRITE_TIMEOUT_MS),
-    maxMessageBytes: sizeFlag(values, "max-message", MAX_MESSAGE_BYTES),
-    maxBufferBytes: sizeFlag(values, "max-buffer", MAX_BUFFER_BYTES),
-    maxConnections: integerFlag(values, "max-connections", MAX_CONNECTIONS),
-    deliver: choiceFlag(values, "deliver", ["framed", "payload"] as const, "framed"),
+    registerTimeoutMs: flags.duration("register-timeout"),
+    idleTimeoutMs: flags.duration("idle-timeout"),
+    writeTimeoutMs: flags.duration("write-timeout"),
+    maxMessageBytes: flags.size("max-message"),
+    maxBufferBytes: flags.size("max-buffer"),
+    maxMemoryBytes: flags.size("max-memory"),
+    maxConnections: flags.count("max-connections"),
+    deliver: flags.choice<"framed" | "payload">("deliver"),
     shutdownGraceMs: SHUTDOWN_GRACE_MS,
-    maxConnectionsPerIp: integerFlag(values, "max-connections-per-ip", 0),
-    registerRate: rateFlag(stringFlag(values, "register-rate")),
-    bandwidthBytesPerSecond: sizeFlag(values, "bandwidth", 0),
+    maxConnectionsPerIp: flags.count("max-connections-per-ip"),
+    registerRate: rateFlag(flags),
+    bandwidthBytesPerSecond: flags.size("bandwidth"),
   };
-  const certFile = stringFlag(values, "tls-cert");
-  const keyFile = stringFlag(values, "tls-key");
+  const certFile = flags.string("tls-cert");
+  const keyFile = flags.string("tls-key");
   if ((certFile === undefined) !== (keyFile === undefined)) {
     throw new UsageError("--tls-cert and --tls-key go together");
   }
-  const tlsPortText = stringFlag(values, "tls-port");
-  if (tlsPortText !== undefined && certFile === undefined) {
+  const tlsPort = flags.port("tls-port");
+  if (tlsPort !== undefined && certFile === undefined) {
     throw new UsageError("--tls-port needs --tls-cert and --tls-key");
   }
-  const authFile = stringFlag(values, "auth-file");
-  if (values["require-auth"] === true && authFile === undefined) {
+  const authFile = flags.string("auth-file");
+  if (flags.boolean("require-auth") && authFile === undefined) {
     throw new UsageError("--require-auth needs --auth-file");
   }
   const readTls = async () =>
     certFile === undefined ? undefined : {
-      cert: await readFileFor("--tls-cert", certFile),
-      key: await readFileFor("--tls-key", keyFile!),
+      cert: await readFileFor(flags.label("tls-cert"), certFile),
+      key: await readFileFor(flags.label("tls-key"), keyFile!),
     };
   let auth: AuthPolicy | undefined;
   if (authFile !== undefined) {
     try {
-      auth = await AuthPolicy.load(authFile, { requireAuth: values["require-auth"] === true });
+      auth = await AuthPolicy.load(authFile, { requireAuth: flags.boolean("require-auth") });
     } catch (error) {
-      throw new UsageError(`Invalid --auth-file: ${(error as Error).message}`);
+      throw new UsageError(`Invalid ${flags.label("auth-file")}: ${describeError(error)}`);
     }
   }
-  await setupLogging({
-    level: stringFlag(values, "log-level"),
-    format: stringFlag(values, "log-format"),
-  });
+  await setupLogging({ level: flags.string("log-level"), format: flags.string("log-format") });
   const log = getLogger(["relay", "serve"]);
-  await using server = await RelayServer.listen({
-    ...options,
-    tls: await readTls(),
-    tlsPort: tlsPortText === undefined ? undefined : parsePort(tlsPortText, "--tls-port"),
-    auth,
-  });
+  const tls = await readTls();
+  let listening: RelayServer;
+  try {
+    listening = await RelayServer.listen({ ...options, tls, tlsPort, auth });
+  } catch (error) {
+    throw new ListenError(listenFailure(error, hostname, port, tls ? tlsPort : undefined));
+  }
+  await using server = listening;
+  log.info("Settings: {settings}", { settings: settingsText(flags) });
   if (auth) log.info("Auth file {file}: {count} owned names", { file: authFile, count: auth.size });
   const reload = async () => {
     log.info("SIGHUP: reloading the TLS certificate and the auth file");
@@ -168,26 +268,88 @@ export async function main(args: string[]): Promise<number> {
   };
   const onHangup = () => void reload();
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", onHangup);
-  const signal = onShutdownSignal();
-  await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve()));
+  await new Promise<void>((resolve) => {
+    if (signal.aborted) resolve();
+    signal.addEventListener("abort", () => resolve());
+  });
   log.info("Shutting down");
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", onHangup);
   await server.close();
   return 0;
 }
 
+/** A failure to listen: a runtime failure (exit 1), printed as one line. */
+export class ListenError extends Error {
+  /** @param message names the address */
+  constructor(message: string) {
+    super(message);
+    this.name = "ListenError";
+  }
+}
+
+/** Names the address that could not be listened on, and why, in words. */
+function listenFailure(
+  error: unknown,
+  hostname: string,
+  port: number,
+  tlsPort: number | undefined,
+): string {
+  const show = (p: number) => `${hostname.includes(":") ? `[${hostname}]` : hostname}:${p}`;
+  let address = show(port);
+  if (tlsPort !== undefined && error instanceof Deno.errors.AddrInUse) {
+    // Both ports are opened at once; probe the plaintext one to say which was taken.
+    try {
+      Deno.listen({ hostname, port }).close();
+      address = `${show(tlsPort)} (TLS)`;
+    } catch {
+      // The plaintext port is the taken one.
+    }
+  }
+  if (error instanceof Deno.errors.AddrInUse) {
+    return `Cannot listen on ${address}: address already in use`;
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return `Cannot listen on ${address}: ${hostname} is not an address of this machine`;
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return `Cannot listen on ${address}: permission denied (ports below 1024 need privileges)`;
+  }
+  if (/certificate|private key|pem/i.test(String(error))) {
+    return `Cannot use --tls-cert/--tls-key: ${describeError(error)}`;
+  }
+  return `Cannot listen on ${address}: ${describeError(error)}`;
+}
+
+/** The settings in effect, one `name=value` each, for the start-up log line. */
+export function settingsText(flags: ParsedFlags): string {
+  const shown: string[] = [];
+  for (const flag of SERVE_FLAGS) {
+    if (flag.group === "Logging and help" || flag.name === "host" || flag.name === "port") continue;
+    if (flag.type === "boolean") {
+      shown.push(`${flag.name}=${flags.boolean(flag.name) ? "on" : "off"}`);
+      continue;
+    }
+    const value = flags.string(flag.name);
+    shown.push(`${flag.name}=${value === undefined || value === "0" ? "off" : value}`);
+  }
+  return shown.join(" ");
+}
+
 /**
- * Parses `--register-rate`: `N/s`, `N/m` or plain N per second.
+ * Parses `--register-rate`: `N/s`, `N/m` or plain N per second; 0 is off.
  * @throws {UsageError} on anything else
  */
-function rateFlag(text: string | undefined): Rate | undefined {
-  if (text === undefined) return undefined;
+function rateFlag(flags: ParsedFlags): Rate | undefined {
+  const text = flags.string("register-rate")!;
   const match = /^(\d+)(?:\/(s|m))?$/.exec(text.trim());
-  if (!match || Number(match[1]) === 0) {
+  if (!match) {
     throw new UsageError(
-      `Invalid --register-rate ${JSON.stringify(text)}: expected N/s or N/m, e.g. 10/s`,
+      `Invalid ${flags.label("register-rate")} ${
+        JSON.stringify(text)
+      }: expected N/s or N/m, e.g. 10/s`,
     );
   }
+  if (Number(match[1]) === 0) return undefined;
   return { limit: Number(match[1]), intervalMs: match[2] === "m" ? 60_000 : 1_000 };
 }
 
@@ -195,6 +357,6 @@ async function readFileFor(flag: string, path: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (error) {
-    throw new UsageError(`Cannot read ${flag} ${path}: ${(error as Error).message}`);
+    throw new UsageError(`Cannot read ${flag} ${path}: ${describeError(error)}`);
   }
 }

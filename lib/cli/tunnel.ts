@@ -5,17 +5,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import {
-  durationFlag,
-  type FlagSpec,
-  listFlag,
-  parseFlags,
-  parseHostPort,
-  parsePort,
-  sizeFlag,
-  stringFlag,
-  UsageError,
-} from "./flags.ts";
+import { formatDuration, formatSize, parseHostPort, parsePort, UsageError } from "./flags.ts";
+import type { CommandSpec, Flag } from "./flag_table.ts";
 import { KEEPALIVE_MS } from "../limits.ts";
 import { setupLogging } from "./log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES } from "../wire/tunnel.ts";
@@ -30,46 +21,120 @@ import {
 } from "../tunnel/tunnel.ts";
 import { DEFAULT_WINDOW_BYTES } from "../tunnel/window.ts";
 import {
+  checkName,
   CLIENT_FLAGS,
-  CLIENT_FLAGS_HELP,
   clientOptions,
-  encodeNameOrUsage,
+  describeError,
+  logFlags,
   onShutdownSignal,
-  wantsHelp,
+  parseCommand,
 } from "./common.ts";
 
-const HELP = `relay tunnel: carry TCP services (HTTP, SSH, databases) through a relay
+const TUNNEL_GROUP = "Tunnel";
 
-Usage: relay tunnel --relay HOST:PORT [--name NAME] [--expose ...] [--forward ...] [--stdio ...]
+/** Every flag of `relay tunnel`, declared once: help, README and parsing come from here. */
+export const TUNNEL_FLAGS: readonly Flag[] = [
+  {
+    name: "relay",
+    env: "RELAY_RELAY",
+    type: "string",
+    value: "HOST:PORT",
+    help: "relay to connect to (required)",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "name",
+    env: "RELAY_NAME",
+    type: "string",
+    value: "NAME",
+    defaultText: "random",
+    help: "name to register; peers reach exposed services by it as NAME/SERVICE, so it " +
+      "cannot contain '/' (random when nothing is exposed)",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "expose",
+    env: "RELAY_EXPOSE",
+    type: "string",
+    value: "[SERVICE=]HOST:PORT",
+    multiple: true,
+    help: `let peers open streams to SERVICE (default "${DEFAULT_SERVICE}"), connected to ` +
+      "HOST:PORT here; repeatable",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "forward",
+    env: "RELAY_FORWARD",
+    type: "string",
+    value: "[BIND_HOST:]PORT=PEER[/SERVICE]",
+    multiple: true,
+    help: "listen on BIND_HOST:PORT (127.0.0.1 by default) and carry every connection to " +
+      "PEER's SERVICE; repeatable",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "allow",
+    env: "RELAY_ALLOW",
+    type: "string",
+    value: "PEER[,PEER...]",
+    multiple: true,
+    defaultText: "any",
+    help: "only these peers may open streams here. Without an auth file on the relay names " +
+      "are not owned and anyone can register a trusted name: use --secret-file as well, or " +
+      "a relay with --auth-file",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "stdio",
+    type: "string",
+    value: "PEER[/SERVICE]",
+    help: "one stream on stdin/stdout, then exit (SSH ProxyCommand)",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "secret-file",
+    env: "RELAY_TUNNEL_SECRET_FILE",
+    type: "string",
+    value: "FILE",
+    help: "end-to-end encrypt with the secret in FILE; both ends need the same secret (or " +
+      "the secret itself in RELAY_TUNNEL_SECRET)",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "window",
+    env: "RELAY_TUNNEL_WINDOW",
+    type: "size",
+    default: formatSize(DEFAULT_WINDOW_BYTES),
+    help: "receive window per stream: more for throughput on long links, less to bound memory",
+    group: TUNNEL_GROUP,
+  },
+  {
+    name: "open-timeout",
+    env: "RELAY_TUNNEL_OPEN_TIMEOUT",
+    type: "duration",
+    default: formatDuration(DEFAULT_OPEN_TIMEOUT_MS),
+    help: "time for a peer to accept a stream, and for the relay link to come back for a new " +
+      "connection",
+    group: TUNNEL_GROUP,
+  },
+  ...CLIENT_FLAGS.map((f) =>
+    f.name === "keepalive" ? { ...f, help: "relay keepalive and peer ping interval" } : f
+  ),
+  ...logFlags("info", "info (warning with --stdio)").map((f) =>
+    f.name === "log-level" ? { ...f, default: undefined } : f
+  ),
+];
 
-Options (each also from the environment variable shown; the flag wins):
-  --relay HOST:PORT         relay to connect to (RELAY_RELAY)
-  --name NAME               name to register; peers reach exposed services by it (RELAY_NAME)
-                            [random, when nothing is exposed]
-  --expose [SERVICE=]HOST:PORT
-                            let peers open streams to SERVICE, connected to HOST:PORT here;
-                            repeatable; SERVICE defaults to "${DEFAULT_SERVICE}" (RELAY_EXPOSE)
-  --forward [BIND_HOST:]PORT=PEER[/SERVICE]
-                            listen on BIND_HOST:PORT (127.0.0.1 by default) and carry every
-                            connection to PEER's SERVICE; repeatable (RELAY_FORWARD)
-  --allow PEER[,PEER...]    only these peers may open streams here (RELAY_ALLOW) [any]
-  --stdio PEER[/SERVICE]    one stream on stdin/stdout, then exit (SSH ProxyCommand)
-  --secret-file FILE        end-to-end encrypt with the secret in FILE; both ends need the
-                            same secret (RELAY_TUNNEL_SECRET_FILE, or the secret itself in
-                            RELAY_TUNNEL_SECRET)
-  --window SIZE             receive window per stream (RELAY_TUNNEL_WINDOW) [2MiB]
-  --open-timeout DUR        time for a peer to accept a stream, and for the relay link to
-                            come back for a new connection (RELAY_TUNNEL_OPEN_TIMEOUT) [10s]
-${
-  CLIENT_FLAGS_HELP.replace("[warning]", "[info]")
-    .replace(/keepalive interval, 0 for none/, "relay keepalive, peer ping interval")
-}
-
-With --stdio the default log level is warning, so that an ssh session stays quiet.
-
-Environment lists (RELAY_EXPOSE, RELAY_FORWARD) are separated by spaces.
-
-Example:
+const SPEC: CommandSpec = {
+  command: "relay tunnel",
+  about: "carry TCP services (HTTP, SSH, databases) through a relay",
+  usage:
+    "relay tunnel --relay HOST:PORT [--name NAME] [--expose ...] [--forward ...] [--stdio ...]",
+  description: "Runs until SIGINT (Ctrl-C) or SIGTERM (exit 0); with --stdio, until the stream " +
+    "ends.\nEnvironment lists (RELAY_EXPOSE, RELAY_FORWARD) are separated by spaces; quote a " +
+    "value\nwith spaces: RELAY_FORWARD='8000=lab/web \"9000=my lab/ssh\"'.",
+  flags: TUNNEL_FLAGS,
+  footer: `Example:
   # on the lab machine
   relay tunnel --relay relay.example.com:8080 --name lab --expose web=127.0.0.1:80
   # on the laptop
@@ -78,19 +143,7 @@ Example:
 
   # SSH through the relay (~/.ssh/config)
   Host lab
-    ProxyCommand relay tunnel --relay relay.example.com:8080 --stdio lab/ssh`;
-
-const FLAGS: Record<string, FlagSpec> = {
-  relay: { type: "string", env: "RELAY_RELAY" },
-  name: { type: "string", env: "RELAY_NAME" },
-  expose: { type: "string", multiple: true, env: "RELAY_EXPOSE" },
-  forward: { type: "string", multiple: true, env: "RELAY_FORWARD" },
-  allow: { type: "string", multiple: true, env: "RELAY_ALLOW" },
-  stdio: { type: "string" },
-  "secret-file": { type: "string", env: "RELAY_TUNNEL_SECRET_FILE" },
-  window: { type: "string", env: "RELAY_TUNNEL_WINDOW" },
-  "open-timeout": { type: "string", env: "RELAY_TUNNEL_OPEN_TIMEOUT" },
-  ...CLIENT_FLAGS,
+    ProxyCommand relay tunnel --relay relay.example.com:8080 --stdio lab/ssh`,
 };
 
 /** A parsed `--forward`. */
@@ -145,21 +198,35 @@ export function parseForward(text: string): ForwardSpec {
 }
 
 /**
- * Parses `PEER[/SERVICE]` (the service is after the last `/`).
+ * Parses `PEER[/SERVICE]`. Tunnel names cannot contain `/` (see {@linkcode checkTunnelName}),
+ * so the first `/` ends the peer name.
  * @throws {UsageError} on a bad peer name or service
  */
 export function parsePeerService(text: string, flag: string): { peer: string; service: string } {
-  const slash = text.lastIndexOf("/");
+  const slash = text.indexOf("/");
   const peer = slash < 0 ? text : text.slice(0, slash);
   const service = slash < 0 ? DEFAULT_SERVICE : text.slice(slash + 1);
   if (peer === "") throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: no peer name`);
-  try {
-    encodeNameOrUsage(peer);
-  } catch (error) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: ${(error as Error).message}`);
-  }
+  checkName(peer, `${flag} ${JSON.stringify(text)}: peer`);
   checkService(service, flag, text);
   return { peer, service };
+}
+
+/**
+ * Checks a tunnel name (`--name`, a peer in `--allow`): a relay name without `/`, which
+ * separates peer and service in PEER/SERVICE, or `,`, which separates `--allow` entries, so
+ * that every name a tunnel registers can be reached and allowed by another tunnel.
+ * @throws {UsageError} naming the flag and the character
+ */
+export function checkTunnelName(name: string, flag: string): void {
+  checkName(name, flag);
+  const bad = /[/,]/.exec(name);
+  if (bad) {
+    throw new UsageError(
+      `Invalid ${flag} ${JSON.stringify(name)}: a tunnel name cannot contain '${bad[0]}' ` +
+        "(peers address tunnels as NAME/SERVICE and list them as NAME,NAME)",
+    );
+  }
 }
 
 function checkService(service: string, flag: string, text: string): void {
@@ -175,51 +242,47 @@ function checkService(service: string, flag: string, text: string): void {
 
 /** Runs `relay tunnel` with `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
-  if (wantsHelp(args)) {
-    console.log(HELP);
-    return 0;
-  }
-  const { values } = parseFlags(args, FLAGS);
-  const relay = stringFlag(values, "relay");
+  const flags = parseCommand(args, SPEC);
+  if (!flags) return 0;
+  // Installed first, so that a Ctrl-C at any moment of start-up still exits 0.
+  using signal = onShutdownSignal();
+  const relay = flags.string("relay");
   if (relay === undefined) throw new UsageError("Missing --relay HOST:PORT");
   const expose = new Map<string, Target>();
-  for (const text of listFlag(values, "expose")) {
+  for (const text of flags.list("expose")) {
     const { service, target } = parseExpose(text);
     if (expose.has(service)) {
       throw new UsageError(`Invalid --expose ${JSON.stringify(text)}: service ${service} twice`);
     }
     expose.set(service, target);
   }
-  const forwards = listFlag(values, "forward").map(parseForward);
-  const allow = listFlag(values, "allow").flatMap((a) => a.split(",")).map((a) => a.trim())
+  const forwards = flags.list("forward").map(parseForward);
+  const allow = flags.list("allow").flatMap((a) => a.split(",")).map((a) => a.trim())
     .filter(Boolean);
-  for (const a of allow) {
-    try {
-      encodeNameOrUsage(a);
-    } catch (error) {
-      throw new UsageError(`Invalid --allow ${JSON.stringify(a)}: ${(error as Error).message}`);
-    }
-  }
-  const stdioText = stringFlag(values, "stdio");
+  for (const a of allow) checkTunnelName(a, flags.label("allow"));
+  const stdioText = flags.string("stdio");
   const stdio = stdioText === undefined ? undefined : parsePeerService(stdioText, "--stdio");
   if (expose.size === 0 && forwards.length === 0 && !stdio) {
     throw new UsageError("Nothing to do: give --expose, --forward or --stdio");
   }
-  let name = stringFlag(values, "name");
+  let name = flags.string("name");
   if (name === undefined) {
     if (expose.size > 0) throw new UsageError("Missing --name NAME (peers reach --expose by it)");
     name = `tunnel-${crypto.randomUUID().slice(0, 8)}`;
   }
-  const windowBytes = sizeFlag(values, "window", DEFAULT_WINDOW_BYTES);
+  checkTunnelName(name, flags.label("name"));
+  const windowBytes = flags.size("window")!;
   if (windowBytes < INITIAL_WINDOW_BYTES || windowBytes > MAX_WINDOW_BYTES) {
-    throw new UsageError(`Invalid --window: ${windowBytes} bytes is not from 64KiB to 2GiB`);
+    throw new UsageError(
+      `Invalid ${flags.label("window")}: ${windowBytes} bytes is not from 64KiB to 2GiB`,
+    );
   }
-  const openTimeoutMs = durationFlag(values, "open-timeout", DEFAULT_OPEN_TIMEOUT_MS);
-  const secret = await readSecret(stringFlag(values, "secret-file"));
-  const client = await clientOptions(values, relay, name);
+  const openTimeoutMs = flags.duration("open-timeout")!;
+  const secret = await readSecret(flags.string("secret-file"));
+  const client = await clientOptions(flags, relay, name);
   await setupLogging({
-    level: stringFlag(values, "log-level") ?? (stdio ? "warning" : "info"),
-    format: stringFlag(values, "log-format"),
+    level: flags.string("log-level") ?? (stdio ? "warning" : "info"),
+    format: flags.string("log-format"),
   });
   const log = getLogger(["relay", "tunnel"]);
   if (secret === undefined) {
@@ -245,12 +308,12 @@ export async function main(args: string[]): Promise<number> {
     try {
       tunnel.forward(f);
     } catch (error) {
-      throw new UsageError(
-        `Cannot listen for --forward on ${f.hostname}:${f.port}: ${(error as Error).message}`,
+      // A port in use is a runtime failure (exit 1), not bad usage.
+      throw new Error(
+        `Cannot listen for --forward on ${f.hostname}:${f.port}: ${describeError(error)}`,
       );
     }
   }
-  const signal = onShutdownSignal();
   const stopped = new Promise<void>((resolve) => {
     if (signal.aborted) resolve();
     signal.addEventListener("abort", () => resolve(), { once: true });

@@ -29,7 +29,25 @@ Deno.test("bad flags and values exit 2 with one line naming them", async (t) => 
     [["serve", "--idle-timeout", "soon"], /--idle-timeout/],
     [["serve", "--max-message", "lots"], /--max-message/],
     [["serve", "--deliver", "maybe"], /--deliver/],
-    [["serve", "--log-level", "loud"], /--log-level/],
+    [
+      ["serve", "--log-level", "loud"],
+      /--log-level "loud": expected one of trace, debug, info, warning, error \(see/,
+    ],
+    [["serve", "--log-level", "fatal"], /--log-level "fatal"/],
+    [["serve", "--port", "-1"], /Invalid --port "-1": expected a port from 0 to 65535/],
+    [
+      ["serve", "--idle-timeout", "-3s"],
+      /Invalid --idle-timeout "-3s": a duration cannot be negative/,
+    ],
+    [["serve", "--host", "999.1.1.1"], /Invalid --host "999.1.1.1"/],
+    [["serve", "--max-message", "0"], /Invalid --max-message "0": must be above 0/],
+    [["serve", "--max-connections", "0"], /Invalid --max-connections "0": must be above 0/],
+    [["serve", "--port=abc"], /Invalid --port "abc"/],
+    [["send", "127.0.0.1:1", "--from", "a", "--to", "b", "/tmp"], /\/tmp: it is a directory/],
+    [
+      ["send", "127.0.0.1:1", "--from", "a", "--to", "b", "--token-file", "/nonexistent"],
+      /--token-file \/nonexistent/,
+    ],
     [["send", "127.0.0.1:1", "--to", "b"], /--from/],
     [["send", "nohost", "--from", "a", "--to", "b"], /HOST:PORT/],
     [["listen", "127.0.0.1:1"], /argument/],
@@ -42,8 +60,77 @@ Deno.test("bad flags and values exit 2 with one line naming them", async (t) => 
       assert.equal(code, 2, stderr);
       assert.equal(stderr.trim().split("\n").length, 1, stderr);
       assert.match(stderr, pattern);
+      assert.doesNotMatch(stderr, /ambiguous/);
     });
   }
+  await t.step("RELAY_PORT=abc names the variable", async () => {
+    const { code, stderr } = await runCli(["serve"], { env: { RELAY_PORT: "abc" } });
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /Invalid RELAY_PORT "abc": expected a port/);
+  });
+  await t.step(
+    "--from -dash is a name, not an ambiguous flag (then a runtime failure)",
+    async () => {
+      const { code, stderr } = await runCli(
+        ["send", "127.0.0.1:1", "--from", "-dash", "--to", "b"],
+        {
+          stdin: "x",
+        },
+      );
+      assert.equal(code, 1, stderr);
+      assert.doesNotMatch(stderr, /ambiguous|Invalid/);
+    },
+  );
+});
+
+Deno.test("serve names the address when the port is in use, and exits 1", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  const { code, stderr } = await runCli(["serve", "--host", "127.0.0.1", "--port", String(port)]);
+  assert.equal(code, 1, stderr);
+  assert.equal(
+    stderr.trim().split("\n").at(-1),
+    `relay: Cannot listen on 127.0.0.1:${port}: address already in use`,
+  );
+});
+
+Deno.test("serve logs the settings in effect at start-up", async () => {
+  await using relay = await ServeProcess.start([
+    "--max-message",
+    "1MiB",
+    "--idle-timeout",
+    "2m30s",
+  ]);
+  const line = (await relay.waitLog(/Settings: .*/))[0];
+  assert.match(line, /max-message=1MiB/);
+  assert.match(line, /idle-timeout=2m30s/);
+  assert.match(line, /write-timeout=30s/);
+  assert.match(line, /tls-cert=off/);
+  assert.match(line, /auth-file=off/);
+});
+
+Deno.test("connect addresses a name with spaces in double quotes", async () => {
+  await using relay = await ServeProcess.start();
+  await using laptop = await RelayClient.connect({ port: relay.port, name: "my laptop" });
+  const { code, stderr } = await runCli(
+    ["connect", `127.0.0.1:${relay.port}`, "alice", "--linger", "0"],
+    { stdin: '"my laptop" hello there\n' },
+  );
+  assert.equal(code, 0, stderr);
+  const m = await laptop.receive();
+  assert.equal(m?.from, "alice");
+  assert.equal(text(m!.payload), "hello there");
+});
+
+Deno.test("JSON log lines hold a name once quoted, not twice", async () => {
+  await using relay = await ServeProcess.start(["--log-format", "json", "--log-level", "debug"]);
+  await using a = await RawPeer.connect(relay.port, "a");
+  await waitFor(() => /Registered/.test(relay.stderr));
+  await a.write("nobody|2|hi");
+  await waitFor(() => /nobody/.test(relay.stderr));
+  const line = relay.stderr.split("\n").find((l) => l.includes("nobody"))!;
+  assert.doesNotMatch(line, /\\"nobody\\"/, line);
+  assert.match(line, /"nobody"/);
 });
 
 Deno.test("serve takes options from RELAY_* variables and the flag wins", async () => {

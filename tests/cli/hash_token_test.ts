@@ -29,10 +29,19 @@ function stdinOf(text: string, isTerminal = false) {
   return Object.assign(stream, { isTerminal: () => isTerminal });
 }
 
-async function run(args: string[], stdin = stdinOf("")) {
+async function run(
+  args: string[],
+  stdin = stdinOf(""),
+  prompt?: (question: string) => Promise<string | undefined>,
+) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await main(args, { stdin, out: (l) => out.push(l), err: (l) => err.push(l) });
+  const code = await main(args, {
+    stdin,
+    out: (l) => out.push(l),
+    err: (l) => err.push(l),
+    prompt,
+  });
   return { code, out, err };
 }
 
@@ -75,10 +84,20 @@ Deno.test("hash-token main reads stdin, and refuses bad input with UsageError", 
   await t.step("--help", async () => {
     const { code, out } = await run(["--help"]);
     assert.equal(code, 0);
-    assert.match(out[0], /^Usage: relay hash-token/);
+    assert.match(out[0], /^Usage: relay hash-token/m);
+  });
+  await t.step("no token on a terminal: asks for it", async () => {
+    const asked: string[] = [];
+    const { code, out } = await run([], stdinOf("", true), (q) => {
+      asked.push(q);
+      return Promise.resolve("test");
+    });
+    assert.equal(code, 0);
+    assert.deepEqual(out, [SHA256_TEST]);
+    assert.match(asked[0], /Token/);
   });
   const bad: [string, string[], ReturnType<typeof stdinOf>, RegExp][] = [
-    ["no token and a terminal", [], stdinOf("", true), /Missing token/],
+    ["the prompt cancelled", [], stdinOf("", true), /Missing token/],
     ["an empty stdin", ["-"], stdinOf(""), /Token is empty/],
     ["two lines", ["-"], stdinOf("a\nb\n"), /more than one line/],
     ["a '|'", ["a|b"], stdinOf(""), /Invalid token/],
@@ -90,7 +109,8 @@ Deno.test("hash-token main reads stdin, and refuses bad input with UsageError", 
   ];
   for (const [what, args, stdin, expected] of bad) {
     await t.step(what, async () => {
-      await assert.rejects(() => run(args, stdin), (error: unknown) => {
+      const cancel = () => Promise.resolve(undefined);
+      await assert.rejects(() => run(args, stdin, cancel), (error: unknown) => {
         assert.ok(error instanceof UsageError, String(error));
         assert.match(error.message, expected);
         return true;

@@ -1,5 +1,13 @@
 /** The `relay tunnel` command line: flag parsing and usage errors. */
-import { main, parseExpose, parseForward, parsePeerService } from "../../lib/cli/tunnel.ts";
+import {
+  checkTunnelName,
+  main,
+  parseExpose,
+  parseForward,
+  parsePeerService,
+  TUNNEL_FLAGS,
+} from "../../lib/cli/tunnel.ts";
+import { markdownRows, parseFlags } from "../../lib/cli/flag_table.ts";
 import { fileURLToPath } from "node:url";
 import { UsageError } from "../../lib/cli/flags.ts";
 import { assert, assertEquals, assertThrows } from "../_helpers/tunnel.ts";
@@ -28,7 +36,13 @@ Deno.test("tunnel command parses --expose, --forward and PEER/SERVICE", async (t
       peer: "lab",
       service: "default",
     });
-    assertEquals(parsePeerService("a/b/ssh", "--stdio"), { peer: "a/b", service: "ssh" });
+    assertEquals(parsePeerService("my lab/ssh", "--stdio"), { peer: "my lab", service: "ssh" });
+  });
+  await t.step("a tunnel name cannot hold '/' or ',', so PEER/SERVICE is never ambiguous", () => {
+    assertThrows(() => parsePeerService("a/b/ssh", "--stdio"), UsageError, "--stdio");
+    assertThrows(() => checkTunnelName("x/y", "--name"), UsageError, "cannot contain '/'");
+    assertThrows(() => checkTunnelName("x,y", "--allow"), UsageError, "cannot contain ','");
+    checkTunnelName("my lab", "--name");
   });
   for (const bad of ["web=", "=1.2.3.4:80", "web=host", "a b=1.2.3.4:5", "web=1.2.3.4:0"]) {
     await t.step(`--expose ${bad} is a usage error`, () => {
@@ -63,6 +77,8 @@ Deno.test("tunnel command rejects bad flags with a usage error naming them", asy
     ], "twice"],
     [["--relay", "127.0.0.1:1", "--forward", "80=lab", "--open-timeout", "soon"], "--open-timeout"],
     [["--relay", "127.0.0.1:1", "--forward", "80=lab", "--bogus"], "--bogus"],
+    [["--relay", "127.0.0.1:1", "--name", "x/y", "--expose", "web=1.2.3.4:5"], "'/'"],
+    [["--relay", "127.0.0.1:1", "--forward", "80=lab", "--open-timeout", "0"], "above 0"],
   ];
   for (const [args, includes] of cases) {
     await t.step(args.join(" "), async () => {
@@ -94,4 +110,29 @@ Deno.test("tunnel command rejects bad flags with a usage error naming them", asy
     assertEquals(stderr.split("\n").length, 1, stderr);
     assert(stderr.includes("--relay"), stderr);
   });
+});
+
+Deno.test("the README tunnel flag table matches the declarations", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const lines = readme.slice(readme.indexOf("### `relay tunnel`")).split("\n");
+  const first = lines.findIndex((l) => l.startsWith("| flag"));
+  const rows: string[][] = [];
+  for (const line of lines.slice(first + 2)) {
+    if (!line.startsWith("|")) break;
+    rows.push(line.slice(1, -1).split(/(?<!\\)\|/).map((c) => c.trim()));
+  }
+  assertEquals(rows, markdownRows(TUNNEL_FLAGS.filter((f) => f.name !== "help")));
+});
+
+Deno.test("RELAY_FORWARD takes a quoted value with a space in the peer name", () => {
+  Deno.env.set("RELAY_FORWARD", `"28041=my lab/web" 28042=lab`);
+  try {
+    const forwards = parseFlags([], TUNNEL_FLAGS).list("forward").map(parseForward);
+    assertEquals(forwards, [
+      { hostname: "127.0.0.1", port: 28041, peer: "my lab", service: "web" },
+      { hostname: "127.0.0.1", port: 28042, peer: "lab", service: "default" },
+    ]);
+  } finally {
+    Deno.env.delete("RELAY_FORWARD");
+  }
 });

@@ -24,10 +24,17 @@ export {
 } from "./lib/relay/server.ts";
 export { AuthPolicy, type AuthPolicyOptions, hashToken } from "./lib/relay/auth.ts";
 export {
+  type ByeReason,
+  ControlRequestError,
+  type DeliveryError,
+  type FlushResult,
+  type Pong,
+  type PresenceChange,
   RegistrationError,
   RelayClient,
   type RelayClientOptions,
   type RelayMessage,
+  type WelcomeEvent,
 } from "./lib/client/client.ts";
 export {
   type ForwardOptions,
@@ -44,6 +51,10 @@ export {
   type DropReason,
   REFUSAL_REASONS,
   type RefusalReason,
+  REGISTRATION_REASONS,
+  type RegistrationReason,
+  CONTROL_ERROR_REASONS,
+  type ControlErrorReason,
 } from "./lib/wire/reasons.ts";
 export { ProtocolError, type ProtocolErrorCode } from "./lib/wire/relay.ts";
 export { VERSION } from "./lib/version.ts";

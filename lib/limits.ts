@@ -66,6 +66,38 @@ export const KEEPALIVE_MS = 10_000;
 /** Default TCP port of the relay (the original README's). */
 export const DEFAULT_PORT = 8080;
 
+// Control channel (docs/PROTOCOL.md, "Control channel"): every bound an opted-in client can reach.
+
+/** Largest control payload either way: a JSON object, never a file; bounds every reply too. */
+export const MAX_CONTROL_BYTES = 64 * 1024;
+
+/** Names one client may watch: enough for a contact list, small enough to bound presence. */
+export const MAX_WATCHED_NAMES = 256;
+
+/** Watches over all clients: caps presence memory (names ≤ 255 B) whatever the client count. */
+export const MAX_TOTAL_WATCHES = 256 * 1024;
+
+/** Most names in one `who` page (a page is also cut at `MAX_CONTROL_BYTES` of JSON). */
+export const MAX_WHO_LIMIT = 1_000;
+
+/** Names in a `who` page when the request gives no `limit`. */
+export const DEFAULT_WHO_LIMIT = 100;
+
+/** Window of the delivery-error rate limit: one event per destination per window. */
+export const ERROR_EVENT_INTERVAL_MS = 1_000;
+
+/** Destinations one client gets error events about per window; the rest count in `dropped`. */
+export const MAX_ERROR_DESTINATIONS = 64;
+
+/** Time a closing opted-in connection waits for its `bye` or `refused` to go out. */
+export const BYE_LINGER_MS = 500;
+
+/** Time a connection refused at accept has to show its first byte (`|` earns a `refused`). */
+export const REFUSE_PEEK_MS = 250;
+
+/** Connections refused at accept that may wait for their first byte at once; others just close. */
+export const MAX_REFUSE_PEEKS = 32;
+
 // Tunnel (lib/tunnel/): the tunnel's keepalive (PING interval) is KEEPALIVE_MS above.
 
 /** Time for a peer tunnel to answer HELLO and to accept a stream, and for the link to return. */

@@ -1,15 +1,21 @@
 /**
- * RelayClient: a relay connection for Deno programs. It registers a name, confirms the
- * registration, sends messages, yields the messages it receives and keeps itself alive.
+ * RelayClient: a relay connection for Deno programs. It opts in to the control channel,
+ * registers a name and learns the outcome, sends messages, yields the messages it receives,
+ * reports delivery errors and presence, and keeps itself alive.
  *
  * ```
- * connect ─► `name|` ─► probe `name|N|<nonce>` ─► the probe comes back: registered
- *         (the relay closes the connection instead when the name is taken)
+ * connect ─► |{"op":"hello","v":1,"name":…}  ─► welcome (limits) ─► registered
+ *                                                                 └► refused: RegistrationError
+ * send ─► dest|len|payload     flush/ping ─► |{"op":"ping"} ─► pong (dropped: messages that went nowhere)
  * ```
+ *
+ * A relay that predates the control channel closes the connection at the hello: `connect`
+ * then fails with a {@linkcode RegistrationError} of reason `no_answer`. RelayClient needs a
+ * relay with the control channel (relay 0.2 and later); seed clients need nothing.
  * @module
  */
 
-import { KEEPALIVE_MS, MAX_MESSAGE_BYTES } from "../limits.ts";
+import { KEEPALIVE_MS, MAX_CONTROL_BYTES, MAX_WHO_LIMIT } from "../limits.ts";
 import { Outbox } from "../io/outbox.ts";
 import {
   encodeFrame,
@@ -19,7 +25,21 @@ import {
   type Message,
   MessageDecoder,
 } from "../wire/relay.ts";
-import { bytesEqual, concat } from "../util/bytes.ts";
+import {
+  CONTROL_VERSION,
+  ControlError,
+  decodeEvent,
+  encodeControl,
+  type ErrorEvent,
+  parseControlFrame,
+  type PongEvent,
+  type RelayEvent,
+  type WelcomeEvent,
+} from "../wire/control.ts";
+import type { ControlErrorReason, DisconnectReason, RegistrationReason } from "../wire/reasons.ts";
+import { VERSION } from "../version.ts";
+
+export type { WelcomeEvent };
 
 /** A message received from another client. */
 export interface RelayMessage {
@@ -27,6 +47,56 @@ export interface RelayMessage {
   from: string;
   /** The payload bytes. */
   payload: Uint8Array;
+}
+
+/** A message of this client that the relay could not deliver. */
+export interface DeliveryError {
+  /** `unknown_destination` (nobody holds `dest`) or `message_too_large`. */
+  reason: "unknown_destination" | "message_too_large";
+  /** The destination of the message. */
+  dest: string;
+  /** `unknown_destination`: messages this report covers (reports are rate-limited). */
+  count: number;
+  /** `message_too_large`: the declared size. */
+  size?: number;
+  /** `message_too_large`: the relay's limit. */
+  limit?: number;
+  /** The relay's sentence. */
+  message: string;
+}
+
+/** A watched name came online or went offline. */
+export interface PresenceChange {
+  /** The name. */
+  name: string;
+  /** Whether it is registered now. */
+  online: boolean;
+}
+
+/** The answer to {@linkcode RelayClient.ping}. */
+export interface Pong {
+  /** Round trip in milliseconds. */
+  rttMs: number;
+  /** The relay's clock, ms since the Unix epoch. */
+  time: number;
+  /** This client's messages that went nowhere (offline destination) since the last pong. */
+  dropped: number;
+}
+
+/** The answer to {@linkcode RelayClient.flush}. */
+export interface FlushResult {
+  /** Messages sent before the flush that went nowhere (offline destination). */
+  dropped: number;
+  /** Delivery errors reported while flushing (rate-limited: `dropped` is the exact count). */
+  errors: DeliveryError[];
+}
+
+/** Why the relay closed the connection, from its `bye`. */
+export interface ByeReason {
+  /** The relay's reason, e.g. `idle_timeout`, `server_shutdown`, `protocol_error`. */
+  reason: DisconnectReason | "bad_control";
+  /** The relay's sentence. */
+  message: string;
 }
 
 /** Options of {@linkcode RelayClient.connect}. */
@@ -40,7 +110,7 @@ export interface RelayClientOptions {
   port: number;
   /** Name to register: 1–255 bytes of UTF-8, no `|`, `:` or control characters. */
   name: string;
-  /** Token for a name the relay's auth file owns (sent as `name:token|`). */
+  /** Token for a name the relay's auth file owns. */
   token?: string;
   /**
    * Connect over TLS; `caCerts` adds trusted CA certificates (PEM) for a private CA.
@@ -49,17 +119,17 @@ export interface RelayClientOptions {
   tls?: boolean | { caCerts?: string[] };
   /**
    * Interval of keepalives sent while the client is otherwise silent; 0 turns them off.
-   * @default {10000}
+   * @default {the relay's advice in welcome (a third of its idle timeout)}
    */
   keepaliveMs?: number;
   /**
-   * Time allowed to connect and confirm the registration.
+   * Time allowed to connect and register.
    * @default {10000}
    */
   connectTimeoutMs?: number;
   /**
    * Largest message accepted from the relay.
-   * @default {16777216}
+   * @default {the relay's message limit (and at least 1 MiB, for its replies)}
    */
   maxMessageBytes?: number;
   /**
@@ -67,6 +137,10 @@ export interface RelayClientOptions {
    * @default {4194304}
    */
   sendBufferBytes?: number;
+  /** Called for each delivery error the relay reports (while the client reads). */
+  onError?: (error: DeliveryError) => void;
+  /** Called when a watched name comes or goes (while the client reads). */
+  onPresence?: (change: PresenceChange) => void;
   /** Aborts connecting. */
   signal?: AbortSignal;
 }
@@ -81,17 +155,33 @@ const DIRECT_READ_MIN_BYTES = 16 * 1024;
 const CLOSE_DRAIN_MS = 5_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_SEND_BUFFER_BYTES = 4 * 1024 * 1024;
+/** Relay replies can be larger than a small `--max-message`: accept at least this. */
+const MIN_ACCEPT_BYTES = 1024 * 1024;
+/** Largest first frame (the welcome) read before the decoder is set up. */
+const MAX_WELCOME_BYTES = 16 * MAX_CONTROL_BYTES;
+
+interface Pending {
+  resolve: (event: RelayEvent) => void;
+  reject: (error: Error) => void;
+}
 
 /**
  * A client of a relay server.
  *
+ * Replies and events (delivery errors, presence, `bye`) arrive in the same stream as
+ * messages and are handled as the client reads: by {@linkcode RelayClient.receive} or
+ * iteration, and by the requests that wait for an answer (`ping`, `flush`, `who`, `watch`).
+ *
  * @example
  * ```ts
- * await using alice = await RelayClient.connect({ port: 8080, name: "alice" });
+ * await using alice = await RelayClient.connect({
+ *   port: 8080,
+ *   name: "alice",
+ *   onError: (e) => console.error(`Not delivered to ${e.dest}: ${e.reason}`),
+ * });
  * await alice.send("bob", new TextEncoder().encode("hello"));
- * for await (const { from, payload } of alice) {
- *   console.log(from, new TextDecoder().decode(payload));
- * }
+ * const { dropped } = await alice.flush(); // 1 when bob is offline
+ * console.log(await alice.who());          // ["alice", …]
  * ```
  */
 export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage> {
@@ -99,6 +189,12 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
   readonly name: string;
   /** Settles when the connection has ended, for whatever reason. */
   readonly closed: Promise<void>;
+  /** What the relay announced: its version, limits, whether names are owned, listing. */
+  readonly welcome: WelcomeEvent;
+  /** Called for each delivery error (settable after connect). */
+  onError: ((error: DeliveryError) => void) | undefined;
+  /** Called for each presence change of a watched name (settable after connect). */
+  onPresence: ((change: PresenceChange) => void) | undefined;
 
   readonly #conn: Deno.Conn;
   readonly #outbox: Outbox;
@@ -113,20 +209,34 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
   #timer: ReturnType<typeof setInterval> | undefined;
   #lastSent = performance.now();
   #closing: Promise<void> | undefined;
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+  #registration: Pending | undefined;
+  #bye: ByeReason | undefined;
+  readonly #collectors = new Set<DeliveryError[]>();
 
-  private constructor(conn: Deno.Conn, name: string, options: RelayClientOptions) {
+  private constructor(
+    conn: Deno.Conn,
+    name: string,
+    welcome: WelcomeEvent,
+    options: RelayClientOptions,
+  ) {
     this.#conn = conn;
     this.name = name;
+    this.welcome = welcome;
+    this.onError = options.onError;
+    this.onPresence = options.onPresence;
     this.closed = new Promise((resolve) => this.#endedResolve = resolve);
     this.#outbox = new Outbox(conn, {
       budgetBytes: options.sendBufferBytes ?? DEFAULT_SEND_BUFFER_BYTES,
       onError: () => this.#end(),
     });
     this.#decoder = new MessageDecoder({
-      maxMessageBytes: options.maxMessageBytes ?? MAX_MESSAGE_BYTES,
+      maxMessageBytes: options.maxMessageBytes ??
+        Math.max(welcome.limits?.max_message_bytes ?? 0, MIN_ACCEPT_BYTES),
     });
     this.#keepalive = encodeFrame(name, new Uint8Array(0));
-    const every = options.keepaliveMs ?? KEEPALIVE_MS;
+    const every = options.keepaliveMs ?? welcome.limits?.keepalive_ms ?? KEEPALIVE_MS;
     if (every > 0) {
       this.#timer = setInterval(() => {
         if (performance.now() - this.#lastSent >= every * 0.9) this.#write(this.#keepalive);
@@ -135,73 +245,89 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
   }
 
   /**
-   * Connects to a relay, registers `options.name` and confirms it.
-   * @throws {TypeError} on an invalid name
-   * @throws {Error} when the relay refuses the name (taken, or a wrong token), on connection
-   *   errors, or on timeout
+   * Connects to a relay, sends hello with `options.name`, and waits for the outcome.
+   * @throws {TypeError} on an invalid name or token
+   * @throws {RegistrationError} when the relay refuses (its `reason`: `name_taken`,
+   *   `bad_token`, `too_many_connections`, …) or closes without an answer (`no_answer`)
+   * @throws {Error} on connection errors, or on timeout
    */
   static async connect(options: RelayClientOptions): Promise<RelayClient> {
-    const register = encodeRegister(options.name, options.token);
+    encodeRegister(options.name, options.token); // throws TypeError on a bad name or token
+    const hello = encodeControl({
+      op: "hello",
+      v: CONTROL_VERSION,
+      client: `relay-deno/${VERSION}`,
+      name: options.name,
+      token: options.token,
+    });
     const timeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const signals = [AbortSignal.timeout(timeoutMs)];
     if (options.signal) signals.push(options.signal);
     const signal = AbortSignal.any(signals);
     const hostname = options.host ?? "127.0.0.1";
+    const where = `${hostname}:${options.port}`;
     const conn = await abortable(connectTo(hostname, options), signal, () => {});
-    const client = new RelayClient(conn, options.name, options);
+    let client: RelayClient | undefined;
+    const cleanup = () => {
+      if (client) client.#end();
+      else closeQuietly(conn);
+    };
     try {
-      await abortable(client.#confirm(register), signal, () => client.#end());
+      const registered = abortable(
+        (async () => {
+          await writeAll(conn, hello);
+          const { welcome, rest } = await readWelcome(conn, options.name, where);
+          client = new RelayClient(conn, options.name, welcome, options);
+          const answer = new Promise<RelayEvent>((resolve, reject) => {
+            client!.#registration = { resolve, reject };
+          });
+          if (rest.length > 0) client.#take(client.#decoder.push(rest));
+          await client.#until(answer);
+        })(),
+        signal,
+        cleanup,
+      );
+      await registered;
     } catch (error) {
-      client.#end();
+      cleanup();
       if (signal.aborted && !(error instanceof RegistrationError)) {
         throw new Error(
-          `Cannot register ${JSON.stringify(options.name)} at ${hostname}:${options.port}: ${
+          `Cannot register ${JSON.stringify(options.name)} at ${where}: ${
             options.signal?.aborted ? "aborted" : `no confirmation within ${timeoutMs} ms`
           }`,
         );
       }
       throw error;
     }
-    return client;
+    return client!;
   }
 
-  /** Sends the name, then a probe to itself; the probe coming back proves the name is ours. */
-  async #confirm(register: Uint8Array): Promise<void> {
-    const nonce = crypto.getRandomValues(new Uint8Array(16));
-    const probe = concat([register, encodeFrame(this.name, nonce)]);
-    this.#write(probe);
-    const early: RelayMessage[] = [];
-    for (;;) {
-      const message = await this.receive();
-      if (message === undefined) {
-        throw new RegistrationError(
-          `Cannot register ${
-            JSON.stringify(this.name)
-          }: the relay closed the connection (name taken, refused or invalid)`,
-        );
-      }
-      if (message.from === this.name && bytesEqual(message.payload, nonce)) {
-        // Messages that came before the probe stay queued, in order.
-        this.#inbox = [...early, ...this.#inbox.slice(this.#inboxAt)];
-        this.#inboxAt = 0;
-        return;
-      }
-      early.push(message);
-    }
+  /** The relay's reason for closing the connection, once it said `bye`. */
+  get bye(): ByeReason | undefined {
+    return this.#bye;
+  }
+
+  /** Largest payload the relay accepts (from its welcome). */
+  get maxMessageBytes(): number {
+    return this.welcome.limits.max_message_bytes;
   }
 
   /**
    * Sends `payload` to the client named `dest`. Resolves once the message is queued (small
    * payloads, copied) or written to the socket (large ones), so the caller may reuse the
-   * payload then; waits while the send buffer is full.
+   * payload then; waits while the send buffer is full. Whether it reached anyone is told by
+   * {@linkcode RelayClient.flush}.
    * @throws {TypeError} on an invalid destination name
    * @throws {RangeError} when the payload is larger than the relay's message limit
    * @throws {Error} when the connection has ended
    */
   async send(dest: string, payload: Uint8Array): Promise<void> {
     const name = encodeName(dest);
-    if (payload.length > MAX_MESSAGE_BYTES) {
-      throw new RangeError(`Message of ${payload.length} bytes is larger than the 16 MiB limit`);
+    const limit = this.maxMessageBytes;
+    if (payload.length > limit) {
+      throw new RangeError(
+        `Message of ${payload.length} bytes is larger than the relay's limit of ${limit} bytes`,
+      );
     }
     if (this.#ended || this.#closing) throw new Error("Cannot send: the connection is closed");
     this.#lastSent = performance.now();
@@ -221,6 +347,66 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
   }
 
   /**
+   * Asks the relay for a pong. Everything sent before it has been routed when it comes back.
+   * @throws {Error} when the connection ends first
+   */
+  async ping(): Promise<Pong> {
+    const start = performance.now();
+    const pong = await this.#request({ op: "ping" }) as PongEvent;
+    return { rttMs: performance.now() - start, time: pong.time, dropped: pong.dropped };
+  }
+
+  /**
+   * Waits until everything sent so far has been routed by the relay (a ping is a barrier)
+   * and tells how many of those messages went nowhere. `relay send` exits non-zero unless
+   * `dropped` is 0.
+   * @throws {Error} when the connection ends first (the relay's `bye` says why)
+   */
+  async flush(): Promise<FlushResult> {
+    const errors: DeliveryError[] = [];
+    this.#collectors.add(errors);
+    try {
+      const pong = await this.ping();
+      return { dropped: pong.dropped, errors };
+    } finally {
+      this.#collectors.delete(errors);
+    }
+  }
+
+  /**
+   * The names online, sorted by their UTF-8 bytes, following the relay's pages.
+   * @param prefix only names that start with it
+   * @throws {ControlRequestError} with reason `listing_disabled` on a relay with `--listing off`
+   */
+  async who(prefix?: string): Promise<string[]> {
+    const names: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.#request({ op: "who", prefix, after, limit: MAX_WHO_LIMIT });
+      if (page.op !== "names") throw new Error(`Unexpected reply ${page.op} to who`);
+      names.push(...page.names);
+      if (!page.more || page.names.length === 0) return names;
+      after = page.names[page.names.length - 1];
+    }
+  }
+
+  /**
+   * Watches `names`: `onPresence` is called when one of them registers or leaves.
+   * @returns the names among them that are online now
+   * @throws {ControlRequestError} with reason `too_many_watches` past the relay's bound
+   */
+  async watch(names: readonly string[]): Promise<string[]> {
+    for (const name of names) encodeName(name);
+    const reply = await this.#request({ op: "watch", names: [...names] });
+    return reply.op === "watching" ? reply.online : [];
+  }
+
+  /** Stops watching `names`. */
+  async unwatch(names: readonly string[]): Promise<void> {
+    await this.#request({ op: "unwatch", names: [...names] });
+  }
+
+  /**
    * The next message, or `undefined` once the connection has ended. Reads from the socket
    * only when asked, so a consumer that stops asking slows its senders down.
    * @throws {ProtocolError} when the relay sends bytes that are not frames
@@ -236,8 +422,7 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
         return message;
       }
       if (this.#ended) return undefined;
-      this.#reading ??= this.#read().finally(() => this.#reading = undefined);
-      if (!await this.#reading) return undefined;
+      if (!await this.#pump()) return undefined;
     }
   }
 
@@ -274,6 +459,35 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     return this.close();
   }
 
+  /** Sends a request and reads until its answer comes. */
+  #request(request: Record<string, unknown>): Promise<RelayEvent> {
+    if (this.#ended || this.#closing) {
+      return Promise.reject(new Error("Cannot ask the relay: the connection is closed"));
+    }
+    const id = this.#nextId++;
+    const answer = new Promise<RelayEvent>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+    });
+    this.#write(encodeControl({ ...request, id }, MAX_CONTROL_BYTES));
+    return this.#until(answer);
+  }
+
+  /** Reads (sharing the read in progress) until `answer` settles or the connection ends. */
+  async #until<T>(answer: Promise<T>): Promise<T> {
+    let settled = false;
+    const done = answer.then(() => settled = true, () => settled = true);
+    while (!settled && !this.#ended) {
+      await Promise.race([done, this.#pump()]);
+    }
+    return await answer;
+  }
+
+  /** One read, shared by everyone waiting; false once the connection has ended. */
+  #pump(): Promise<boolean> {
+    this.#reading ??= this.#read().finally(() => this.#reading = undefined);
+    return this.#reading;
+  }
+
   async #read(): Promise<boolean> {
     let n: number | null;
     // Inside a large payload, read straight into the message: one copy fewer.
@@ -302,9 +516,84 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     if (messages.length > 0) {
       // Payloads may be views of the read buffer: the next read gets a fresh one.
       if (!direct) this.#buf = new Uint8Array(READ_BYTES);
-      for (const m of messages) this.#inbox.push({ from: m.name, payload: m.payload });
+      this.#take(messages);
     }
     return true;
+  }
+
+  /** Sorts decoded frames: from the empty sender, control events; the rest, messages. */
+  #take(messages: Message[]): void {
+    for (const m of messages) {
+      if (m.name !== "") {
+        this.#inbox.push({ from: m.name, payload: m.payload });
+        continue;
+      }
+      let event: RelayEvent;
+      try {
+        event = decodeEvent(m.payload);
+      } catch (error) {
+        if (error instanceof ControlError) continue; // not ours to fail on: skip it
+        throw error;
+      }
+      this.#dispatch(event);
+    }
+  }
+
+  #dispatch(event: RelayEvent): void {
+    switch (event.op) {
+      case "registered":
+        this.#registration?.resolve(event);
+        this.#registration = undefined;
+        return;
+      case "refused":
+        this.#registration?.reject(
+          new RegistrationError(
+            event.reason,
+            `Cannot register ${JSON.stringify(this.name)}: ${event.message}`,
+          ),
+        );
+        this.#registration = undefined;
+        return;
+      case "online":
+      case "offline":
+        this.onPresence?.({ name: event.name, online: event.op === "online" });
+        return;
+      case "bye":
+        this.#bye = { reason: event.reason, message: event.message };
+        return;
+      case "error":
+        if (event.id === undefined) return this.#deliveryError(event);
+        break;
+    }
+    const id = (event as { id?: unknown }).id;
+    if (typeof id !== "number") return; // an event this client does not know: ignored
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#pending.delete(id);
+    if (event.op === "error") {
+      pending.reject(
+        new ControlRequestError(
+          event.reason,
+          event.message ?? `The relay answered ${event.reason}`,
+        ),
+      );
+    } else {
+      pending.resolve(event);
+    }
+  }
+
+  #deliveryError(event: ErrorEvent): void {
+    if (event.reason !== "unknown_destination" && event.reason !== "message_too_large") return;
+    const error: DeliveryError = {
+      reason: event.reason,
+      dest: event.dest ?? "",
+      count: event.count ?? 1,
+      size: event.size,
+      limit: event.limit,
+      message: event.message ?? event.reason,
+    };
+    for (const errors of this.#collectors) errors.push(error);
+    this.onError?.(error);
   }
 
   #write(bytes: Uint8Array): void {
@@ -317,21 +606,117 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     this.#ended = true;
     clearInterval(this.#timer);
     this.#outbox.close();
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
-    }
+    closeQuietly(this.#conn);
+    const why = this.#bye
+      ? `the relay closed the connection: ${this.#bye.reason}: ${this.#bye.message}`
+      : "the connection closed";
+    for (const pending of this.#pending.values()) pending.reject(new Error(`No answer: ${why}`));
+    this.#pending.clear();
+    this.#registration?.reject(
+      new RegistrationError(
+        "no_answer",
+        `Cannot register ${JSON.stringify(this.name)}: ${why} before answering`,
+      ),
+    );
+    this.#registration = undefined;
     this.#endedResolve();
   }
 }
 
-/** The relay refused the registration. */
+/** The relay refused the registration, or closed the connection before answering. */
 export class RegistrationError extends Error {
-  /** @param message what happened */
-  constructor(message: string) {
+  /**
+   * The relay's reason (`name_taken`, `bad_token`, `auth_required`, `too_many_connections`,
+   * …), or `no_answer` when it closed without one (a relay that predates the control channel,
+   * or something that is not a relay).
+   */
+  readonly reason: RegistrationReason | "no_answer";
+  /**
+   * @param reason why
+   * @param message what happened
+   */
+  constructor(reason: RegistrationReason | "no_answer", message: string) {
     super(message);
     this.name = "RegistrationError";
+    this.reason = reason;
+  }
+}
+
+/** The relay answered a request with an error (`listing_disabled`, `too_many_watches`, …). */
+export class ControlRequestError extends Error {
+  /** The relay's reason. */
+  readonly reason: ControlErrorReason;
+  /**
+   * @param reason the relay's reason
+   * @param message the relay's sentence
+   */
+  constructor(reason: ControlErrorReason, message: string) {
+    super(message);
+    this.name = "ControlRequestError";
+    this.reason = reason;
+  }
+}
+
+/** Reads the relay's first frame: `welcome`, or `refused` at accept. */
+async function readWelcome(
+  conn: Deno.Conn,
+  name: string,
+  where: string,
+): Promise<{ welcome: WelcomeEvent; rest: Uint8Array }> {
+  let buf = new Uint8Array(1024);
+  let have = 0;
+  for (;;) {
+    let frame;
+    try {
+      frame = parseControlFrame(buf.subarray(0, have), MAX_WELCOME_BYTES);
+    } catch {
+      throw new RegistrationError(
+        "no_answer",
+        `Cannot register ${
+          JSON.stringify(name)
+        } at ${where}: the relay does not speak the control channel`,
+      );
+    }
+    if (frame !== undefined) {
+      const event = decodeEvent(frame.payload);
+      if (event.op === "refused") {
+        throw new RegistrationError(
+          event.reason,
+          `Cannot register ${JSON.stringify(name)} at ${where}: ${event.message}`,
+        );
+      }
+      if (event.op !== "welcome") {
+        throw new RegistrationError("no_answer", `Expected welcome from ${where}, got ${event.op}`);
+      }
+      return { welcome: event, rest: buf.slice(frame.consumed, have) };
+    }
+    if (have === buf.length) {
+      const grown = new Uint8Array(Math.min(buf.length * 4, MAX_WELCOME_BYTES + 32));
+      grown.set(buf);
+      buf = grown;
+    }
+    const n = await conn.read(buf.subarray(have));
+    if (n === null) {
+      throw new RegistrationError(
+        "no_answer",
+        `Cannot register ${
+          JSON.stringify(name)
+        } at ${where}: the relay closed the connection without answering (a relay older than the control channel?)`,
+      );
+    }
+    have += n;
+  }
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
   }
 }
 

@@ -24,6 +24,9 @@ import {
   type Registration,
 } from "../wire/relay.ts";
 import { Router } from "./router.ts";
+import { BYE_LINGER_MS, type ControlHub, ControlSession } from "./control.ts";
+import { ControlError } from "../wire/control.ts";
+import { type FrameSink, SEP } from "../wire/relay.ts";
 
 import type { DisconnectReason } from "../wire/reasons.ts";
 
@@ -71,6 +74,8 @@ export interface ConnectionHost {
   share(ip: string): (QueueShare & { release(): void }) | undefined;
   /** Called once when the connection has ended. */
   ended(conn: Connection, reason: DisconnectReason): void;
+  /** The control channel, for clients that opt in (first byte `|`); absent: nobody can. */
+  readonly control?: ControlHub;
   /** Counts a message delivered or dropped. */
   count(event: "delivered" | "unknown_destination" | "receiver_gone", bytes: number): void;
 }
@@ -94,10 +99,14 @@ export class Connection {
   readonly since: number;
   /** The queue of bytes going to this client. */
   readonly outbox: Outbox;
+  /** Whether deliveries to this client are framed (always, once it opted in to control). */
+  framed: boolean;
+  /** The control channel, once this client opted in. */
+  control: ControlSession | undefined;
 
   readonly #conn: RelayConn;
   readonly #host: ConnectionHost;
-  readonly #parser: FrameParser;
+  #parser: FrameParser;
   readonly #router: Router;
   readonly #share: { release(): void } | undefined;
   #closed = false;
@@ -130,6 +139,7 @@ export class Connection {
       : `${addr.hostname}:${addr.port}`;
     this.since = this.lastActivity = performance.now();
     this.#parser = new FrameParser({ maxMessageBytes: host.limits.maxMessageBytes });
+    this.framed = host.deliver === "framed";
     this.#router = new Router(this, host);
     const rate = host.limits.bandwidthBytesPerSecond;
     if (rate > 0) this.#bandwidth = new BandwidthLimiter({ bytesPerSecond: rate });
@@ -166,7 +176,7 @@ export class Connection {
       await this.#readLoop();
     } catch (error) {
       if (this.#closed) return;
-      if (error instanceof ProtocolError) {
+      if (error instanceof ProtocolError || error instanceof ControlError) {
         this.close(this.name === undefined ? "bad_registration" : "protocol_error", error.message);
       } else {
         this.close("connection_error", errorText(error));
@@ -187,6 +197,18 @@ export class Connection {
     this.#wake?.();
     this.#router.abortFrame();
     this.#router.forget();
+    // An opted-in client is told why first: the socket lingers until that is written.
+    if (this.control?.farewell(reason, detail)) this.#linger();
+    else this.#shut();
+    const log = this.#host.log;
+    const who = this.name ?? `connection ${this.id}`;
+    const props = { id: this.id, remote: this.remote, name: this.name, who, reason, detail };
+    if (detail) log.info("Disconnected {who} ({remote}): {reason}: {detail}", props);
+    else log.info("Disconnected {who} ({remote}): {reason}", props);
+    this.#host.ended(this, reason);
+  }
+
+  #shut(): void {
     this.outbox.close();
     this.#share?.release();
     try {
@@ -194,12 +216,18 @@ export class Connection {
     } catch {
       // Already closed by the peer.
     }
-    const log = this.#host.log;
-    const who = this.name ?? `connection ${this.id}`;
-    const props = { id: this.id, remote: this.remote, name: this.name, who, reason, detail };
-    if (detail) log.info("Disconnected {who} ({remote}): {reason}: {detail}", props);
-    else log.info("Disconnected {who} ({remote}): {reason}", props);
-    this.#host.ended(this, reason);
+  }
+
+  /** Closes once the queue is written (the `bye`), or after {@linkcode BYE_LINGER_MS}. */
+  #linger(): void {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    Promise.race([
+      this.outbox.drained(),
+      new Promise((resolve) => timer = setTimeout(resolve, BYE_LINGER_MS)),
+    ]).then(() => {
+      clearTimeout(timer);
+      this.#shut();
+    });
   }
 
   /** Reads and checks the registration; returns the bytes after it, or undefined if refused. */
@@ -214,6 +242,12 @@ export class Connection {
       }
       have += n;
       this.lastActivity = performance.now();
+      // `|` then a digit opts in (a frame to the relay, the empty name); `|` then anything else
+      // is an empty name, refused as before.
+      if (buf[0] === SEP && this.#host.control) {
+        if (have === 1) continue;
+        if (buf[1] >= 0x30 && buf[1] <= 0x39) return this.#registerControl(buf.subarray(0, have));
+      }
       const registration = parseRegistration(buf.subarray(0, have));
       if (registration === undefined) {
         if (have >= MAX_REGISTRATION_BYTES) {
@@ -261,6 +295,7 @@ export class Connection {
         }
         const n = await this.#conn.read(buf);
         if (n === null) break;
+        if (this.#closed) return; // closed while lingering for its bye
         this.lastActivity = performance.now();
         const filled = n === buf.length;
         await this.#route(buf.subarray(0, n));
@@ -308,7 +343,8 @@ export class Connection {
   async #route(bytes: Uint8Array): Promise<void> {
     const router = this.#router;
     router.pooled = this.#pooled;
-    this.#parser.push(bytes, router);
+    this.#parser.push(bytes, this.#sink ?? router);
+    if (this.control?.busy) await this.#settle();
     const full = router.takeFull();
     if (full.length === 0) return;
     this.#waiting = true;
@@ -319,6 +355,56 @@ export class Connection {
       this.#waiting = false;
       this.#heldSince = 0;
       // Time spent held back by a receiver is not idleness.
+      this.lastActivity = performance.now();
+    }
+  }
+
+  // The control channel (lib/relay/control.ts): only clients whose first byte is `|` get here.
+
+  /** Frame sink of an opted-in client: its control frames, then the router. */
+  #sink: FrameSink | undefined;
+
+  /** Registers through the control channel; returns the bytes after it, or undefined. */
+  async #registerControl(first: Uint8Array): Promise<Uint8Array | undefined> {
+    const host = this.#host;
+    const session = new ControlSession(host.control!, {
+      owner: this,
+      outbox: this.outbox,
+      isClosed: () => this.#closed,
+      registeredName: () => this.name,
+      read: (buf) => this.#conn.read(buf),
+      touch: () => this.lastActivity = performance.now(),
+      admit: (name, token) => host.admit(this, { name, token, consumed: 0 }),
+      claim: (name) => {
+        if (!host.claim(name, this)) return false;
+        this.name = name;
+        this.#router.registered(name);
+        host.log.info("Registered {name} ({remote})", { id: this.id, remote: this.remote, name });
+        return true;
+      },
+      close: (reason, detail) => this.close(reason, detail),
+      log: host.log,
+      id: this.id,
+      remote: this.remote,
+    });
+    this.control = session;
+    this.framed = true;
+    const rest = await session.register(first);
+    if (rest === undefined) return undefined;
+    // The session checks the message limit itself, to tell the sender; the parser only bounds
+    // the digits.
+    this.#parser = new FrameParser({ maxMessageBytes: Infinity });
+    this.#sink = session.sink(this.#router);
+    return rest;
+  }
+
+  /** Waits while the client's own replies fill its queue (it asks and does not read). */
+  async #settle(): Promise<void> {
+    this.#waiting = true;
+    try {
+      await this.control!.settle();
+    } finally {
+      this.#waiting = false;
       this.lastActivity = performance.now();
     }
   }

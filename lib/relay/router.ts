@@ -105,6 +105,7 @@ export class Router implements FrameSink {
     if (dest === undefined || dest.closed) {
       this.#mode = Route.Drop;
       this.#host.count("unknown_destination", length);
+      this.#sender.control?.dropped(name); // opted in: tell the sender (rate-limited)
       this.#host.log.debug("Dropped {length} bytes from {name} to unknown {dest}", {
         length,
         name: this.#sender.name,
@@ -132,7 +133,7 @@ export class Router implements FrameSink {
     const dest = this.#dest;
     if (this.#mode === Route.Drop || dest === undefined) return;
     if (this.#mode === Route.Whole) {
-      const name = this.#host.deliver === "framed" ? this.#prefix : undefined;
+      const name = dest.framed ? this.#prefix : undefined;
       if (end && this.#wholeAt === 0) {
         // The usual case: the whole payload is in this read; copy it straight into the queue.
         dest.outbox.pushFrame(name, bytes);
@@ -173,7 +174,7 @@ export class Router implements FrameSink {
    * @returns the bytes to queue for this piece (with the header in front when in place)
    */
   #beginStream(dest: Connection, bytes: Uint8Array): Uint8Array {
-    const framed = this.#host.deliver === "framed";
+    const framed = dest.framed;
     const length = this.#frameLength;
     const headerBytes = framed ? headerLength(this.#prefix.length, length) : 0;
     const at = bytes.byteOffset - headerBytes;

@@ -26,6 +26,8 @@ import type { AuthPolicy } from "./auth.ts";
 import { addressKey, ConnectionCounter, RateLimiter } from "./limiter.ts";
 import type { Registration } from "../wire/relay.ts";
 import { Registry } from "./registry.ts";
+import { ControlHub } from "./control.ts";
+import { VERSION } from "../version.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 
@@ -113,6 +115,12 @@ export interface RelayServerOptions {
    * @default {0}
    */
   bandwidthBytesPerSecond?: number;
+  /**
+   * Whether opted-in clients may list who is online (`who`); `--listing off` for a public
+   * relay. Watching given names works either way.
+   * @default {true}
+   */
+  listing?: boolean;
 }
 
 /** A PEM certificate chain and its private key. */
@@ -222,6 +230,8 @@ export class RelayServer implements AsyncDisposable {
   };
   readonly #decoder = new TextDecoder("utf-8", { fatal: true });
   readonly #host: ConnectionHost;
+  /** The control channel's shared state: welcome, presence, directory, refusals. */
+  readonly #control: ControlHub;
   readonly #perIp: ConnectionCounter | undefined;
   readonly #registerRate: RateLimiter | undefined;
   readonly #authFailures: RateLimiter;
@@ -232,6 +242,18 @@ export class RelayServer implements AsyncDisposable {
     this.#memory = new MemoryBudget({
       budgetBytes: options.maxMemoryBytes,
       maxPerReceiverBytes: options.maxBufferBytes,
+    });
+    const registry = this.#registry;
+    this.#control = new ControlHub({
+      relayVersion: VERSION,
+      maxMessageBytes: options.maxMessageBytes,
+      maxBufferBytes: options.maxBufferBytes,
+      registerTimeoutMs: options.registerTimeoutMs,
+      idleTimeoutMs: options.idleTimeoutMs,
+      namesOwned: options.auth !== undefined,
+      listing: options.listing,
+      names: () => Array.from(registry.values(), (c) => c.name!),
+      isOnline: (name) => registry.get(name) !== undefined,
     });
     this.#host = this.#makeHost();
     if (options.maxConnectionsPerIp > 0) {
@@ -285,6 +307,7 @@ export class RelayServer implements AsyncDisposable {
       shutdownGraceMs: options.shutdownGraceMs ?? 0,
       maxConnectionsPerIp: options.maxConnectionsPerIp ?? 0,
       bandwidthBytesPerSecond: options.bandwidthBytesPerSecond ?? 0,
+      listing: options.listing ?? true,
       authFailureRate: options.authFailureRate ??
         { limit: AUTH_FAILURES_PER_MINUTE, intervalMs: 60_000 },
       tls: options.tls,
@@ -459,6 +482,7 @@ export class RelayServer implements AsyncDisposable {
     }
     clearInterval(this.#sweep);
     for (const conn of [...this.#connections]) conn.close("server_shutdown");
+    await this.#control.close();
     await Promise.allSettled([...this.#tasks]);
     this.#log.info("Stopped");
   }
@@ -541,6 +565,10 @@ export class RelayServer implements AsyncDisposable {
         more: last?.suppressed ? ` (and ${last.suppressed} more since the last report)` : "",
       });
     }
+    if (reason === "too_many_connections" || reason === "too_many_connections_per_ip") {
+      this.#control.refuser.refuse(conn, reason); // `refused` to an opted-in client, then close
+      return;
+    }
     try {
       conn.close();
     } catch {
@@ -597,6 +625,7 @@ export class RelayServer implements AsyncDisposable {
     const stats = this.#stats;
     const registry = this.#registry;
     const memory = this.#memory;
+    const control = this.#control;
     return {
       limits: {
         maxMessageBytes: options.maxMessageBytes,
@@ -606,8 +635,17 @@ export class RelayServer implements AsyncDisposable {
       deliver: options.deliver,
       log: getLogger(["relay", "conn"]),
       admit: (conn, registration) => this.#admitRegistration(conn, registration),
-      claim: (name, conn) => this.#registry.claim(name, conn),
-      release: (name, conn) => this.#registry.release(name, conn),
+      claim: (name, conn) => {
+        if (!registry.claim(name, conn)) return false;
+        control.online(name);
+        return true;
+      },
+      release: (name, conn) => {
+        if (registry.get(name) !== conn) return;
+        registry.release(name, conn);
+        control.offline(name);
+      },
+      control,
       get generation() {
         return registry.generation;
       },

@@ -65,6 +65,60 @@ export const DROP_REASONS = {
 /** Why a message was not delivered; counted per reason. */
 export type DropReason = keyof typeof DROP_REASONS;
 
+/**
+ * Why the relay refused a registration, sent to an opted-in client as
+ * `{"op":"refused","reason":…}` before it closes the connection (docs/PROTOCOL.md, "Register").
+ */
+export const REGISTRATION_REASONS = {
+  /** Another client holds the name. */
+  name_taken: "The name is already registered",
+  /** Not 1–255 bytes of UTF-8 without `|`, `:` or control characters. */
+  invalid_name: "The name is not valid",
+  /** The name is owned (auth file) or `--require-auth` is on, and no token was sent. */
+  auth_required: "The name needs a token",
+  /** The token is wrong (or not a valid token). */
+  bad_token: "The token is wrong",
+  /** Too many registrations or wrong tokens from this address. */
+  rate_limited: "Too many attempts from this address",
+  /** The relay is at `--max-connections`. */
+  too_many_connections: "The relay has too many connections",
+  /** This address is at `--max-connections-per-ip`. */
+  too_many_connections_per_ip: "Too many connections from this address",
+  /** The hello's `v` is not a version the relay speaks. */
+  unsupported_version: "The relay does not speak this control channel version",
+  /** No registration within the register timeout. */
+  register_timeout: "No registration within the register timeout",
+} as const;
+
+/** Why a registration was refused. */
+export type RegistrationReason = keyof typeof REGISTRATION_REASONS;
+
+/**
+ * Reasons of the control channel's `error` replies and events, and the `bye` reason for a
+ * broken control payload (docs/PROTOCOL.md, "Control channel").
+ */
+export const CONTROL_ERROR_REASONS = {
+  /** The request's `op` is not one the relay knows (the connection stays open). */
+  unknown_op: "Unknown request",
+  /** A field of the request has the wrong type or value. */
+  bad_request: "The request is not valid",
+  /** The request needs a registered name. */
+  not_registered: "Register first",
+  /** `who` is turned off on this relay (`--listing off`). */
+  listing_disabled: "Listing names is turned off on this relay",
+  /** The client would watch more names than allowed. */
+  too_many_watches: "Too many watched names",
+  /** A message went to a name nobody holds (event; the sender stays connected). */
+  unknown_destination: "No client has that name",
+  /** A message was over the relay's message limit (event; then `bye` and close). */
+  message_too_large: "The message is larger than the relay's limit",
+  /** A control payload that is not a JSON object with a string `op`, or too large (`bye`). */
+  bad_control: "The control request could not be read",
+} as const;
+
+/** Reason of a control-channel `error`. */
+export type ControlErrorReason = keyof typeof CONTROL_ERROR_REASONS;
+
 // ---- Tunnel (lib/tunnel/) ----
 
 /**

@@ -179,6 +179,15 @@ export const SERVE_FLAGS: readonly Flag[] = [
     help: "bytes per second one client may send",
     group: PUBLIC_GROUP,
   },
+  {
+    name: "listing",
+    env: "RELAY_LISTING",
+    type: "choice",
+    choices: ["on", "off"],
+    default: "on",
+    help: "whether clients may list who is online ('relay who'); watching names works either way",
+    group: PUBLIC_GROUP,
+  },
   ...logFlags("info"),
 ];
 
@@ -215,6 +224,7 @@ export async function main(args: string[]): Promise<number> {
     maxConnectionsPerIp: flags.count("max-connections-per-ip"),
     registerRate: rateFlag(flags),
     bandwidthBytesPerSecond: flags.size("bandwidth"),
+    listing: flags.choice<"on" | "off">("listing") !== "off",
   };
   const certFile = flags.string("tls-cert");
   const keyFile = flags.string("tls-key");

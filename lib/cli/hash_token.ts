@@ -128,8 +128,9 @@ const CTRL_U = 0x15;
  */
 export async function promptHidden(question: string): Promise<string | undefined> {
   const encoder = new TextEncoder();
-  Deno.stderr.writeSync(encoder.encode(question));
+  // Raw (no echo) before the prompt shows, so nothing typed after it can be echoed.
   Deno.stdin.setRaw(true);
+  Deno.stderr.writeSync(encoder.encode(question));
   const bytes: number[] = [];
   const buf = new Uint8Array(256);
   try {

@@ -118,3 +118,43 @@ Deno.test("hash-token main reads stdin, and refuses bad input with UsageError", 
     });
   }
 });
+
+const HAS_SCRIPT = Deno.build.os === "linux" &&
+  await new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" })
+    .output().then((o) => o.success, () => false);
+
+Deno.test({
+  name: "hash-token on a terminal prompts and reads the token without echo",
+  ignore: !HAS_SCRIPT, // util-linux script(1) gives the command a pseudo-terminal
+  async fn() {
+    const child = new Deno.Command("script", {
+      args: ["-q", "-c", `"${Deno.execPath()}" run -A "${MAIN}" hash-token`, "/dev/null"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    let seen = "";
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const deadline = Date.now() + 10_000;
+    let typed = false;
+    while (Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      seen += value;
+      if (!typed && seen.includes("Token (not shown): ")) {
+        typed = true;
+        await writer.write(new TextEncoder().encode("test\r"));
+      }
+      if (seen.includes("Auth file entry")) break;
+    }
+    await writer.close().catch(() => {});
+    await reader.cancel().catch(() => {});
+    const status = await child.status;
+    assert.ok(typed, `no prompt in: ${JSON.stringify(seen)}`);
+    assert.match(seen, new RegExp(SHA256_TEST));
+    assert.doesNotMatch(seen, /test\r?\n/, "the token is not echoed");
+    assert.equal(status.code, 0);
+  },
+});

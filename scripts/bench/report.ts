@@ -491,6 +491,9 @@ function extraText(s: ScenarioResult, r: Row): string {
         formatValue(d.maxStreamMBps, "MB/s")
       }, fairness ${(d.fairness ?? 0).toFixed(2)}`,
     );
+    if (d.firstDeliverySeconds !== undefined) {
+      parts.push(`all streams flowing after ${d.firstDeliverySeconds.toFixed(2)} s`);
+    }
   }
   if (d.acceptPerSecond !== undefined) parts.push(`${compact(d.acceptPerSecond)} reg/s`);
   if ((d.generatorCpu ?? 0) >= GENERATOR_BOUND_PERCENT && r.role !== "ceiling") {

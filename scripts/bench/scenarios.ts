@@ -812,6 +812,7 @@ async function runTunnel(
           detail: {
             serverCpu: r.serverCpu,
             generatorCpu: r.generatorCpu,
+            firstDeliverySeconds: r.firstDeliverySeconds,
             minStreamMBps: r.minPairBytesPerSecond / 1e6,
             maxStreamMBps: r.maxPairBytesPerSecond / 1e6,
             fairness: r.maxPairBytesPerSecond > 0
@@ -828,7 +829,7 @@ async function runTunnel(
         unit: "MB/s",
         higherIsBetter: true,
         method:
-          `${streams} TCP connections at once through one forwarding tunnel → relay → exposing tunnel → a byte-counting sink, each written in 64 KiB pieces as fast as it goes; the figure is all streams together, and the notes give the slowest and fastest stream and their ratio (fairness, 1 = equal shares). The same through ssh -L (one SSH connection) and directly.`,
+          `${streams} TCP connections at once through one forwarding tunnel → relay → exposing tunnel → a byte-counting sink, each written in 64 KiB pieces as fast as it goes; the figure is all streams together, and the notes give the slowest and fastest stream and their ratio (fairness, 1 = equal shares), and the time until every stream had delivered its first bytes (counting starts after that and the warmup). The same through ssh -L (one SSH connection) and directly.`,
         rows: streamRows,
       });
     }

@@ -20,7 +20,8 @@ import type { RelayServer, TlsCertificate } from "../relay/server.ts";
 import { MAX_LISTED_NAMES, StatusSampler, type StatusSnapshot } from "./status.ts";
 import { METRICS_CONTENT_TYPE, RelayMetrics } from "./metrics.ts";
 import { HttpToken, unauthorized } from "./http_auth.ts";
-import { WebSocketConn } from "./ws_conn.ts";
+import { WebSocketConn, WS_MAX_UNREAD_BYTES } from "./ws_conn.ts";
+import { MAX_MESSAGE_BYTES } from "../limits.ts";
 import { ASSETS } from "./assets.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 
@@ -63,6 +64,11 @@ export interface WebServerOptions {
    * @default {8388608}
    */
   maxBufferBytes?: number;
+  /**
+   * The relay's message limit: a WebSocket may have this plus 4 MiB unread (it cannot be paused).
+   * @default {16777216}
+   */
+  maxMessageBytes?: number;
   /**
    * The relay's connection limit, for `/readyz` and the page.
    * @default {16384}
@@ -356,6 +362,7 @@ export class WebServer implements AsyncDisposable {
     const { socket, response } = Deno.upgradeWebSocket(request);
     const conn = new WebSocketConn(socket, {
       remoteAddr,
+      maxUnreadBytes: (this.#options.maxMessageBytes ?? MAX_MESSAGE_BYTES) + WS_MAX_UNREAD_BYTES,
       onOverflow: () => {
         this.#overflows++;
         this.#log.info("Closed the WebSocket of {remote}: too much unread input", {

@@ -12,20 +12,23 @@
  * outgoing side keeps backpressure: `write` does not return while more than
  * {@linkcode WS_HIGH_WATER_BYTES} wait in the socket, so a browser that stops reading stalls the
  * relay's outbox for it (bounded by its budget, then the write timeout) instead of growing memory.
- * The incoming side cannot pause a WebSocket, so unread input is bounded instead: past
- * {@linkcode WS_MAX_UNREAD_BYTES} the connection is closed (`client.js` never gets near it: it
- * waits for a ping barrier every {@linkcode WS_MAX_UNREAD_BYTES}/4 bytes).
+ * The incoming side cannot pause a WebSocket, so unread input is bounded instead: past one
+ * message plus {@linkcode WS_MAX_UNREAD_BYTES} the connection is closed (`client.js` never gets
+ * near it: it waits for a ping barrier every 1 MiB between messages).
  * @module
  */
 
 import type { RelayConn } from "../relay/connection.ts";
+import { MAX_MESSAGE_BYTES } from "../limits.ts";
 
 /** `write` waits while more than this is buffered in the socket: a few large writes in flight. */
 export const WS_HIGH_WATER_BYTES = 256 * 1024;
 
 /**
- * Bytes received from the browser and not yet read by the relay before the connection is closed.
- * A WebSocket cannot be paused, so this bounds what a sender to a full receiver can pile up.
+ * Bytes received from the browser and not yet read by the relay, beyond one whole message,
+ * before the connection is closed. A WebSocket cannot be paused, so this bounds what a sender
+ * to a full receiver can pile up; `client.js` waits for a ping barrier every 1 MiB between
+ * messages, so it stays within one message plus 1 MiB.
  */
 export const WS_MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 
@@ -40,8 +43,9 @@ export interface WebSocketConnOptions {
   /** Address of the peer (from the HTTP request). */
   remoteAddr: Deno.Addr;
   /**
-   * Largest unread input before the connection is closed.
-   * @default {4194304}
+   * Largest unread input before the connection is closed: the relay's message limit plus
+   * {@linkcode WS_MAX_UNREAD_BYTES}.
+   * @default {20971520}
    */
   maxUnreadBytes?: number;
   /**
@@ -75,7 +79,7 @@ export class WebSocketConn implements RelayConn {
   constructor(socket: WebSocket, options: WebSocketConnOptions) {
     this.#socket = socket;
     this.remoteAddr = options.remoteAddr;
-    this.#maxUnread = options.maxUnreadBytes ?? WS_MAX_UNREAD_BYTES;
+    this.#maxUnread = options.maxUnreadBytes ?? MAX_MESSAGE_BYTES + WS_MAX_UNREAD_BYTES;
     this.#highWater = options.highWaterBytes ?? WS_HIGH_WATER_BYTES;
     this.#onOverflow = options.onOverflow;
     socket.binaryType = "arraybuffer";

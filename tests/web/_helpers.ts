@@ -30,6 +30,7 @@ export async function startWebRelay(
       hostname: "127.0.0.1",
       port: 0,
       maxBufferBytes: relayOptions.maxBufferBytes,
+      maxMessageBytes: relayOptions.maxMessageBytes,
       maxConnections: relayOptions.maxConnections,
       ...webOptions,
     });

@@ -164,7 +164,11 @@ Deno.test("a WebSocket receiver that stops reading holds the relay's memory to i
 
 Deno.test("a WebSocket that sends more than the relay reads is closed, not buffered", async () => {
   const budget = 64 * 1024;
-  await using server = await startWebRelay({ maxBufferBytes: budget, writeTimeoutMs: 0 });
+  await using server = await startWebRelay({
+    maxBufferBytes: budget,
+    maxMessageBytes: 64 * 1024,
+    writeTimeoutMs: 0,
+  });
   const slow = await rawWebSocket(server.web.port);
   try {
     await slow.conn.write(maskedFrame(bytes("slow|")));
@@ -172,7 +176,7 @@ Deno.test("a WebSocket that sends more than the relay reads is closed, not buffe
     ws.send("flood|");
     await waitFor(() => server.relay.stats().registered === 2, 5_000, "both registered");
     // 8 MiB to a receiver that never reads: the relay stops reading the WebSocket, which
-    // cannot be paused, so past 4 MiB unread it is closed.
+    // cannot be paused, so past one message and 4 MiB unread it is closed.
     const piece = frame("slow", allBytes(64 * 1024));
     for (let i = 0; i < 128; i++) ws.send(piece);
     await ws.closed(10_000);

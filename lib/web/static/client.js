@@ -27,7 +27,8 @@ export const CONTROL_VERSION = 1;
 /**
  * Bytes sent between ping barriers: the relay reads a WebSocket without pausing it, so the
  * client waits for a pong (everything before it routed) after this much, and the relay never
- * holds more than this of its input unread (its limit is four times as much).
+ * holds more than this (plus one message) of its input unread; its limit is 4 MiB more than
+ * one message.
  */
 export const WINDOW_BYTES = 1024 * 1024;
 
@@ -144,6 +145,9 @@ export class RelayWebClient extends EventTarget {
   #receivers = [];
   #watched = new Set();
   #unacked = 0;
+  #midFrame = false;
+  /** @type {Uint8Array[]} */
+  #deferred = [];
   /** @type {Promise<unknown> | undefined} */
   #barrier;
   /** @type {Promise<void>} */
@@ -182,6 +186,8 @@ export class RelayWebClient extends EventTarget {
     this.#frame = undefined;
     this.#unacked = 0;
     this.#barrier = undefined;
+    this.#midFrame = false;
+    this.#deferred = [];
     this.welcome = undefined;
     const registered = new Promise((resolve, reject) => {
       const timer = setTimeout(
@@ -194,6 +200,7 @@ export class RelayWebClient extends EventTarget {
         else reject(new RelayError(event.reason, event.message ?? event.reason));
       };
     });
+    registered.catch(() => {}); // awaited below, unless the socket never opens
     ws.addEventListener("message", (event) => this.#onData(new Uint8Array(event.data)));
     ws.addEventListener("close", (event) => this.#onClose(event));
     await new Promise((resolve, reject) => {
@@ -218,7 +225,7 @@ export class RelayWebClient extends EventTarget {
     if (keepaliveMs > 0) {
       clearInterval(this.#keepalive);
       this.#keepalive = setInterval(() => {
-        if (this.connected) this.#raw(encoder.encode("|0|"));
+        if (this.connected) this.#sendControl({ op: "ping" });
       }, keepaliveMs);
     }
     if (this.#watched.size > 0) {
@@ -259,25 +266,48 @@ export class RelayWebClient extends EventTarget {
     }
     this.#ensureOpen();
     const header = encoder.encode(`${dest}|${payload.length}|`);
-    await this.#flowControl(header.length);
-    this.#raw(header);
-    for (let at = 0; at < payload.length; at += CHUNK_BYTES) {
-      const piece = payload.subarray(at, Math.min(payload.length, at + CHUNK_BYTES));
-      await this.#flowControl(piece.length);
-      this.#raw(piece);
+    await this.#beforeFrame(header.length + payload.length);
+    this.#midFrame = true;
+    try {
+      this.#raw(header);
+      for (let at = 0; at < payload.length; at += CHUNK_BYTES) {
+        await this.#drain();
+        this.#raw(payload.subarray(at, Math.min(payload.length, at + CHUNK_BYTES)));
+      }
+    } finally {
+      this.#midFrame = false;
+      // Requests made while the frame went out follow it (they cannot go inside it).
+      for (const bytes of this.#deferred.splice(0)) this.#raw(bytes);
     }
   }
 
-  /** Waits while too much is unacknowledged by the relay or unsent by the browser. */
-  async #flowControl(bytes) {
-    if (this.#unacked + bytes > WINDOW_BYTES / 2 && this.#barrier === undefined) {
-      const sent = this.#unacked;
-      this.#barrier = this.ping().finally(() => {
-        this.#unacked = Math.max(0, this.#unacked - sent);
-        this.#barrier = undefined;
-      });
+  /**
+   * Flow control at a frame boundary (a ping cannot go inside a frame): past half the window a
+   * ping barrier is sent; past the whole window the send waits for its pong, which says the
+   * relay has routed everything before it.
+   * @param {number} size bytes of the frame about to go out
+   */
+  async #beforeFrame(size) {
+    for (;;) {
+      this.#ensureOpen();
+      if (this.#unacked > 0 && this.#unacked + size > WINDOW_BYTES / 2 && !this.#barrier) {
+        const sent = this.#unacked;
+        const barrier = this.ping().then(() => {
+          this.#unacked = Math.max(0, this.#unacked - sent);
+        }).finally(() => {
+          if (this.#barrier === barrier) this.#barrier = undefined;
+        });
+        this.#barrier = barrier;
+      }
+      if (this.#unacked === 0 || this.#unacked + size <= WINDOW_BYTES || !this.#barrier) break;
+      await this.#barrier;
     }
-    while (this.#unacked + bytes > WINDOW_BYTES && this.#barrier) await this.#barrier;
+    await this.#drain();
+    this.#unacked += size;
+  }
+
+  /** Waits while the browser holds too much unsent. */
+  async #drain() {
     let pause = 1;
     while ((this.#ws?.bufferedAmount ?? 0) > HIGH_WATER_BYTES) {
       this.#ensureOpen();
@@ -285,7 +315,6 @@ export class RelayWebClient extends EventTarget {
       pause = Math.min(50, pause * 2);
     }
     this.#ensureOpen();
-    this.#unacked += bytes;
   }
 
   /**
@@ -378,7 +407,9 @@ export class RelayWebClient extends EventTarget {
   /** @param {Record<string, unknown>} body */
   #sendControl(body) {
     const json = encoder.encode(JSON.stringify(body));
-    this.#raw(concat(encoder.encode(`|${json.length}|`), json));
+    const frame = concat(encoder.encode(`|${json.length}|`), json);
+    if (this.#midFrame) this.#deferred.push(frame);
+    else this.#raw(frame);
   }
 
   /** @param {Uint8Array} bytes */

@@ -41,8 +41,8 @@ if (NATS_SKIP) console.warn(`SKIPPED: cluster tests on NATS: ${NATS_SKIP}`);
 export interface NatsServerOptions {
   /** Server name (JetStream clustering needs unique ones). */
   name?: string;
-  /** Join a cluster: its name and the route URLs of servers already running. */
-  cluster?: { name: string; routes: string[] };
+  /** Join a cluster: its name, this server's route port and every server's route URL. */
+  cluster?: { name: string; port: number; routes: string[] };
 }
 
 /** One nats-server process with JetStream, in its own temp dir. */
@@ -70,8 +70,9 @@ export class NatsServer implements AsyncDisposable {
     args.push("--ports_file_dir", dir, "-l", join(dir, "log"));
     if (options.name) args.push("--name", options.name);
     if (options.cluster) {
-      args.push("--cluster", "nats://127.0.0.1:-1", "--cluster_name", options.cluster.name);
-      if (options.cluster.routes.length) args.push("--routes", options.cluster.routes.join(","));
+      const { name, port, routes } = options.cluster;
+      args.push("--cluster", `nats://127.0.0.1:${port}`, "--cluster_name", name);
+      args.push("--routes", routes.join(","));
     }
     const process = new Deno.Command(NATS_SERVER, {
       args,
@@ -83,12 +84,15 @@ export class NatsServer implements AsyncDisposable {
     try {
       for (;;) {
         const ports = await readPorts(dir);
-        if (ports?.nats?.[0] && (!options.cluster || ports.cluster?.[0])) {
+        if (ports?.nats?.[0]) {
           const server = new NatsServer(process, dir, ports.nats[0], ports.cluster?.[0]);
           await waitForClient(server.url, deadline);
           return server;
         }
-        if (Date.now() > deadline) throw new Error(`nats-server did not start: ${await log(dir)}`);
+        const text = await log(dir);
+        if (Date.now() > deadline || text.includes("[FTL]")) {
+          throw new Error(`nats-server did not start: ${text}`);
+        }
         await new Promise((r) => setTimeout(r, POLL_MS));
       }
     } catch (error) {
@@ -134,26 +138,34 @@ export class NatsCluster implements AsyncDisposable {
     this.servers = servers;
   }
 
-  /** Starts three servers routed to the first and waits for a JetStream meta leader. */
+  /**
+   * Starts three servers routed to each other and waits for a JetStream meta leader.
+   * JetStream clustering needs every route configured up front, so the route ports are picked
+   * free (bind port 0, close) just before the servers start.
+   */
   static async start(): Promise<NatsCluster> {
     const name = `relay_test_${crypto.randomUUID().slice(0, 8)}`;
-    const servers: NatsServer[] = [];
-    try {
-      servers.push(await NatsServer.start({ name: "s1", cluster: { name, routes: [] } }));
-      const routes = [servers[0].routeUrl!];
-      servers.push(
-        ...await Promise.all([
-          NatsServer.start({ name: "s2", cluster: { name, routes } }),
-          NatsServer.start({ name: "s3", cluster: { name, routes } }),
-        ]),
-      );
-      const cluster = new NatsCluster(servers);
-      await cluster.#waitForJetStream();
-      return cluster;
-    } catch (error) {
+    const ports = [freePort(), freePort(), freePort()];
+    const routes = ports.map((p) => `nats://127.0.0.1:${p}`);
+    const started = await Promise.allSettled(
+      ports.map((port, i) =>
+        NatsServer.start({ name: `s${i + 1}`, cluster: { name, port, routes } })
+      ),
+    );
+    const servers = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed) {
       await Promise.all(servers.map((s) => s.stop()));
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    const cluster = new NatsCluster(servers);
+    try {
+      await cluster.#waitForJetStream();
+    } catch (error) {
+      await cluster.stop();
       throw error;
     }
+    return cluster;
   }
 
   async #waitForJetStream(): Promise<void> {
@@ -197,16 +209,30 @@ export class NatsCluster implements AsyncDisposable {
 /**
  * A client connection for tests: fast reconnect attempts, short timeouts.
  * @param servers one URL, or several (the first is used first)
+ * @param options `onlyThese`: never reconnect to servers learnt from the cluster
  */
-export function connectTo(servers: string | string[], name?: string): Promise<NatsConnection> {
+export function connectTo(
+  servers: string | string[],
+  name?: string,
+  options: { onlyThese?: boolean } = {},
+): Promise<NatsConnection> {
   return connect({
     servers,
     name,
     noRandomize: true,
+    // Only the given servers: a node meant to be cut off must not learn the others by gossip.
+    ignoreClusterUpdates: options.onlyThese ?? false,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 100,
     timeout: 2_000,
   });
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
 }
 
 async function readPorts(dir: string): Promise<{ nats?: string[]; cluster?: string[] } | null> {

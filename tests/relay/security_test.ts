@@ -225,3 +225,57 @@ Deno.test("shutdown lets queued data go out within the grace period", async () =
   await tx.close();
   await rx.close();
 });
+
+Deno.test("TLS: a reload racing close() never leaves a listener open", async (t) => {
+  // Shutdown may begin at any point of a reload: before it, while the old listener closes,
+  // or after the new one opened. Each way the port must be free afterwards.
+  const pauses: (() => Promise<unknown>)[] = [
+    () => Promise.resolve(),
+    () => new Promise((r) => queueMicrotask(() => r(undefined))),
+    () => new Promise((r) => setTimeout(r, 0)),
+    () => new Promise((r) => setTimeout(r, 5)),
+  ];
+  for (const [i, pause] of pauses.entries()) {
+    await t.step(`close after pause ${i}`, async () => {
+      const server = await listen({ tls: TLS });
+      const port = server.port;
+      const reload = server.setCertificate({
+        cert: fixture("server2.pem"),
+        key: fixture("server2.key"),
+      });
+      await pause();
+      const [reloaded] = await Promise.allSettled([reload, server.close()]);
+      assert.equal(reloaded.status, "fulfilled", "a reload cut short by shutdown is no error");
+      // The port is free: nothing listens on it any more.
+      const probe = Deno.listen({ hostname: "127.0.0.1", port });
+      probe.close();
+    });
+  }
+});
+
+Deno.test("TLS: concurrent reloads run one after another, the last one wins", async () => {
+  await using server = await listen({ tls: TLS });
+  const second = { cert: fixture("server2.pem"), key: fixture("server2.key") };
+  const untrusted = { cert: fixture("untrusted.pem"), key: fixture("untrusted.key") };
+  await Promise.all([
+    server.setCertificate(untrusted),
+    server.setCertificate(second),
+    server.setCertificate(untrusted),
+    server.setCertificate(second),
+  ]);
+  await (await RelayClient.connect({
+    host: "localhost",
+    port: server.port,
+    name: "after",
+    tls: { caCerts: [CA] },
+  })).close();
+  // A bad one in the queue fails alone; the ones after it still apply.
+  const results = await Promise.allSettled([
+    server.setCertificate({ cert: "junk", key: "junk" }),
+    server.setCertificate(untrusted),
+  ]);
+  assert.deepEqual(results.map((r) => r.status), ["rejected", "fulfilled"]);
+  await assert.rejects(() =>
+    RelayClient.connect({ host: "localhost", port: server.port, name: "x", tls: { caCerts: [CA] } })
+  );
+});

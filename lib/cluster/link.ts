@@ -15,7 +15,9 @@ export class Link {
   readonly #header: Uint8Array;
   readonly #onError: (error: unknown) => void;
   #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
   #running = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
   #dead = false;
 
   /**
@@ -35,21 +37,37 @@ export class Link {
     this.#onError = onError;
   }
 
-  /** Queues one frame (encoded with header room); it leaves within this microtask turn. */
+  /**
+   * Queues one frame (encoded with header room). It leaves at the next event-loop turn, so a
+   * sender that sends many small messages in a row fills packets; a full packet leaves now.
+   */
   enqueue(frame: Uint8Array): void {
     if (this.#dead) return;
     this.#queue.push(frame);
-    if (!this.#running) {
-      this.#running = true;
-      queueMicrotask(() => this.#run());
+    this.#queuedBytes += frame.length;
+    if (this.#running) return;
+    if (this.#queuedBytes >= this.#transport.maxPacketBytes) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#run();
+    } else {
+      // A macrotask, not a microtask: a sender looping over resolved sends runs on microtasks
+      // and would otherwise get one packet per message.
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.#run();
+      }, 0);
     }
   }
 
   async #run(): Promise<void> {
+    if (this.#running) return;
+    this.#running = true;
     try {
       while (this.#queue.length > 0 && !this.#dead) {
         const frames = this.#queue;
         this.#queue = [];
+        this.#queuedBytes = 0;
         for (const packet of this.#pack(frames)) await this.#transport.publish(this.#to, packet);
       }
     } catch (error) {
@@ -99,5 +117,7 @@ export class Link {
   close(): void {
     this.#dead = true;
     this.#queue = [];
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }

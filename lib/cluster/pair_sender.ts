@@ -11,6 +11,8 @@ import { encodeFrame, FLAG_FIRST, FLAG_OPEN, FRAME_DATA, FRAME_END } from "./fra
 import { PairClosedError, type PairCloseReason } from "./reasons.ts";
 import { SequenceCounter } from "./sequence.ts";
 
+const RESOLVED = Promise.resolve();
+
 /** What a sender needs from the stream layer. */
 export interface SenderLink {
   /** Room to leave in front of each encoded frame (the packet header's length). */
@@ -37,7 +39,9 @@ export class PairSender {
   #opened = false;
   #reason: PairCloseReason | undefined;
   #wake: (() => void) | undefined;
-  #tail: Promise<void> = Promise.resolve();
+  #tail: Promise<void> = RESOLVED;
+  /** Sends queued or running on the slow path. */
+  #pending = 0;
   readonly #closed: Promise<PairCloseReason>;
   #resolveClosed!: (reason: PairCloseReason) => void;
 
@@ -73,9 +77,37 @@ export class PairSender {
    * @throws {PairClosedError} when the pair is or becomes closed
    */
   send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
-    const run = this.#tail.then(() => this.#send(message, signal));
+    // Fast path: nothing queued before it and it fits the credit and one chunk.
+    if (
+      this.#pending === 0 && !this.#reason && !signal?.aborted &&
+      message.length <= this.#link.maxChunkBytes &&
+      (message.length === 0 || this.#credit.available >= message.length)
+    ) {
+      if (message.length > 0) this.#credit.take(message.length);
+      this.#enqueueChunk(message, 0, message.length);
+      return RESOLVED;
+    }
+    this.#pending++;
+    const run = this.#tail.then(() => this.#send(message, signal)).finally(() => this.#pending--);
     this.#tail = run.catch(() => {});
     return run;
+  }
+
+  #enqueueChunk(message: Uint8Array, offset: number, length: number): void {
+    let flags = nextChunk(message.length, offset, Math.max(length, 1)).flags;
+    if (!this.#opened) {
+      flags |= FLAG_OPEN;
+      this.#opened = true;
+    }
+    this.#link.enqueue(encodeFrame({
+      type: FRAME_DATA,
+      pair: this.id,
+      seq: this.#seq.take(),
+      flags,
+      total: flags & FLAG_FIRST ? message.length : undefined,
+      key: flags & FLAG_OPEN ? this.key : undefined,
+      payload: message.subarray(offset, offset + length),
+    }, this.#link.room));
   }
 
   async #send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
@@ -93,22 +125,8 @@ export class PairSender {
         await this.#waitForCredit(signal);
         continue;
       }
-      const plan = nextChunk(total, offset, Math.max(granted, 1));
-      let flags = plan.flags;
-      if (!this.#opened) {
-        flags |= FLAG_OPEN;
-        this.#opened = true;
-      }
-      this.#link.enqueue(encodeFrame({
-        type: FRAME_DATA,
-        pair: this.id,
-        seq: this.#seq.take(),
-        flags,
-        total: flags & FLAG_FIRST ? total : undefined,
-        key: flags & FLAG_OPEN ? this.key : undefined,
-        payload: message.subarray(offset, offset + plan.length),
-      }, this.#link.room));
-      offset += plan.length;
+      this.#enqueueChunk(message, offset, granted);
+      offset += granted;
     } while (offset < total);
   }
 

@@ -31,6 +31,7 @@ function rate(n) {
 
 let history = [];
 const HISTORY_MAX = 300;
+const MIN_SPAN = 60;
 
 function table(id, rows, empty) {
   const el = $(id);
@@ -64,7 +65,9 @@ function chart(id, values, format) {
   const svg = $(id);
   const width = 300, height = 140, top = 14, bottom = 126;
   const max = Math.max(1, ...values);
-  const step = width / Math.max(1, HISTORY_MAX - 1);
+  // The x axis spans the history so far (at least a minute), up to five minutes.
+  const span = Math.min(HISTORY_MAX, Math.max(MIN_SPAN, values.length));
+  const step = width / Math.max(1, span - 1);
   const offset = width - (values.length - 1) * step;
   const points = values.map((v, i) =>
     `${(offset + i * step).toFixed(1)},${(bottom - (v / max) * (bottom - top)).toFixed(1)}`
@@ -111,8 +114,9 @@ function render(s) {
   let used = 0;
   if (budget && typeof budget.budgetBytes === "number" && budget.budgetBytes > 0) {
     used = budget.usedBytes / budget.budgetBytes;
-    $("budget").textContent = `memory budget ${formatBytes(budget.usedBytes)} of ` +
-      formatBytes(budget.budgetBytes) + ` (${(used * 100).toFixed(1)}%)`;
+    $("budget").textContent = `${(used * 100).toFixed(1)}% of the ${
+      formatBytes(budget.budgetBytes)
+    } memory budget`;
   } else {
     const per = s.settings?.maxBufferBytes;
     const total = per ? per * Math.max(1, s.connections) : 0;
@@ -151,6 +155,10 @@ function render(s) {
     Object.entries(s.settings ?? {}).map(([k, v]) => [k, String(v)]),
     "Not given",
   );
+  const span = Math.min(HISTORY_MAX, Math.max(MIN_SPAN, history.length));
+  for (const el of document.querySelectorAll(".span")) {
+    el.textContent = `(last ${span >= 120 ? `${Math.round(span / 60)} min` : `${span} s`})`;
+  }
   chart("chart-messages", history.map((h) => h.messagesPerSecond), rate);
   chart("chart-bytes", history.map((h) => h.bytesPerSecond), (n) => `${formatBytes(n)}/s`);
 }

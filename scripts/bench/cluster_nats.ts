@@ -41,6 +41,7 @@ async function receiver(url: string, mode: Mode, count: number, size: number): P
   let lastAt = 0;
   let last = Date.now();
   const seen = (n: number) => {
+    if (n !== size) throw new Error(`A message of ${n} bytes, not ${size}`);
     if (received === 0) firstAt = performance.now();
     received++;
     bytes += n;
@@ -106,9 +107,9 @@ async function sender(url: string, mode: Mode, count: number, size: number): Pro
   await nc.close();
 }
 
-async function child(
+function child(
   args: string[],
-): Promise<{ process: Deno.ChildProcess; lines: AsyncIterator<string> }> {
+): { process: Deno.ChildProcess; lines: AsyncIterator<string> } {
   const process = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", SELF, ...args],
     stdout: "piped",
@@ -142,9 +143,9 @@ async function nextLine(lines: AsyncIterator<string>, what: string): Promise<str
 }
 
 async function row(url: string, mode: Mode, count: number, size: number): Promise<RowResult> {
-  const recv = await child(["--role", "recv", url, mode, String(count), String(size)]);
+  const recv = child(["--role", "recv", url, mode, String(count), String(size)]);
   await nextLine(recv.lines, "ready line");
-  const send = await child(["--role", "send", url, mode, String(count), String(size)]);
+  const send = child(["--role", "send", url, mode, String(count), String(size)]);
   const result = JSON.parse(await nextLine(recv.lines, "result")) as RowResult;
   await send.process.status;
   await recv.process.status;

@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: measures the relay and the tunnel against their reference peers
  * (nats-server, socat, ssh -L) on this machine with one load generator, prints absolute figures
- * and ratios, and checks issue 5's targets. `--json FILE` writes the results, `--out DIR` writes
+ * and ratios, and checks the targets of issues 5 and 10. `--json FILE` writes the results, `--out DIR` writes
  * `RESULTS.md` and `chart.svg`. Peers that are not installed are named and their rows skipped.
  * @module
  */
@@ -72,7 +72,7 @@ export interface BenchResults {
   info: RunInfo;
   /** Every scenario's rows. */
   scenarios: ScenarioResult[];
-  /** Issue 5's targets. */
+  /** The targets of issues 5 and 10. */
   targets: TargetResult[];
   /** Hot functions of each CPU profile, when `--profile` was given. */
   profiles?: Record<string, HotFunction[]>;

@@ -346,8 +346,15 @@ export function decodeRequest(payload: Uint8Array): ControlRequest {
     if (typeof v !== "string" || !v.isWellFormed()) throw bad(`${key} must be a string`);
     return v;
   };
-  const withId = <T extends object>(request: T): T =>
-    id === undefined ? request : { ...request, id };
+  // Fields left out stay out: `{op:"ping"}`, not `{op:"ping",id:undefined}`.
+  const withId = <T extends object>(request: T): T => {
+    const out: Record<string, unknown> = { op: (request as { op: string }).op };
+    if (id !== undefined) out.id = id;
+    for (const [key, value] of Object.entries(request)) {
+      if (value !== undefined && key !== "op") out[key] = value;
+    }
+    return out as T;
+  };
   switch (o.op) {
     case "hello":
       return withId<HelloRequest>({

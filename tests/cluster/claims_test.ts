@@ -62,7 +62,6 @@ Deno.test("claim keys are valid KV keys for any name and differ for different na
 Deno.test({
   name: "name claims on a 3-server NATS cluster",
   ignore: NATS_SKIP !== undefined,
-  sanitizeOps: false, // nats.js keeps a resolved status iterator promise around after close
   async fn(t) {
     await using cluster = await NatsCluster.start();
     const [s1, s2, s3] = cluster.urls;

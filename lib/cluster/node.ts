@@ -1,0 +1,150 @@
+/**
+ * One relay node's membership in a cluster, put together: a NATS connection, the node's lease,
+ * its name claims, the node transport and the stream layer. Fencing closes every pair with
+ * `cluster_unavailable` and forgets the claims, then tells the relay (which closes its
+ * clients). This is the piece `relay serve --cluster` will hold; it is not wired in yet.
+ *
+ * ```
+ * start   connect → lease (put) → claims bucket → subscribe relay.node.<node> → streams
+ * claim   claims.claim(name)                (the relay's registry asks before accepting a name)
+ * route   claims.holder(name) → streams.open(holder.node, key).send(frame)
+ * fenced  streams.closeAll("cluster_unavailable"), claims.forgetAll(), onFenced(reason)
+ * close   streams.close → claims.close (release all) → lease.close (delete) → transport, NATS
+ * ```
+ * @module
+ */
+
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import { NameClaims } from "./claims.ts";
+import { NodeLease } from "./lease.ts";
+import { NatsTransport } from "./nats_transport.ts";
+import type { PairReceiver } from "./pair_receiver.ts";
+import type { FenceReason } from "./reasons.ts";
+import { ClusterStreams } from "./streams.ts";
+
+/** Options of {@linkcode ClusterNode.start}. */
+export interface ClusterNodeOptions {
+  /** NATS server URLs (`nats://host:port`). */
+  servers: string[];
+  /** This node's name (letters, digits, `-`, `_`). */
+  node: string;
+  /**
+   * Replicas of the KV buckets when this node creates them (3 on a 3-server NATS cluster).
+   * @default 1
+   */
+  replicas?: number;
+  /** Lease time (see `LEASE_TTL_MS`); every node of a cluster must use the same. */
+  leaseMs?: number;
+  /** Renewal interval (see `LEASE_RENEW_MS`). */
+  renewMs?: number;
+  /** Credit window per pair (see `PAIR_WINDOW_BYTES`); every node must use the same. */
+  windowBytes?: number;
+  /** Called with each pair another node opens to this one. */
+  onPair?: (receiver: PairReceiver) => void;
+  /** Called once when the node is fenced: close every client with `cluster_unavailable`. */
+  onFenced?: (reason: FenceReason) => void;
+  /** Extra nats.js connection options (credentials, TLS). */
+  connection?: Partial<ConnectionOptions>;
+}
+
+/** A relay node's cluster membership. */
+export class ClusterNode implements AsyncDisposable {
+  /** The NATS connection. */
+  readonly nc: NatsConnection;
+  /** The node's lease. */
+  readonly lease: NodeLease;
+  /** The node's name claims. */
+  readonly claims: NameClaims;
+  /** The node transport on NATS. */
+  readonly transport: NatsTransport;
+  /** The stream layer. */
+  readonly streams: ClusterStreams;
+  #closed = false;
+
+  private constructor(
+    nc: NatsConnection,
+    lease: NodeLease,
+    claims: NameClaims,
+    transport: NatsTransport,
+    streams: ClusterStreams,
+  ) {
+    this.nc = nc;
+    this.lease = lease;
+    this.claims = claims;
+    this.transport = transport;
+    this.streams = streams;
+  }
+
+  /**
+   * Connects, takes the lease and starts receiving.
+   * @example
+   * ```ts ignore
+   * await using node = await ClusterNode.start({
+   *   servers: ["nats://127.0.0.1:4222"],
+   *   node: "eu-1",
+   *   onPair: (pair) => deliverToLocalClient(pair),
+   *   onFenced: (reason) => relay.closeAll(reason),
+   * });
+   * if ((await node.claims.claim("bob")).ok) acceptClient();
+   * ```
+   */
+  static async start(options: ClusterNodeOptions): Promise<ClusterNode> {
+    const nc = await connect({
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      ...options.connection,
+      servers: options.servers,
+      name: options.node,
+    });
+    const holder: { node?: ClusterNode } = {};
+    let lease: NodeLease | undefined;
+    let transport: NatsTransport | undefined;
+    try {
+      lease = await NodeLease.start(nc, {
+        node: options.node,
+        leaseMs: options.leaseMs,
+        renewMs: options.renewMs,
+        replicas: options.replicas,
+        onFenced: (reason) => {
+          if (holder.node) holder.node.#fence(reason, options.onFenced);
+          else options.onFenced?.(reason);
+        },
+      });
+      const claims = await NameClaims.open(nc, lease, { replicas: options.replicas });
+      transport = await NatsTransport.open(nc, { node: options.node });
+      const streams = new ClusterStreams(transport, {
+        epoch: lease.epoch,
+        windowBytes: options.windowBytes,
+        onPair: options.onPair,
+      });
+      return holder.node = new ClusterNode(nc, lease, claims, transport, streams);
+    } catch (error) {
+      await transport?.close();
+      await lease?.close();
+      await nc.close();
+      throw error;
+    }
+  }
+
+  #fence(reason: FenceReason, onFenced?: (reason: FenceReason) => void): void {
+    this.streams.closeAll("cluster_unavailable");
+    this.claims.forgetAll();
+    onFenced?.(reason);
+  }
+
+  /** Leaves the cluster: ends pairs, releases names, deletes the lease; safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.streams.close();
+    await this.claims.close();
+    await this.lease.close();
+    await this.transport.close();
+    if (!this.nc.isClosed()) await this.nc.close();
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

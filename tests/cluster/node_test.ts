@@ -1,0 +1,53 @@
+import assert from "node:assert/strict";
+import { ClusterNode } from "../../lib/cluster/node.ts";
+import type { PairReceiver } from "../../lib/cluster/pair_receiver.ts";
+import { PairClosedError } from "../../lib/cluster/reasons.ts";
+import { LEASE_TTL_MS } from "../../lib/cluster/limits.ts";
+import type { FenceReason } from "../../lib/cluster/reasons.ts";
+import { NATS_SKIP, NatsServer, waitFor } from "./_nats.ts";
+
+Deno.test({
+  name: "two cluster nodes: claim, route by holder, deliver; both fence when NATS goes away",
+  ignore: NATS_SKIP !== undefined,
+  async fn() {
+    await using server = await NatsServer.start();
+    const pairs: PairReceiver[] = [];
+    const fenced: [string, FenceReason, number][] = [];
+    const start = (node: string) =>
+      ClusterNode.start({
+        servers: [server.url],
+        node,
+        connection: { reconnectTimeWait: 100 },
+        onPair: (pair) => pairs.push(pair),
+        onFenced: (reason) => fenced.push([node, reason, Date.now()]),
+      });
+    await using a = await start("a");
+    await using b = await start("b");
+    assert.ok((await a.claims.claim("alice")).ok);
+    assert.ok((await b.claims.claim("bob")).ok);
+    assert.equal((await a.claims.claim("bob")).ok, false);
+
+    // alice on a sends to bob: look up bob's node, open a pair there, send.
+    const holder = await a.claims.holder("bob");
+    assert.equal(holder?.node, "b");
+    const sender = a.streams.open(holder!.node, "alice>bob");
+    await sender.send(new TextEncoder().encode("hello bob"));
+    await waitFor(() => pairs.length === 1, 5_000, "the pair at b");
+    const pair = pairs[0];
+    assert.equal(pair.key, "alice>bob");
+    assert.equal(new TextDecoder().decode((await pair.readMessage())!), "hello bob");
+
+    const cutAt = Date.now();
+    server.kill();
+    await waitFor(() => fenced.length === 2, LEASE_TTL_MS + 1_000, "both nodes fenced");
+    for (const [node, reason, at] of fenced) {
+      assert.equal(reason, "cluster_unavailable", node);
+      assert.ok(at - cutAt <= LEASE_TTL_MS, `${node} fenced after ${at - cutAt} ms`);
+    }
+    await assert.rejects(pair.readMessage(), PairClosedError);
+    await assert.rejects(sender.send(new Uint8Array(1)), PairClosedError);
+    const refused = await a.claims.claim("carol");
+    assert.deepEqual(refused.ok ? "ok" : refused.reason, "cluster_unavailable");
+    assert.equal(a.claims.held.size, 0, "claims forgotten on fencing");
+  },
+});

@@ -1,0 +1,3 @@
+"""Version of the Python relay client."""
+
+__version__ = "0.2.0"

@@ -150,6 +150,20 @@ class PeerKeys {
   }
 }
 
+/** Options of a {@linkcode SecretCipher}: the derivation budget (tests shorten it). */
+export interface SecretCipherOptions {
+  /**
+   * Derivations for unknown session pairs one peer may cause in a burst.
+   * @default {NEW_PAIRS_BURST}
+   */
+  newPairsBurst?: number;
+  /**
+   * Time for one more such derivation to be allowed per peer, after the burst.
+   * @default {NEW_PAIR_REFILL_MS}
+   */
+  newPairRefillMs?: number;
+}
+
 /** Seals and opens packets for one tunnel name with keys derived from a shared secret. */
 export class SecretCipher implements PacketCipher {
   readonly #name: string;
@@ -157,15 +171,24 @@ export class SecretCipher implements PacketCipher {
   readonly #peers = new Map<string, PeerKeys>();
   readonly #buckets = new Map<string, Bucket>();
   readonly #allPeers = new Bucket(ALL_PEERS_BURST, ALL_PEERS_REFILL_MS);
+  readonly #burst: number;
+  readonly #refillMs: number;
   #derivations = 0;
 
   /**
    * Prepares key derivation from `secret` for the tunnel called `name`.
    * @param secret the shared secret
    * @param name this tunnel's relay name (bound into every key)
+   * @param options the derivation budget
+   * @throws {RangeError} when the secret is shorter than MIN_SECRET_BYTES
    */
-  constructor(secret: Uint8Array, name: string) {
+  constructor(secret: Uint8Array, name: string, options: SecretCipherOptions = {}) {
+    if (secret.length < MIN_SECRET_BYTES) {
+      throw new RangeError(`The secret is shorter than ${MIN_SECRET_BYTES} bytes`);
+    }
     this.#name = name;
+    this.#burst = options.newPairsBurst ?? NEW_PAIRS_BURST;
+    this.#refillMs = options.newPairRefillMs ?? NEW_PAIR_REFILL_MS;
     this.#base = crypto.subtle.importKey("raw", secret as BufferSource, "HKDF", false, [
       "deriveKey",
     ]);
@@ -303,7 +326,7 @@ export class SecretCipher implements PacketCipher {
       if (this.#buckets.size >= MAX_BUCKETS) {
         this.#buckets.delete(this.#buckets.keys().next().value!);
       }
-      bucket = new Bucket(NEW_PAIRS_BURST, NEW_PAIR_REFILL_MS);
+      bucket = new Bucket(this.#burst, this.#refillMs);
       this.#buckets.set(peer, bucket);
     }
     return bucket;

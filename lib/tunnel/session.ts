@@ -634,4 +634,3 @@ export class TunnelSession {
     this.#writer.schedule(peer);
   }
 }
-

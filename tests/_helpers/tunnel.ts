@@ -9,10 +9,15 @@ import type { Target } from "../../lib/tunnel/dial.ts";
 import type { TunnelLink } from "../../lib/tunnel/link.ts";
 import { Tunnel, type TunnelOptions } from "../../lib/tunnel/tunnel.ts";
 import {
+  type DecodedFrame,
+  decodeFrames,
+  decodePacketHeader,
   encodeFrames,
   type Frame,
+  newSessionId,
   PACKET_HEADER_BYTES,
   PACKET_PLAIN,
+  UNKNOWN_SESSION,
   writePacketHeader,
 } from "../../lib/wire/tunnel.ts";
 
@@ -201,17 +206,76 @@ export function patternBytes(length: number, seed = 1): Uint8Array {
   return out;
 }
 
-/** Writes all of `data` to `conn` in chunks, then half-closes it. */
-export async function writeAllAndClose(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    off += await conn.write(data.subarray(off, Math.min(data.length, off + 1024 * 1024)));
+/** Default deadline of one echo, read or stall in these helpers: a hang fails, fast. */
+export const WAIT_MS = 10_000;
+
+/**
+ * Settles as `task` does, or rejects after `timeoutMs`, calling `onTimeout` first (to close
+ * what the task waits on). Every wait in the tunnel tests goes through a deadline, so a
+ * flow-control regression fails in seconds instead of hanging the run.
+ */
+export async function withDeadline<T>(
+  task: Promise<T>,
+  timeoutMs: number,
+  what: string,
+  onTimeout?: () => void,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout?.();
+      reject(new Error(`Timed out after ${timeoutMs} ms: ${what}`));
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([task, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
-  await conn.closeWrite();
 }
 
-/** Reads `conn` to its end. */
-export async function readAll(conn: Deno.Conn, expected = 1024 * 1024): Promise<Uint8Array> {
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/**
+ * Writes all of `data` to `conn` in chunks, then half-closes it, within `timeoutMs`.
+ * @throws {Error} on a write error, or on timeout (then `conn` is closed)
+ */
+export function writeAllAndClose(
+  conn: Deno.Conn,
+  data: Uint8Array,
+  timeoutMs = WAIT_MS,
+): Promise<void> {
+  const writing = (async () => {
+    let off = 0;
+    while (off < data.length) {
+      off += await conn.write(data.subarray(off, Math.min(data.length, off + 1024 * 1024)));
+    }
+    await conn.closeWrite();
+  })();
+  return withDeadline(writing, timeoutMs, `writing ${data.length} bytes`, () => closeQuietly(conn));
+}
+
+/**
+ * Reads `conn` to its end, within `timeoutMs`.
+ * @throws {Error} on a read error, or on timeout (then `conn` is closed)
+ */
+export function readAll(
+  conn: Deno.Conn,
+  expected = 1024 * 1024,
+  timeoutMs = WAIT_MS,
+): Promise<Uint8Array> {
+  return withDeadline(readToEof(conn, expected), timeoutMs, "reading to the end", () => {
+    closeQuietly(conn);
+  });
+}
+
+async function readToEof(conn: Deno.Conn, expected: number): Promise<Uint8Array> {
   let buf = new Uint8Array(Math.max(expected, 1024));
   let len = 0;
   for (;;) {
@@ -230,11 +294,13 @@ export async function readAll(conn: Deno.Conn, expected = 1024 * 1024): Promise<
  * Writes to `conn` and never reads, until the writes stop moving for 300 ms: the stream
  * behind it has backed up. Resolves then, with a count of the bytes written so far and the
  * writing task (which ends when the test closes `conn`).
- * @throws {Error} when all of `limit` bytes went through: nothing held the stream back
+ * @throws {Error} when all of `limit` bytes went through (nothing held the stream back), or
+ *   when the writes still move after `timeoutMs`
  */
 export async function stall(
   conn: Deno.Conn,
   limit = 64 * 1024 * 1024,
+  timeoutMs = 2 * WAIT_MS,
 ): Promise<{ written: () => number; writing: Promise<void> }> {
   const junk = patternBytes(limit);
   let written = 0;
@@ -248,7 +314,13 @@ export async function stall(
     }
   })();
   let last = -1;
+  const deadline = performance.now() + timeoutMs;
   while (last !== written) {
+    if (performance.now() > deadline) {
+      closeQuietly(conn);
+      await writing;
+      throw new Error(`The stalled stream still moved after ${timeoutMs} ms`);
+    }
     last = written;
     await new Promise((r) => setTimeout(r, 300));
   }
@@ -350,24 +422,52 @@ export function connect(port: number): Promise<Deno.TcpConn> {
   return Deno.connect({ hostname: "127.0.0.1", port });
 }
 
-/** Writes `data` (then half-closes) while reading the echo; resolves to what came back. */
-export async function echoThrough(port: number, data: Uint8Array): Promise<Uint8Array | Error> {
-  const conn = await connect(port);
+/**
+ * Writes `data` (then half-closes) while reading the echo; resolves to what came back, or
+ * to the connection error that ended it.
+ * @throws {Error} when the echo is not complete within `timeoutMs`: a stream that hangs
+ *   (lost credit, a lost FIN) fails the test rather than passing as "ended"
+ */
+export async function echoThrough(
+  port: number,
+  data: Uint8Array,
+  timeoutMs = WAIT_MS,
+): Promise<Uint8Array | Error> {
+  const conn = await withDeadline(connect(port), timeoutMs, `connecting to port ${port}`);
+  let timedOut = false;
+  const echo = Promise.all([writeAllAndClose(conn, data), readToEof(conn, data.length)]);
   try {
-    const [, got] = await Promise.all([writeAllAndClose(conn, data), readAll(conn)]);
+    const [, got] = await withDeadline(
+      echo,
+      timeoutMs,
+      `echo of ${data.length} bytes through port ${port}`,
+      () => {
+        timedOut = true;
+        closeQuietly(conn);
+      },
+    );
     return got;
   } catch (error) {
+    if (timedOut) throw error;
     return error as Error;
   } finally {
-    conn.close();
+    closeQuietly(conn);
   }
 }
 
-/** Reads until the peer closes; resolves to the bytes, or to the error that ended it. */
-export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array | Error> {
+/**
+ * Reads until the peer closes; resolves to the bytes, or to the error that ended it.
+ * @throws {Error} when the connection is still open after `timeoutMs`
+ */
+export async function readToEnd(conn: Deno.Conn, timeoutMs = WAIT_MS): Promise<Uint8Array | Error> {
+  let timedOut = false;
   try {
-    return await readAll(conn, 1024);
+    return await withDeadline(readToEof(conn, 1024), timeoutMs, "the connection to end", () => {
+      timedOut = true;
+      closeQuietly(conn);
+    });
   } catch (error) {
+    if (timedOut) throw error;
     return error as Error;
   }
 }
@@ -384,4 +484,60 @@ export function plainPacket(sender: Uint8Array, receiver: Uint8Array, frames: Fr
   writePacketHeader(out, PACKET_PLAIN, sender, receiver);
   out.set(body, PACKET_HEADER_BYTES);
   return out;
+}
+
+/** A hand-made (possibly hostile) peer on a {@linkcode FakeRelay}, after its handshake. */
+export interface RawPeer extends AsyncDisposable {
+  /** Its relay link. */
+  link: FakeLink;
+  /** Its session id. */
+  session: Uint8Array;
+  /** The other tunnel's session id, from the HELLO answer. */
+  theirs: Uint8Array;
+  /** Sends frames in one plain packet, from `from` (its session by default). */
+  send(frames: Frame[], from?: Uint8Array): Promise<void>;
+  /**
+   * The next frame received that `match` accepts (others are skipped).
+   * @throws {Error} when none arrives within `timeoutMs`
+   */
+  next(match: (f: DecodedFrame) => boolean, timeoutMs?: number): Promise<DecodedFrame>;
+}
+
+/** Connects `name` to `relay` by hand and says HELLO to `target`. */
+export async function rawPeer(relay: FakeRelay, name: string, target: string): Promise<RawPeer> {
+  const link = relay.connect(name);
+  let session = newSessionId();
+  const pending: DecodedFrame[] = [];
+  await link.send(target, plainPacket(session, UNKNOWN_SESSION, [{ type: "hello", ack: false }]));
+  const answer = await withDeadline(link.receive(), WAIT_MS, `a HELLO answer from ${target}`);
+  if (!answer) throw new Error(`${target} did not answer HELLO`);
+  const theirs = decodePacketHeader(answer.payload).sender.slice();
+  const peer: RawPeer = {
+    link,
+    get session() {
+      return session;
+    },
+    set session(s: Uint8Array) {
+      session = s;
+    },
+    theirs,
+    send: (frames, from = session) => link.send(target, plainPacket(from, theirs, frames)),
+    next: (match, timeoutMs = WAIT_MS) =>
+      withDeadline(
+        (async () => {
+          for (;;) {
+            const i = pending.findIndex(match);
+            if (i >= 0) return pending.splice(i, 1)[0];
+            pending.length = 0;
+            const m = await link.receive();
+            if (!m) throw new Error(`The link of ${name} ended`);
+            pending.push(...decodeFrames(decodePacketHeader(m.payload).body));
+          }
+        })(),
+        timeoutMs,
+        `a frame from ${target}`,
+      ),
+    [Symbol.asyncDispose]: () => link.close(),
+  };
+  return peer;
 }

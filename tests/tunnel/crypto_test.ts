@@ -170,3 +170,123 @@ Deno.test("encrypted tunnels: the relay sees only ciphertext; wrong, missing or 
   await laptop.close();
   await echo.close();
 });
+
+/** A sealed packet from `sender` (its session `from`) to the lab's session `to`. */
+function sealer(name = "laptop") {
+  const cipher = new SecretCipher(SECRET, name);
+  const frames = encodeFrames([{ type: "hello", ack: false }]);
+  return (from: Uint8Array, to: Uint8Array) => cipher.seal("lab", from, to, frames);
+}
+
+function openAt(receiver: SecretCipher, packet: Uint8Array, from = "laptop") {
+  return receiver.open(from, decodePacketHeader(packet), packet);
+}
+
+/** A packet that looks sealed, from a session pair never seen, that no secret opens. */
+function forgery(to: Uint8Array): Uint8Array {
+  const packet = crypto.getRandomValues(new Uint8Array(PACKET_HEADER_BYTES + 8 + 40));
+  packet[0] = 1;
+  packet[1] = 1;
+  packet.set(newSessionId(), 2);
+  packet.set(to, 18);
+  return packet;
+}
+
+Deno.test("forged packets naming new session pairs cost a bounded number of key derivations per peer", async () => {
+  const lab = newSessionId();
+  const receiver = new SecretCipher(SECRET, "lab", { newPairsBurst: 8, newPairRefillMs: 250 });
+  const t0 = performance.now();
+  let unopened = 0;
+  for (let i = 0; i < 2_000; i++) {
+    try {
+      await openAt(receiver, forgery(i % 2 ? lab : UNKNOWN_SESSION), "mallory");
+      assert.fail("a forgery opened");
+    } catch (error) {
+      if ((error as Error).message.includes("refused unopened")) unopened++;
+    }
+  }
+  const allowed = 8 + Math.ceil((performance.now() - t0) / 250) + 1;
+  assert(
+    receiver.derivations <= allowed,
+    `${receiver.derivations} derivations for 2,000 forgeries`,
+  );
+  assert(unopened >= 2_000 - allowed, `${unopened} refused unopened`);
+
+  // Another peer is not held back by mallory's flood.
+  const seal = sealer("laptop");
+  const laptop = newSessionId();
+  assertEquals(
+    await openAt(receiver, await seal(laptop, lab)),
+    encodeFrames([{ type: "hello", ack: false }]),
+  );
+
+  // Mallory itself gets a derivation again once its bucket refills: a real peer that was
+  // refused retries its HELLO every second and gets through.
+  const honest = sealer("mallory");
+  const session = newSessionId();
+  const deadline = performance.now() + 2_000;
+  for (;;) {
+    try {
+      await openAt(receiver, await honest(session, lab), "mallory");
+      break;
+    } catch (error) {
+      assert((error as Error).message.includes("refused unopened"), (error as Error).message);
+      assert(performance.now() < deadline, "the bucket never refilled");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+});
+
+Deno.test("keys of ended sessions are retired: their packets are refused, and nothing is sealed to them again", async (t) => {
+  const lab = newSessionId();
+  await t.step("a session forgotten by the session layer cannot be replayed", async () => {
+    const receiver = new SecretCipher(SECRET, "lab");
+    const seal = sealer();
+    const old = newSessionId();
+    const first = await seal(old, lab);
+    const second = await seal(old, lab);
+    await openAt(receiver, first);
+    receiver.forget("laptop", old);
+    await rejects(openAt(receiver, first), "ended session");
+    await rejects(openAt(receiver, second), "ended session");
+  });
+  await t.step("a receive key dropped for room is retired, never derived afresh", async () => {
+    const receiver = new SecretCipher(SECRET, "lab", { newPairsBurst: 1_000 });
+    const sessions = Array.from({ length: 40 }, () => newSessionId());
+    const packets = [];
+    for (const s of sessions) {
+      // A cipher per session, as a tunnel makes them (one per relay link).
+      const p = await sealer()(s, lab);
+      packets.push(p);
+      await openAt(receiver, p);
+    }
+    // 40 sessions: at most 4 keys are live, 32 pairs are remembered, the rest are below the
+    // floor. None of the early packets opens again, whichever way it was forgotten.
+    for (const p of packets.slice(0, 36)) await rejects(openAt(receiver, p), "ended session");
+    for (const p of packets.slice(36)) await rejects(openAt(receiver, p), "Replayed");
+  });
+  await t.step(
+    "after forget, sealing to the ended session fails instead of reusing a nonce",
+    async () => {
+      const cipher = new SecretCipher(SECRET, "lab");
+      const peer = newSessionId();
+      const frames = encodeFrames([{ type: "hello", ack: true }]);
+      await cipher.seal("laptop", lab, peer, frames);
+      cipher.forget("laptop", peer);
+      await rejects(cipher.seal("laptop", lab, peer, frames), "ended session");
+      // The unknown session (HELLO before the handshake) keeps its one key and counter.
+      const a = await cipher.seal("laptop", lab, UNKNOWN_SESSION, frames);
+      const b = await cipher.seal("laptop", lab, UNKNOWN_SESSION, frames);
+      const counter = (p: Uint8Array) => new DataView(p.buffer).getBigUint64(PACKET_HEADER_BYTES);
+      assertEquals(counter(b), counter(a) + 1n);
+    },
+  );
+  await t.step("send keys dropped for room are retired too", async () => {
+    const cipher = new SecretCipher(SECRET, "lab");
+    const frames = encodeFrames([{ type: "hello", ack: true }]);
+    const peers = Array.from({ length: 6 }, () => newSessionId());
+    for (const p of peers) await cipher.seal("laptop", lab, p, frames);
+    await rejects(cipher.seal("laptop", lab, peers[0], frames), "ended session");
+    await cipher.seal("laptop", lab, peers[5], frames);
+  });
+});

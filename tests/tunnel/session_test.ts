@@ -7,10 +7,11 @@ import {
   decodePacketHeader,
   type Frame,
   newSessionId,
+  ResetCode,
   UNKNOWN_SESSION,
 } from "../../lib/wire/tunnel.ts";
-
-const ONE = new Uint8Array(1);
+import { TUNNEL_MAX_STREAMS_PER_PEER } from "../../lib/limits.ts";
+import type { StreamConn } from "../../lib/tunnel/stream.ts";
 import {
   assert,
   assertEquals,
@@ -25,22 +26,38 @@ import {
   labAndLaptop,
   patternBytes,
   plainPacket,
+  rawPeer,
   readAll,
   readToEnd,
   sameBytes,
   stall,
   waitFor,
+  withDeadline,
   writeAllAndClose,
 } from "../_helpers/tunnel.ts";
 
+const ONE = new Uint8Array(1);
 const decoder = new TextDecoder();
 
 /** Opens a stream through `port` and waits for one echoed byte: the stream is up. */
 async function openEchoed(port: number): Promise<Deno.TcpConn> {
   const conn = await connect(port);
   await conn.write(new Uint8Array([1]));
-  assertEquals(await conn.read(new Uint8Array(1)), 1);
+  assertEquals(await withDeadline(conn.read(new Uint8Array(1)), 5_000, "the echoed byte"), 1);
   return conn;
+}
+
+/** A dialer whose connections never complete: accepted streams stay "opening". */
+const neverDial = () => new Promise<never>(() => {});
+
+/** A local connection that never reads or ends (for streams opened by hand). */
+function idleConn(): StreamConn {
+  return {
+    read: () => new Promise(() => {}),
+    write: (p) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close() {},
+  };
 }
 
 Deno.test("tunnel carries a 4 MiB full-duplex echo through small windows, with half-close", async () => {
@@ -123,7 +140,7 @@ Deno.test("malformed, unknown and foreign frames are rejected without touching o
   const evil: FakeLink = t.relay.connect("evil");
   const me = newSessionId();
   await evil.send("lab", plainPacket(me, UNKNOWN_SESSION, [{ type: "hello", ack: false }]));
-  const answer = await evil.receive();
+  const answer = await withDeadline(evil.receive(), 5_000, "a HELLO answer");
   const labSession = decodePacketHeader(answer!.payload).sender.slice();
   const hostile: Uint8Array[] = [
     new Uint8Array([1, 2, 3]),
@@ -278,4 +295,99 @@ Deno.test("a tunnel never dials anything but its exposed targets", async () => {
   assertEquals(other.accepted(), 0);
   assertEquals(t.echo.accepted(), 0);
   await other.close();
+});
+
+Deno.test("DATA beyond a stream's credit resets the stream; exactly the credit is accepted", async () => {
+  await using t = labAndLaptop({ windowBytes: 64 * 1024 });
+  await t.lab.ready();
+  await using evil = await rawPeer(t.relay, "evil", "lab");
+  // Lab's window is 64 KiB: one packet carries OPEN and then 64 KiB + 1 of DATA, all acted on
+  // before anything drains, so the last byte is past the credit whatever the timing.
+  await evil.send([
+    { type: "open", stream: 1, window: 65536, service: "echo" },
+    { type: "data", stream: 1, opener: true, data: new Uint8Array(60_000) },
+    { type: "data", stream: 1, opener: true, data: new Uint8Array(5_537) },
+  ]);
+  const reset = await evil.next((f) => f.type === "reset" && f.stream === 1);
+  assert(reset.type === "reset");
+  assertEquals([reset.code, reset.reason], [
+    ResetCode.protocol,
+    "Peer sent more than its window allows",
+  ]);
+  assertEquals(t.lab.stats()!.resets.protocol_violation, 1);
+  // The same with exactly the credit: accepted and echoed, not reset.
+  await evil.send([
+    { type: "open", stream: 3, window: 65536, service: "echo" },
+    { type: "data", stream: 3, opener: true, data: new Uint8Array(60_000) },
+    { type: "data", stream: 3, opener: true, data: new Uint8Array(5_536) },
+  ]);
+  const answer = await evil.next((f) => "stream" in f && f.stream === 3 && f.type !== "window");
+  assertEquals(answer.type, "accept");
+  const echoed = await evil.next((f) => "stream" in f && f.stream === 3 && f.type !== "window");
+  assertEquals(echoed.type, "data");
+  assertEquals(t.lab.stats()!.resets.protocol_violation, 1);
+});
+
+Deno.test("a peer gets at most 1024 streams at once; the next OPEN is refused until one ends", async () => {
+  await using t = labAndLaptop({ dial: neverDial });
+  await t.lab.ready();
+  await using evil = await rawPeer(t.relay, "evil", "lab");
+  const opens: Frame[] = [];
+  for (let id = 1; id <= TUNNEL_MAX_STREAMS_PER_PEER + 1; id++) {
+    opens.push({ type: "open", stream: id, window: 65536, service: "echo" });
+  }
+  await evil.send(opens);
+  const refused = await evil.next((f) => f.type === "reset");
+  assert(refused.type === "reset");
+  assertEquals([refused.stream, refused.code], [TUNNEL_MAX_STREAMS_PER_PEER + 1, ResetCode.limit]);
+  assertEquals(t.lab.session!.streamCount, TUNNEL_MAX_STREAMS_PER_PEER);
+  assertEquals(t.lab.stats()!.framesRejected.too_many_streams, 1);
+  // One stream ends; a new one then fits, and the limit still holds after it.
+  await evil.send([
+    { type: "reset", stream: 1, opener: true, code: 0, reason: "done" },
+    { type: "open", stream: 5000, window: 65536, service: "echo" },
+    { type: "open", stream: 5001, window: 65536, service: "echo" },
+  ]);
+  const next = await evil.next((f) => f.type === "reset");
+  assert(next.type === "reset");
+  assertEquals(next.stream, 5001);
+  assertEquals(t.lab.session!.streamCount, TUNNEL_MAX_STREAMS_PER_PEER);
+  assertEquals(t.lab.stats()!.framesRejected.too_many_streams, 2);
+});
+
+Deno.test("this side opens at most 1024 streams to one peer", async () => {
+  await using t = labAndLaptop({ dial: neverDial });
+  const session = await t.laptop.ready();
+  for (let i = 0; i < TUNNEL_MAX_STREAMS_PER_PEER; i++) {
+    await session.open("lab", "echo", idleConn());
+  }
+  await assert.rejects(
+    session.open("lab", "echo", idleConn()),
+    (e: Error) => e.message.includes(`${TUNNEL_MAX_STREAMS_PER_PEER} already open`),
+  );
+  assertEquals(session.stats().streamsOpened, TUNNEL_MAX_STREAMS_PER_PEER);
+});
+
+Deno.test("a stream the peer never accepts is reset after the open timeout, reason logged", async () => {
+  await using t = labAndLaptop({ dial: neverDial }, { openTimeoutMs: 300 });
+  const t0 = performance.now();
+  const conn = await connect(t.port);
+  await conn.write(new TextEncoder().encode("hello"));
+  const result = await readToEnd(conn, 3_000);
+  conn.close();
+  const ms = performance.now() - t0;
+  assert(endedEmpty(result), "the stream got an answer");
+  assert(ms >= 250 && ms < 2_000, `the stream ended after ${Math.round(ms)} ms`);
+  await waitFor(() => t.laptop.stats()?.resets.open_timeout === 1, 2_000, "an open_timeout reset");
+  // Lab sees the RESET and drops its half too.
+  await waitFor(() => t.lab.session?.streamCount === 0, 2_000, "lab to drop the stream");
+});
+
+Deno.test("a stream to a peer that never answers HELLO fails after the open timeout", async () => {
+  await using t = labAndLaptop({}, { openTimeoutMs: 300 });
+  const addr = t.laptop.forward({ port: 0, peer: "nobody", service: "echo" });
+  const t0 = performance.now();
+  assert(endedEmpty(await echoThrough(addr.port, new Uint8Array([1]), 3_000)));
+  const ms = performance.now() - t0;
+  assert(ms >= 250 && ms < 2_000, `the connection closed after ${Math.round(ms)} ms`);
 });

@@ -18,7 +18,8 @@ import {
   WRITE_TIMEOUT_MS,
 } from "../limits.ts";
 import { setupLogging } from "./log.ts";
-import { type Rate, RelayServer } from "../relay/server.ts";
+import { type Rate, RelayServer, type TlsCertificate } from "../relay/server.ts";
+import { WebServer } from "../web/server.ts";
 import { describeError, logFlags, onShutdownSignal, parseCommand } from "./common.ts";
 
 /** Time queued data gets to go out on SIGINT/SIGTERM before connections are closed. */
@@ -26,6 +27,7 @@ const SHUTDOWN_GRACE_MS = 2_000;
 
 const TLS_GROUP = "TLS and names (reloaded on SIGHUP)";
 const PUBLIC_GROUP = "Limits for a public instance (off by default)";
+const WEB_GROUP = "Web: status page, /metrics, /ws and the playground (off by default)";
 
 /** Every flag of `relay serve`, declared once: help, README and parsing come from here. */
 export const SERVE_FLAGS: readonly Flag[] = [
@@ -188,6 +190,46 @@ export const SERVE_FLAGS: readonly Flag[] = [
     help: "whether clients may list who is online ('relay who'); watching names works either way",
     group: PUBLIC_GROUP,
   },
+  {
+    name: "http-port",
+    env: "RELAY_HTTP_PORT",
+    type: "port",
+    help: "serve the status page, /metrics, /ws and /playground (HTTPS with --tls-cert)",
+    group: WEB_GROUP,
+  },
+  {
+    name: "http-host",
+    env: "RELAY_HTTP_HOST",
+    type: "host",
+    default: "127.0.0.1",
+    help: "address of --http-port",
+    group: WEB_GROUP,
+  },
+  {
+    name: "ws-origins",
+    env: "RELAY_WS_ORIGINS",
+    type: "string",
+    value: "ORIGIN",
+    multiple: true,
+    help: "other web origins that may open /ws (https://lab.example.org), or *",
+    group: WEB_GROUP,
+  },
+  {
+    name: "http-token",
+    env: "RELAY_HTTP_TOKEN",
+    type: "string",
+    value: "TOKEN",
+    help: "token (bearer or basic auth) for /, /api/* and /metrics",
+    group: WEB_GROUP,
+  },
+  {
+    name: "http-token-file",
+    env: "RELAY_HTTP_TOKEN_FILE",
+    type: "string",
+    value: "FILE",
+    help: "read --http-token from this file",
+    group: WEB_GROUP,
+  },
   ...logFlags("info"),
 ];
 
@@ -262,6 +304,13 @@ export async function main(args: string[]): Promise<number> {
     throw new ListenError(listenFailure(error, hostname, port, tls ? tlsPort : undefined));
   }
   await using server = listening;
+  await using web = await startWeb(flags, server, {
+    ...options,
+    tls,
+    maxBufferBytes: options.maxBufferBytes!,
+    maxMessageBytes: options.maxMessageBytes!,
+    maxConnections: options.maxConnections!,
+  });
   log.info("Settings: {settings}", { settings: settingsText(flags) });
   if (auth) log.info("Auth file {file}: {count} owned names", { file: authFile, count: auth.size });
   const reload = async () => {
@@ -269,6 +318,7 @@ export async function main(args: string[]): Promise<number> {
     try {
       const tls = await readTls();
       if (tls) await server.setCertificate(tls);
+      if (tls && web) await web.setCertificate(tls);
       if (auth) log.info("Auth file reloaded: {count} owned names", { count: await auth.reload() });
     } catch (error) {
       log.error("Reload failed, the old settings stay in force: {error}", {
@@ -284,6 +334,7 @@ export async function main(args: string[]): Promise<number> {
   });
   log.info("Shutting down");
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", onHangup);
+  await web?.close();
   await server.close();
   return 0;
 }
@@ -332,17 +383,73 @@ function listenFailure(
 
 /** The settings in effect, one `name=value` each, for the start-up log line. */
 export function settingsText(flags: ParsedFlags): string {
-  const shown: string[] = [];
+  return settingsEntries(flags).map(([name, value]) => `${name}=${value}`).join(" ");
+}
+
+/** The settings in effect as flag names and values as typed (`off` for 0); no secrets. */
+export function settingsEntries(flags: ParsedFlags): [string, string][] {
+  const shown: [string, string][] = [];
   for (const flag of SERVE_FLAGS) {
     if (flag.group === "Logging and help" || flag.name === "host" || flag.name === "port") continue;
+    if (flag.name === "http-token") continue; // a secret
     if (flag.type === "boolean") {
-      shown.push(`${flag.name}=${flags.boolean(flag.name) ? "on" : "off"}`);
+      shown.push([flag.name, flags.boolean(flag.name) ? "on" : "off"]);
       continue;
     }
-    const value = flags.string(flag.name);
-    shown.push(`${flag.name}=${value === undefined || value === "0" ? "off" : value}`);
+    const value = flag.multiple
+      ? flags.list(flag.name).join(" ") || undefined
+      : flags.string(flag.name);
+    shown.push([flag.name, value === undefined || value === "0" ? "off" : value]);
   }
-  return shown.join(" ");
+  return shown;
+}
+
+/**
+ * Starts the HTTP side when `--http-port` is given (over TLS when the relay has a certificate).
+ * @throws {ListenError} when its port cannot be listened on
+ */
+async function startWeb(
+  flags: ParsedFlags,
+  relay: RelayServer,
+  options: {
+    tls?: TlsCertificate;
+    listing: boolean;
+    maxBufferBytes: number;
+    maxMessageBytes: number;
+    maxConnections: number;
+  },
+): Promise<WebServer | undefined> {
+  const port = flags.port("http-port");
+  if (port === undefined) return undefined;
+  const hostname = flags.host("http-host")!;
+  let token = flags.string("http-token");
+  if (flags.has("http-token-file")) {
+    const path = flags.string("http-token-file")!;
+    token = (await readFileFor(flags.label("http-token-file"), path)).split(/\r?\n/)[0];
+    if (token.trim() === "") {
+      throw new UsageError(`Invalid ${flags.label("http-token-file")} ${path}: no token in it`);
+    }
+  }
+  const settings = Object.fromEntries(settingsEntries(flags));
+  settings["http-token"] = token === undefined ? "off" : "on";
+  try {
+    return await WebServer.listen({
+      relay,
+      hostname,
+      port,
+      tls: options.tls,
+      token,
+      wsOrigins: flags.list("ws-origins").flatMap((o) => o.split(",")).filter(Boolean),
+      listing: options.listing,
+      settings,
+      maxBufferBytes: options.maxBufferBytes,
+      maxMessageBytes: options.maxMessageBytes,
+      maxConnections: options.maxConnections,
+    });
+  } catch (error) {
+    const why = listenFailure(error, hostname, port, undefined);
+    throw new ListenError(why.replace("Cannot listen on", "Cannot serve --http-port on"));
+  }
 }
 
 /**

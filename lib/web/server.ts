@@ -21,7 +21,7 @@ import { MAX_LISTED_NAMES, StatusSampler, type StatusSnapshot } from "./status.t
 import { METRICS_CONTENT_TYPE, RelayMetrics } from "./metrics.ts";
 import { HttpToken, unauthorized } from "./http_auth.ts";
 import { WebSocketConn, WS_MAX_UNREAD_BYTES } from "./ws_conn.ts";
-import { MAX_MESSAGE_BYTES } from "../limits.ts";
+import { MAX_BUFFER_BYTES, MAX_CONNECTIONS, MAX_MESSAGE_BYTES } from "../limits.ts";
 import { ASSETS } from "./assets.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 
@@ -120,14 +120,16 @@ export class WebServer implements AsyncDisposable {
       settings: options.settings ?? {},
       listing,
       startedAt: this.#startedAt,
+      maxConnections: options.maxConnections ?? MAX_CONNECTIONS,
+      maxBufferBytes: options.maxBufferBytes ?? MAX_BUFFER_BYTES,
     });
     this.#metrics = new RelayMetrics({
       stats: () => relay.stats(),
       webSockets,
       webSocketBufferedBytes: () => this.webSocketBufferedBytes(),
       webSocketOverflows: () => this.#overflows,
-      maxBufferBytes: options.maxBufferBytes ?? 8 * 1024 * 1024,
-      maxConnections: options.maxConnections ?? 16_384,
+      maxBufferBytes: options.maxBufferBytes ?? MAX_BUFFER_BYTES,
+      maxConnections: options.maxConnections ?? MAX_CONNECTIONS,
       startedAt: this.#startedAt,
     });
     this.#abort = new AbortController();

@@ -42,6 +42,10 @@ export interface StatusSource {
   listing: boolean;
   /** When the relay started, ms since the epoch. */
   startedAt: number;
+  /** The relay's connection limit. */
+  maxConnections: number;
+  /** Bytes one receiver may have queued. */
+  maxBufferBytes: number;
 }
 
 /** The JSON of `/api/status`. */
@@ -56,6 +60,10 @@ export interface StatusSnapshot extends RelayStats {
   settings: Record<string, unknown>;
   /** Whether names are listed. */
   listing: boolean;
+  /** The relay's connection limit. */
+  maxConnections: number;
+  /** Bytes one receiver may have queued before its senders wait. */
+  maxBufferBytes: number;
   /** Names online (at most {@linkcode MAX_LISTED_NAMES}), absent when listing is off. */
   names?: string[];
   /** WebSocket connections open now. */
@@ -105,6 +113,8 @@ export class StatusSampler implements Disposable {
       uptimeSeconds: Math.floor((now - source.startedAt) / 1000),
       settings: source.settings,
       listing: source.listing,
+      maxConnections: source.maxConnections,
+      maxBufferBytes: source.maxBufferBytes,
       ...stats,
       ...(source.listing ? { names: source.names("", MAX_LISTED_NAMES) } : {}),
       webSockets: source.webSockets(),

@@ -39,7 +39,16 @@ Deno.test({
   sanitizeResources: false,
 }, async (t) => {
   await using server = await startWebRelay({}, {
-    settings: { maxConnections: 16384, maxBufferBytes: 8 * 1024 * 1024, listing: true },
+    // What `relay serve` shows: its flags as typed.
+    settings: {
+      "max-connections": "16384",
+      "idle-timeout": "30s",
+      "max-message": "16MiB",
+      "max-buffer": "8MiB",
+      "max-memory": "256MiB",
+      listing: "on",
+      "http-token": "off",
+    },
   });
   const userDataDir = await Deno.makeTempDir({ prefix: "relay-chromium-" });
   const browser = await chromium.launchPersistentContext(userDataDir, {

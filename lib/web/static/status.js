@@ -99,7 +99,7 @@ function chart(id, values, format) {
 function render(s) {
   $("version").textContent = s.version;
   $("uptime").textContent = formatDuration(s.uptimeSeconds);
-  const max = s.settings?.maxConnections;
+  const max = s.maxConnections;
   $("connections").textContent = number.format(s.connections);
   $("connections-sub").textContent = `${number.format(s.accepted)} accepted` +
     (max ? ` · max ${number.format(max)}` : "");
@@ -118,7 +118,7 @@ function render(s) {
       formatBytes(budget.budgetBytes)
     } memory budget`;
   } else {
-    const per = s.settings?.maxBufferBytes;
+    const per = s.maxBufferBytes;
     const total = per ? per * Math.max(1, s.connections) : 0;
     used = total ? s.queuedBytes / total : 0;
     $("budget").textContent = per ? `budget ${formatBytes(per)} per receiver` : "";

@@ -77,8 +77,8 @@ export class OutFrame {
 
 /** Something a queued chunk keeps in use until it is written, such as a pooled buffer. */
 export interface Hold {
-  /** The chunk is written or dropped. */
-  release(): void;
+  /** The chunk, of `bytes` bytes, is written or dropped. */
+  release(bytes: number): void;
 }
 
 interface Waiter {
@@ -126,8 +126,9 @@ export class Outbox {
   #tailStart = 0;
   #tailEnd = 0;
   #tailFrame: OutFrame | undefined;
-  /** Holds of the chunks in the batch being written. */
-  #inFlight: (Hold | undefined)[] = [];
+  /** Holds of the chunks in the batch being written, and the chunks' sizes. */
+  #inFlight: Hold[] = [];
+  #inFlightBytes: number[] = [];
   /** Frames written by the batch in flight, to report once it is done. */
   #finished: OutFrame[] = [];
   #idleWaiters: (() => void)[] = [];
@@ -257,7 +258,7 @@ export class Outbox {
    */
   append(frame: OutFrame, bytes: Uint8Array, end = false, hold?: Hold): void {
     if (this.#closed) {
-      hold?.release();
+      hold?.release(bytes.length);
       frame.settle(false);
       return;
     }
@@ -285,7 +286,7 @@ export class Outbox {
     if (i >= 0) {
       this.#frames.splice(i, 1);
       this.#charge(-frame.queued);
-      releaseAll(frame.holds);
+      releaseAll(frame.holds, frame.chunks);
       frame.holds = [];
       frame.chunks = [];
       frame.queued = 0;
@@ -334,11 +335,10 @@ export class Outbox {
     this.#closed = true;
     this.#charge(-this.#queued);
     this.#report(false);
-    releaseAll(this.#inFlight);
-    this.#inFlight = [];
+    this.#releaseInFlight();
     for (let i = this.#head; i < this.#frames.length; i++) {
       this.#frames[i].settle(false);
-      releaseAll(this.#frames[i].holds);
+      releaseAll(this.#frames[i].holds, this.#frames[i].chunks);
     }
     this.#frames = [];
     this.#head = 0;
@@ -371,8 +371,7 @@ export class Outbox {
         await this.#writeAll(batch);
         if (this.#closed) return;
         this.#charge(-batch.length);
-        releaseAll(this.#inFlight);
-        this.#inFlight = [];
+        this.#releaseInFlight();
         this.#report(true);
         this.#wake();
       }
@@ -423,7 +422,10 @@ export class Outbox {
         ) break batch;
         frame.chunks.shift();
         const hold = frame.holds.shift();
-        if (hold) this.#inFlight.push(hold);
+        if (hold) {
+          this.#inFlight.push(hold);
+          this.#inFlightBytes.push(chunk.length);
+        }
         frame.queued -= chunk.length;
         frame.started = true;
         size += chunk.length;
@@ -460,6 +462,15 @@ export class Outbox {
     for (const frame of finished) frame.settle(written);
   }
 
+  #releaseInFlight(): void {
+    if (this.#inFlight.length === 0) return;
+    const holds = this.#inFlight;
+    const sizes = this.#inFlightBytes;
+    this.#inFlight = [];
+    this.#inFlightBytes = [];
+    for (let i = 0; i < holds.length; i++) holds[i].release(sizes[i]);
+  }
+
   #charge(bytes: number): void {
     this.#queued += bytes;
     this.#share?.charge(bytes);
@@ -482,6 +493,6 @@ export class Outbox {
   }
 }
 
-function releaseAll(holds: (Hold | undefined)[]): void {
-  for (const hold of holds) hold?.release();
+function releaseAll(holds: (Hold | undefined)[], chunks: Uint8Array[]): void {
+  for (let i = 0; i < holds.length; i++) holds[i]?.release(chunks[i].length);
 }

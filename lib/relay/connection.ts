@@ -12,7 +12,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { BufferPool, type PooledBuffer } from "../io/buffer_pool.ts";
+import { BufferPool, type PooledBuffer, type SlackMeter } from "../io/buffer_pool.ts";
 import { BandwidthLimiter } from "./limiter.ts";
 import { MAX_READ_BYTES, MIN_READ_BYTES } from "../limits.ts";
 import { Outbox, type QueueShare } from "../io/outbox.ts";
@@ -72,6 +72,8 @@ export interface ConnectionHost {
   readonly generation: number;
   /** This receiver's share of the server's memory budget, if it has one. */
   share(ip: string): (QueueShare & { release(): void }) | undefined;
+  /** Where the slack of read buffers pinned by queued views is charged, if anywhere. */
+  readonly slack: SlackMeter | undefined;
   /** Called once when the connection has ended. */
   ended(conn: Connection, reason: DisconnectReason): void;
   /** The control channel, for clients that opt in (first byte `|`); absent: nobody can. */
@@ -287,6 +289,7 @@ export class Connection {
           if (this.#pooled === undefined || this.#pooled.inUse) {
             this.#pooled?.disown();
             this.#pooled = READ_POOL.get();
+            this.#pooled.meter = this.#host.slack;
           }
           buf = this.#pooled.bytes;
         } else if (this.#router.retained || buf.length !== size) {

@@ -25,11 +25,13 @@
  *   because it does not read.
  *
  * The total can pass the budget only by what senders had already read when they were told to
- * wait: at most one read buffer each (`MAX_READ_BYTES`).
+ * wait: at most one read buffer each (`MAX_READ_BYTES`). The total includes the slack of read
+ * buffers that queued views keep alive ({@linkcode MemoryBudget.chargeSlack}).
  * @module
  */
 
 import type { QueueShare } from "../io/outbox.ts";
+import type { SlackMeter } from "../io/buffer_pool.ts";
 import { GUARANTEED_QUEUE_BYTES } from "../limits.ts";
 
 /** What the budget holds for one IP's receivers. */
@@ -53,7 +55,7 @@ export interface MemoryBudgetOptions {
 }
 
 /** The global memory budget of a relay. */
-export class MemoryBudget {
+export class MemoryBudget implements SlackMeter {
   /** Bytes all receivers may hold together; 0 when there is no global budget. */
   readonly budgetBytes: number;
   /** Bytes held now, over all receivers. */
@@ -70,6 +72,19 @@ export class MemoryBudget {
       options.maxPerReceiverBytes,
     );
   }
+
+  /**
+   * Read buffers pinned by queued views beyond the bytes those views cover (a slow receiver
+   * keeping a 256 KiB buffer alive with one small view): counted in `usedBytes`, so the
+   * budget bounds real memory, not only queued bytes. Not charged to any receiver or IP.
+   */
+  chargeSlack(bytes: number): void {
+    this.usedBytes += bytes;
+    this.slackBytes += bytes;
+  }
+
+  /** The part of `usedBytes` that is slack of pinned read buffers. */
+  slackBytes = 0;
 
   /** IP groups holding bytes or receivers now (for tests and stats). */
   get groups(): number {

@@ -148,10 +148,16 @@ export class Router implements FrameSink {
     } else {
       const piece = this.#frame === undefined ? this.#beginStream(dest, bytes) : bytes;
       const pooled = this.pooled;
-      if (piece.length < COPY_BELOW_BYTES) {
+      // A view pins its whole read buffer. A pooled buffer's uncovered part is charged to the
+      // memory budget (its slack); an unpooled one is viewed only when the piece is at least
+      // half of it, so views never pin more than twice what they count.
+      if (
+        piece.length < COPY_BELOW_BYTES ||
+        (pooled === undefined && piece.length * 2 < piece.buffer.byteLength)
+      ) {
         dest.outbox.append(this.#frame!, piece.slice(), end);
       } else {
-        if (pooled) pooled.retain();
+        if (pooled) pooled.retain(piece.length);
         else this.retained = true;
         dest.outbox.append(this.#frame!, piece, end, pooled);
       }

@@ -650,6 +650,7 @@ export class RelayServer implements AsyncDisposable {
         return registry.generation;
       },
       share: (ip) => memory.budgetBytes > 0 ? memory.share(addressKey(ip)) : undefined,
+      slack: memory.budgetBytes > 0 ? memory : undefined,
       lookup: (name) => {
         try {
           return this.#registry.get(this.#decoder.decode(name));

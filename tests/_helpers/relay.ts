@@ -5,6 +5,7 @@
  */
 
 import { fileURLToPath } from "node:url";
+import type { RelayConn } from "../../lib/relay/connection.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -344,5 +345,70 @@ export class ServeProcess extends CliProcess {
       // Already exited.
     }
     return (await this.exited()).code;
+  }
+}
+
+let nextPort = 40_000;
+
+/**
+ * An in-memory connection for `RelayServer.serve`: the test decides exactly what the relay
+ * reads and when, and whether its writes are taken (a socket buffer of size zero when
+ * `stalled`), so no kernel buffer blurs when a sender is held back.
+ */
+export class MemoryConn implements RelayConn {
+  readonly remoteAddr: Deno.NetAddr = { transport: "tcp", hostname: "127.0.0.1", port: nextPort++ };
+  readonly written: number[] = [];
+  closed = false;
+  #input: Uint8Array[] = [];
+  #reader: (() => void) | undefined;
+  #stalledWrites: (() => void)[] = [];
+
+  constructor(readonly stalled = false) {}
+
+  /** Bytes fed and not yet read by the relay. */
+  get unread(): number {
+    return this.#input.reduce((sum, chunk) => sum + chunk.length, 0);
+  }
+
+  /** Bytes the relay will read next. */
+  feed(data: string | Uint8Array): void {
+    this.#input.push(typeof data === "string" ? bytes(data) : data);
+    this.#reader?.();
+  }
+
+  async read(p: Uint8Array): Promise<number | null> {
+    while (this.#input.length === 0) {
+      if (this.closed) return null;
+      await new Promise<void>((resolve) => this.#reader = resolve);
+      this.#reader = undefined;
+    }
+    if (this.closed) return null;
+    const chunk = this.#input[0];
+    const n = Math.min(p.length, chunk.length);
+    p.set(chunk.subarray(0, n));
+    if (n === chunk.length) this.#input.shift();
+    else this.#input[0] = chunk.subarray(n);
+    return n;
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    if (this.closed) return Promise.reject(new Deno.errors.BadResource("closed"));
+    if (this.stalled) {
+      return new Promise((_, reject) =>
+        this.#stalledWrites.push(() => reject(new Deno.errors.BadResource("closed")))
+      );
+    }
+    for (const b of p) this.written.push(b);
+    return Promise.resolve(p.length);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.#reader?.();
+    for (const fail of this.#stalledWrites.splice(0)) fail();
+  }
+
+  get text(): string {
+    return text(new Uint8Array(this.written));
   }
 }

@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { MemoryBudget, type ReceiverShare } from "../../lib/relay/memory_budget.ts";
 import { RelayServer } from "../../lib/relay/server.ts";
 import { MAX_MEMORY_BYTES, MAX_READ_BYTES } from "../../lib/limits.ts";
-import { bytes, expectText, RawPeer, ServeProcess, waitFor } from "../_helpers/relay.ts";
+import {
+  bytes,
+  expectText,
+  MemoryConn,
+  RawPeer,
+  ServeProcess,
+  waitFor,
+} from "../_helpers/relay.ts";
+import { BufferPool } from "../../lib/io/buffer_pool.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -148,6 +156,76 @@ Deno.test("relay: stalled receivers stop at the memory budget and a fresh pair s
   } finally {
     for (const p of peers) await p.close();
   }
+});
+
+Deno.test("a pinned read buffer charges what its views do not cover", () => {
+  const pool = new BufferPool(256 * KiB, 4);
+  const budget = new MemoryBudget({ budgetBytes: 8 * MiB, maxPerReceiverBytes: 8 * MiB });
+  const buf = pool.get();
+  buf.meter = budget;
+  buf.retain(16 * KiB);
+  buf.retain(32 * KiB);
+  assert.equal(budget.slackBytes, 0, "nothing while the reader still owns it");
+  buf.disown();
+  assert.equal(budget.slackBytes, 208 * KiB);
+  buf.release(32 * KiB);
+  assert.equal(budget.slackBytes, 240 * KiB, "one small view keeps the whole buffer");
+  buf.release(16 * KiB);
+  assert.equal(budget.slackBytes, 0, "back in the pool");
+  assert.equal(budget.usedBytes, 0);
+  assert.equal(pool.get(), buf, "reused");
+});
+
+Deno.test("relay: small views cannot pin read buffers past the memory budget", async () => {
+  const budgetBytes = 4 * MiB;
+  await using server = await RelayServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    maxMemoryBytes: budgetBytes,
+    writeTimeoutMs: 0,
+  });
+  const rx = new MemoryConn(true); // takes no bytes: every view stays queued
+  const tx = new MemoryConn();
+  server.serve(rx);
+  server.serve(tx);
+  rx.feed("rx|");
+  tx.feed("tx|");
+  await waitFor(() => server.stats().registered === 2, 2_000, "registration");
+  // Each 256 KiB: one 16 KiB message to rx (a view of the read buffer), the rest to nobody.
+  const unit = 256 * KiB;
+  const small = bytes(`rx|${16 * KiB}|`).length + 16 * KiB;
+  const filler = unit - small - bytes(`nobody|${unit}|`).length;
+  const pattern = new Uint8Array([
+    ...bytes(`rx|${16 * KiB}|`),
+    ...new Uint8Array(16 * KiB),
+    ...bytes(`nobody|${filler}|`),
+    ...new Uint8Array(filler),
+  ]);
+  assert.equal(pattern.length, unit);
+  const units = 512; // 128 MiB of input, 8 MiB of it for rx
+  for (let i = 0; i < units; i++) tx.feed(pattern);
+  // The relay stops reading from tx once the pinned buffers reach the budget.
+  await waitFor(
+    () => {
+      const before = tx.unread;
+      return new Promise((r) => setTimeout(() => r(tx.unread === before && before > 0), 200));
+    },
+    10_000,
+    "the sender to be held back",
+  );
+  const { memory, messages } = server.stats();
+  console.log(
+    `held back after ${messages} messages of 16 KiB; budget used ${
+      (memory.usedBytes / MiB).toFixed(1)
+    } MiB`,
+  );
+  // Counted by view bytes alone this would be hundreds of messages (half the budget / 16 KiB);
+  // with the slack counted each one costs its 256 KiB buffer.
+  assert.ok(messages < 3 * budgetBytes / unit, `${messages} messages queued`);
+  assert.ok(memory.usedBytes <= budgetBytes + 2 * unit, `used ${memory.usedBytes}`);
+  rx.close();
+  await waitFor(() => server.stats().memory.usedBytes === 0, 5_000, "all given back");
+  tx.close();
 });
 
 function rssBytes(pid: number): number {

@@ -17,6 +17,10 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModul
     about: "write each incoming message to stdout",
     load: () => import("./lib/cli/listen.ts"),
   },
+  who: {
+    about: "print who is online, optionally only names with a prefix",
+    load: () => import("./lib/cli/who.ts"),
+  },
   tunnel: {
     about: "carry TCP services through the relay (expose, forward, stdio)",
     load: () => import("./lib/cli/tunnel.ts"),

@@ -249,17 +249,36 @@ export function describeError(error: unknown): string {
   );
 }
 
-/** Reads all of stdin (`-`) or a file, refusing more than `limit` bytes. */
-export async function readAllLimited(path: string, limit: number): Promise<Uint8Array> {
+/**
+ * Checks that `path` is a file that can be read, before anything else is done with it.
+ * @throws {UsageError} naming the path and what is wrong
+ */
+export async function checkReadable(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    throw new UsageError(`Cannot read ${path}: ${describeError(error)}`);
+  }
+  if (info.isDirectory) throw new UsageError(`Cannot send ${path}: it is a directory, not a file`);
+}
+
+/**
+ * Reads all of stdin (`-`) or a file, refusing more than `limit` bytes.
+ * @param what names the limit in the error
+ * @throws {UsageError} when the input is larger than `limit` or cannot be read
+ */
+export async function readAllLimited(
+  path: string,
+  limit: number,
+  what = "the message limit",
+): Promise<Uint8Array> {
   let file: Deno.FsFile | undefined;
   if (path !== "-") {
+    await checkReadable(path);
     try {
-      if ((await Deno.stat(path)).isDirectory) {
-        throw new UsageError(`Cannot send ${path}: it is a directory, not a file`);
-      }
       file = await Deno.open(path);
     } catch (error) {
-      if (error instanceof UsageError) throw error;
       throw new UsageError(`Cannot read ${path}: ${describeError(error)}`);
     }
   }
@@ -271,7 +290,7 @@ export async function readAllLimited(path: string, limit: number): Promise<Uint8
     if (total > limit) {
       await readable.cancel().catch(() => {});
       throw new UsageError(
-        `${path === "-" ? "Input" : path} is larger than the message limit of ${limit} bytes`,
+        `${path === "-" ? "Input" : path} is larger than ${what} of ${limit} bytes`,
       );
     }
     parts.push(chunk);

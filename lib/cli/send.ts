@@ -6,9 +6,11 @@
 import { RelayClient } from "../client/client.ts";
 import { UsageError } from "./flags.ts";
 import type { CommandSpec } from "./flag_table.ts";
-import { MAX_MESSAGE_BYTES } from "../limits.ts";
+import { deliveryText } from "./connect.ts";
+import { quoteName } from "./line.ts";
 import {
   checkName,
+  checkReadable,
   CLIENT_COMMAND_FLAGS,
   clientOptions,
   parseCommand,
@@ -21,7 +23,9 @@ const SPEC: CommandSpec = {
   usage: "relay send HOST:PORT --from NAME --to DEST [FILE|-]",
   description:
     "Reads FILE (or stdin when FILE is - or absent), registers as NAME, sends the bytes to DEST\n" +
-    "as one message (at most 16 MiB), and exits once they are written.",
+    "as one message (at most the relay's --max-message), and waits until the relay has routed\n" +
+    "it. Exits 0 when it reached DEST; 1 when DEST is offline, the message is over the relay's\n" +
+    "limit, or the relay refused NAME (the message says which).",
   flags: [
     {
       name: "from",
@@ -48,9 +52,22 @@ export async function main(args: string[]): Promise<number> {
   if (to === undefined) throw new UsageError("Missing --to DEST");
   checkName(to, flags.label("to"));
   checkName(from, flags.label("from"));
+  const path = flags.positionals[1] ?? "-";
+  if (path !== "-") await checkReadable(path);
   const options = await clientOptions(flags, flags.positionals[0], from);
-  const payload = await readAllLimited(flags.positionals[1] ?? "-", MAX_MESSAGE_BYTES);
   await using client = await RelayClient.connect(options);
+  // The relay says its limit in the welcome; no fixed cap of this client's own.
+  const payload = await readAllLimited(path, client.maxMessageBytes, "the relay's message limit");
   await client.send(to, payload);
+  const { dropped, errors } = await client.flush();
+  if (dropped > 0 || errors.length > 0) {
+    const error = errors.find((e) => e.dest === to) ?? errors[0];
+    console.error(
+      `relay: ${
+        error ? deliveryText(error) : `Not delivered to ${quoteName(to)}: nobody has that name`
+      }`,
+    );
+    return 1;
+  }
   return 0;
 }

@@ -182,7 +182,7 @@ Deno.test("send refuses input larger than the message limit", async () => {
     { stdin: new Uint8Array(16 * 1024 * 1024 + 1) },
   );
   assert.equal(code, 2);
-  assert.match(stderr, /larger than the message limit/);
+  assert.match(stderr, /larger than the relay.s message limit of 16777216 bytes/);
 });
 
 Deno.test("connect sends one message per piped line and shows replies", async () => {

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { type Flag, helpText, markdownRows, parseFlags } from "../../lib/cli/flag_table.ts";
+import {
+  type Flag,
+  helpText,
+  markdownRows,
+  markdownTable,
+  parseFlags,
+} from "../../lib/cli/flag_table.ts";
 import { UsageError } from "../../lib/cli/flags.ts";
 import { SERVE_FLAGS } from "../../lib/cli/serve.ts";
 import { CLIENT_COMMAND_FLAGS } from "../../lib/cli/common.ts";
@@ -122,7 +128,12 @@ for (
   ] as const
 ) {
   Deno.test(`the README flag table under ${heading} matches the declarations`, () => {
-    const declared = markdownRows(flags.filter((f) => f.name !== "help"));
-    assert.deepEqual(readmeRows(README, heading), declared);
+    const documented = flags.filter((f) => f.name !== "help");
+    assert.deepEqual(
+      readmeRows(README, heading),
+      markdownRows(documented),
+      `The README table under ${heading} differs from the flags declared; this is the table:\n\n` +
+        markdownTable(documented),
+    );
   });
 }

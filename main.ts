@@ -46,7 +46,9 @@ Usage: relay <command> [options]
 Commands:
 ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(11)} ${c.about}`).join("\n")}
 
-Run 'relay <command> --help' for a command's options; 'relay --version' for the version.`;
+Run 'relay <command> --help' for a command's options; 'relay --version' for the version.
+Exit codes: 0 success (also when Ctrl-C or SIGTERM stops a command), 1 a runtime failure,
+2 bad usage (a bad flag, value, variable or argument).`;
 
 /** Runs the CLI with `args` and returns the process exit code. */
 export async function run(args: string[]): Promise<number> {

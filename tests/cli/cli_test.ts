@@ -10,7 +10,7 @@ Deno.test("relay --version prints the version from deno.json", async () => {
 });
 
 Deno.test("every command has --help", async (t) => {
-  for (const command of ["serve", "connect", "send", "listen"]) {
+  for (const command of ["serve", "connect", "send", "listen", "who", "cert", "hash-token"]) {
     await t.step(command, async () => {
       const { code, stdout } = await runCli([command, "--help"]);
       assert.equal(code, 0);

@@ -404,10 +404,12 @@ export class Connection {
   /** Waits while the client's own replies fill its queue (it asks and does not read). */
   async #settle(): Promise<void> {
     this.#waiting = true;
+    this.#heldSince = performance.now();
     try {
       await this.control!.settle();
     } finally {
       this.#waiting = false;
+      this.#heldSince = 0;
       this.lastActivity = performance.now();
     }
   }

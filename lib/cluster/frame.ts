@@ -12,6 +12,11 @@
  * B → A   CLOSE pair 7 "sequence_gap"                                 (or: bob left)
  * ```
  *
+ * Before the first frame on a link (and again after a reset), the sender sends PING with a
+ * token and holds everything else until the PONG comes back: a node that just subscribed on
+ * another NATS server is reachable only once its interest has spread, and a lost first frame
+ * with nothing after it would be a silent loss.
+ *
  * Packet: `u8 version | u8 fromLen | from | u32 epoch | frame…` (big-endian integers).
  * @module
  */
@@ -29,6 +34,10 @@ export const FRAME_CREDIT = 2;
 export const FRAME_END = 3;
 /** CLOSE (receiver → sender): `u8 type | u32 pair | u8 reasonLen | reason`. */
 export const FRAME_CLOSE = 4;
+/** PING (probe a link before using it): `u8 type | u32 token`. */
+export const FRAME_PING = 5;
+/** PONG (answer to PING): `u8 type | u32 token`. */
+export const FRAME_PONG = 6;
 
 /** DATA flag: the first chunk of a message; `total` follows `len`. */
 export const FLAG_FIRST = 1;
@@ -77,8 +86,14 @@ export interface CloseFrame {
   reason: string;
 }
 
+/** A link probe or its answer; `pair` carries the probe's token. */
+export interface ProbeFrame {
+  type: typeof FRAME_PING | typeof FRAME_PONG;
+  pair: number;
+}
+
 /** Any frame. */
-export type Frame = DataFrame | CreditFrame | EndFrame | CloseFrame;
+export type Frame = DataFrame | CreditFrame | EndFrame | CloseFrame | ProbeFrame;
 
 /** A decoded packet: who sent it and its frames (DATA payloads are views into the packet). */
 export interface Packet {
@@ -134,6 +149,13 @@ export function encodeFrame(frame: Frame, room = 0): Uint8Array {
       out[room] = FRAME_CREDIT;
       view.setUint32(room + 1, checkU32(frame.pair, "pair"));
       view.setUint32(room + 5, frame.bytes);
+      return out;
+    }
+    case FRAME_PING:
+    case FRAME_PONG: {
+      const out = new Uint8Array(room + 5);
+      out[room] = frame.type;
+      new DataView(out.buffer).setUint32(room + 1, checkU32(frame.pair, "token"));
       return out;
     }
     case FRAME_END:
@@ -248,6 +270,10 @@ export function decodePacket(bytes: Uint8Array): Packet {
         frames.push(frame);
         break;
       }
+      case FRAME_PING:
+      case FRAME_PONG:
+        frames.push({ type, pair });
+        break;
       case FRAME_CREDIT:
         need(at, 4);
         frames.push({ type, pair, bytes: view.getUint32(at) });

@@ -46,3 +46,12 @@ export const TRANSPORT_IN_FLIGHT_BYTES = 8 * 1024 * 1024;
 
 /** Recently closed pairs remembered per node, so frames still in flight for them are dropped. */
 export const CLOSED_PAIRS_REMEMBERED = 4096;
+
+/** A link probe (PING) is repeated this often until its PONG arrives. */
+export const PROBE_RETRY_MS = 200;
+
+/** A link whose probe gets no answer for this long fails: its pairs close (`transport_reset`). */
+export const PROBE_TIMEOUT_MS = 5_000;
+
+/** On close, the stream layer waits this long for END and CLOSE frames to leave. */
+export const CLOSE_DRAIN_MS = 1_000;

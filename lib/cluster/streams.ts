@@ -14,9 +14,15 @@
  * @module
  */
 
-import { CLOSED_PAIRS_REMEMBERED, MAX_CLUSTER_MESSAGE_BYTES, PAIR_WINDOW_BYTES } from "./limits.ts";
+import {
+  CLOSE_DRAIN_MS,
+  CLOSED_PAIRS_REMEMBERED,
+  MAX_CLUSTER_MESSAGE_BYTES,
+  PAIR_WINDOW_BYTES,
+} from "./limits.ts";
 import {
   decodePacket,
+  encodeFrame,
   encodePacketHeader,
   FLAG_OPEN,
   type Frame,
@@ -24,6 +30,8 @@ import {
   FRAME_CREDIT,
   FRAME_DATA,
   FRAME_END,
+  FRAME_PING,
+  FRAME_PONG,
   MAX_DATA_HEADER_BYTES,
 } from "./frame.ts";
 import { Link } from "./link.ts";
@@ -48,6 +56,11 @@ export interface ClusterStreamsOptions {
   onPair?: (receiver: PairReceiver) => void;
   /** Called for each packet that could not be decoded (counted as a protocol error). */
   onProtocolError?: (from: string | undefined, error: unknown) => void;
+  /**
+   * How long a new link waits for its probe's answer before its pairs fail.
+   * @default PROBE_TIMEOUT_MS
+   */
+  probeTimeoutMs?: number;
   /**
    * This incarnation's number, sent in every packet so peers see a restart.
    * @default a random 32-bit number
@@ -76,6 +89,7 @@ export class ClusterStreams implements AsyncDisposable {
   readonly #onPair: ((receiver: PairReceiver) => void) | undefined;
   readonly #onProtocolError: ClusterStreamsOptions["onProtocolError"];
   readonly #header: Uint8Array;
+  readonly #probeTimeoutMs: number | undefined;
   readonly #links = new Map<string, Link>();
   readonly #senders = new Map<number, PairSender>();
   readonly #receivers = new Map<string, PairReceiver>();
@@ -104,6 +118,7 @@ export class ClusterStreams implements AsyncDisposable {
     this.#maxMessage = options.maxMessageBytes ?? MAX_CLUSTER_MESSAGE_BYTES;
     this.#onPair = options.onPair;
     this.#onProtocolError = options.onProtocolError;
+    this.#probeTimeoutMs = options.probeTimeoutMs;
     this.#header = encodePacketHeader(this.node, this.epoch);
     transport.listen({
       packet: (bytes) => this.#packet(bytes),
@@ -164,7 +179,7 @@ export class ClusterStreams implements AsyncDisposable {
         for (const r of [...this.#receivers.values()]) {
           if (r.from === to) r.abort("transport_reset");
         }
-      });
+      }, { timeoutMs: this.#probeTimeoutMs });
       this.#links.set(to, link);
     }
     return link;
@@ -219,6 +234,15 @@ export class ClusterStreams implements AsyncDisposable {
         if (sender?.to === from && frame.bytes > 0) sender.grant(frame.bytes);
         return;
       }
+      case FRAME_PING:
+        this.#link(from).enqueue(
+          encodeFrame({ type: FRAME_PONG, pair: frame.pair }, this.#header.length),
+          true,
+        );
+        return;
+      case FRAME_PONG:
+        this.#links.get(from)?.confirm(frame.pair);
+        return;
       case FRAME_CLOSE: {
         const sender = this.#senders.get(frame.pair);
         if (sender?.to !== from) return;
@@ -260,17 +284,25 @@ export class ClusterStreams implements AsyncDisposable {
   #reset(_reason: string): void {
     if (this.#closed) return;
     this.stats.resets++;
-    this.closeAll("transport_reset");
+    // Tell the other side too (once the link is probed again), so no pair waits forever for
+    // chunks or credit that were lost.
+    for (const link of this.#links.values()) link.unconfirm();
+    for (const s of [...this.#senders.values()]) s.end("transport_reset");
+    for (const r of [...this.#receivers.values()]) r.close("transport_reset");
   }
 
-  /** Ends every pair (senders send END) and stops receiving; safe to call twice. */
-  close(): Promise<void> {
-    if (!this.#closed) {
-      for (const s of [...this.#senders.values()]) s.end("closed");
-      for (const r of [...this.#receivers.values()]) r.abort("closed");
-      this.#closed = true;
-    }
-    return Promise.resolve();
+  /**
+   * Ends every pair (senders send END, receivers CLOSE), waits a little for those frames to
+   * leave, and stops; safe to call twice.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of [...this.#senders.values()]) s.end("closed");
+    for (const r of [...this.#receivers.values()]) r.close("closed");
+    await Promise.all([...this.#links.values()].map((l) => l.drain(CLOSE_DRAIN_MS)));
+    for (const link of this.#links.values()) link.close();
+    this.#links.clear();
   }
 
   /** Same as {@linkcode close}. */

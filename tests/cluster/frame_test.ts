@@ -14,6 +14,8 @@ import {
   FRAME_CREDIT,
   FRAME_DATA,
   FRAME_END,
+  FRAME_PING,
+  FRAME_PONG,
   MAX_DATA_HEADER_BYTES,
 } from "../../lib/cluster/frame.ts";
 import { concat } from "../../lib/util/bytes.ts";
@@ -64,6 +66,16 @@ const cases: { name: string; frame: Frame; wire: Uint8Array }[] = [
     name: "END",
     frame: { type: FRAME_END, pair: 2, nextSeq: 5, reason: "sender_closed" },
     wire: concat([b(3, 0, 0, 0, 2, 0, 0, 0, 5, 13), new TextEncoder().encode("sender_closed")]),
+  },
+  {
+    name: "PING",
+    frame: { type: FRAME_PING, pair: 0xdeadbeef },
+    wire: b(5, 0xde, 0xad, 0xbe, 0xef),
+  },
+  {
+    name: "PONG",
+    frame: { type: FRAME_PONG, pair: 1 },
+    wire: b(6, 0, 0, 0, 1),
   },
   {
     name: "CLOSE",

@@ -17,15 +17,21 @@ COPY scripts/healthcheck.ts scripts/
 # The image's unprivileged user (uid 1993); its module cache is /deno-dir.
 USER deno
 # Fetch every dependency now, checked against deno.lock, so start-up needs no network.
-RUN deno install --frozen --entrypoint main.ts scripts/healthcheck.ts
+RUN deno install --frozen --entrypoint main.ts scripts/healthcheck.ts lib/web/healthcheck.ts
 
+# The web side (status page, /metrics, /readyz, /ws, /playground) listens on loopback inside the
+# container, for the health check; to publish it, add -e RELAY_HTTP_HOST=0.0.0.0 and
+# -p 127.0.0.1:8081:8081 (and RELAY_HTTP_TOKEN_FILE before exposing it further).
 ENV RELAY_HOST=0.0.0.0 \
-    RELAY_PORT=8080
-EXPOSE 8080
+    RELAY_PORT=8080 \
+    RELAY_HTTP_PORT=8081
+EXPOSE 8080 8081
 
-# A TCP connect to the relay's port: works with TLS and --require-auth, registers no name.
+# GET /readyz on the web side: the relay listens and is below --max-connections (registers no
+# name; with TLS the web side is HTTPS for the public name, so loopback skips the name check).
+# Without RELAY_HTTP_PORT it falls back to a TCP connect to RELAY_PORT.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["deno", "run", "--cached-only", "--frozen", "--allow-net", "--allow-env=RELAY_HOST,RELAY_PORT", "scripts/healthcheck.ts"]
+  CMD ["deno", "run", "--cached-only", "--frozen", "--quiet", "--allow-net", "--allow-env=RELAY_HOST,RELAY_PORT,RELAY_HTTP_HOST,RELAY_HTTP_PORT,RELAY_TLS_CERT", "--unsafely-ignore-certificate-errors=127.0.0.1,::1", "lib/web/healthcheck.ts"]
 
 # The same permissions as the prebuilt binaries (scripts/build.ts): network, reading the files
 # named in options (TLS, auth file, tunnel secret) and RELAY_* variables; nothing else.

@@ -1,7 +1,8 @@
 /**
  * The playground and the status page in a real browser: Debian's headless Chromium driven by
  * playwright-core. Skips (with a message) where Chromium is not installed; `.ci/run` installs it.
- * Takes the screenshots shown in the README (docs/status.png, docs/playground.png).
+ * Takes the screenshots shown in the README (docs/status.png, docs/playground.png, written there
+ * with `RELAY_SCREENSHOTS=docs`).
  * @module
  */
 
@@ -28,7 +29,11 @@ const ARGS = [
   "--disable-component-update",
   "--disable-sync",
 ];
-const DOCS = new URL("../../docs/", import.meta.url);
+/**
+ * Where the screenshots go: docs/ (for the README) with RELAY_SCREENSHOTS=docs, else a temporary
+ * folder, so that an ordinary test run leaves the working tree as it was.
+ */
+const TO_DOCS = Deno.env.get("RELAY_SCREENSHOTS") === "docs";
 /** Each browser step gets this long: Chromium on a shared 2-core machine is slow to start. */
 const STEP_TIMEOUT_MS = 15_000;
 
@@ -51,6 +56,8 @@ Deno.test({
     },
   });
   const userDataDir = await Deno.makeTempDir({ prefix: "relay-chromium-" });
+  const shots = TO_DOCS ? undefined : await Deno.makeTempDir({ prefix: "relay-screenshots-" });
+  const DOCS = shots ? new URL(`file://${shots}/`) : new URL("../../docs/", import.meta.url);
   const browser = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
@@ -163,5 +170,6 @@ Deno.test({
   } finally {
     await browser.close();
     await Deno.remove(userDataDir, { recursive: true }).catch(() => {});
+    if (shots) await Deno.remove(shots, { recursive: true });
   }
 });

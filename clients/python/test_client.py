@@ -101,6 +101,7 @@ class SeedConnection:
         early, self._early = bytes(self._early), bytearray()
         self._probe_state = state
         self.framed = state != "payload"
+        self._cond.notify_all()
         if early:
             self._take(early)
 

@@ -211,6 +211,7 @@ export class ControlSession implements Watcher {
   #mode = Mode.Data;
   #buf: Uint8Array = EMPTY;
   #at = 0;
+  #length = 0;
 
   /**
    * @param hub what the relay's sessions share
@@ -388,13 +389,15 @@ export class ControlSession implements Watcher {
         }
         this.#mode = Mode.Control;
         this.#at = 0;
+        this.#length = length;
         this.#buf = EMPTY;
       },
       payload: (bytes, end) => {
         if (this.#mode === Mode.Data) return data.payload(bytes, end);
         if (this.#mode === Mode.Skip) return;
         if (end && this.#at === 0) return this.#request(bytes);
-        if (this.#buf === EMPTY) this.#buf = new Uint8Array(MAX_CONTROL_BYTES);
+        // Spans reads: assembled here (at most MAX_CONTROL_BYTES, checked at the header).
+        if (this.#buf === EMPTY) this.#buf = new Uint8Array(this.#length);
         this.#buf.set(bytes, this.#at);
         this.#at += bytes.length;
         if (!end) return;
@@ -496,7 +499,11 @@ export class ControlSession implements Watcher {
       case "hello":
         return this.#error(id, "bad_request", "Hello was already received");
       case "register":
-        return this.#error(id, "bad_request", `Already registered as ${this.#peer.registeredName()}`);
+        return this.#error(
+          id,
+          "bad_request",
+          `Already registered as ${this.#peer.registeredName()}`,
+        );
       case "unknown":
         return this.#error(id, "unknown_op", `Unknown op ${JSON.stringify(request.name)}`);
     }

@@ -537,3 +537,33 @@ Deno.test("a hello split at every byte registers", async () => {
     await waitFor(() => server.stats().registered === 0);
   }
 });
+
+Deno.test("requests after registering are read split at every byte", async () => {
+  await using server = await listen();
+  await using peer = await ControlPeer.register(server.port, "split");
+  const stream = new Uint8Array([
+    ...encodeControl({ op: "ping", id: "p" }),
+    ...bytes("split|2|me"),
+    ...bytes("|0|"), // a keepalive to the relay
+    ...encodeControl({ op: "who", id: "w" }),
+  ]);
+  for (let cut = 1; cut < stream.length; cut++) {
+    await peer.write(stream.subarray(0, cut));
+    await new Promise((r) => setTimeout(r, 1));
+    await peer.write(stream.subarray(cut));
+    assert.deepEqual([(await peer.event()).id], ["p"], `cut at ${cut}`);
+    assert.equal(text((await peer.next()).payload), "me");
+    assert.deepEqual(await peer.event(), { op: "names", id: "w", names: ["split"], more: false });
+  }
+});
+
+Deno.test("a keepalive to the relay (|0|) holds an opted-in client past the idle timeout", async () => {
+  await using server = await listen({ idleTimeoutMs: 200 });
+  await using peer = await ControlPeer.register(server.port, "k");
+  for (let i = 0; i < 6; i++) {
+    await new Promise((r) => setTimeout(r, 80));
+    await peer.write("|0|");
+  }
+  await peer.send({ op: "ping" });
+  assert.equal((await peer.event()).op, "pong");
+});

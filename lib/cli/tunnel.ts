@@ -6,7 +6,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import { formatDuration, formatSize, parseHostPort, parsePort, UsageError } from "./flags.ts";
-import type { CommandSpec, Flag } from "./flag_table.ts";
+import type { CommandSpec, Flag, ParsedFlags } from "./flag_table.ts";
 import { KEEPALIVE_MS } from "../limits.ts";
 import { setupLogging } from "./log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES } from "../wire/tunnel.ts";
@@ -178,6 +178,29 @@ export function parseExpose(text: string): { service: string; target: Target } {
   return { service, target };
 }
 
+function parseExposeText(text: string): { service: string; target: Target; text: string } {
+  return { ...parseExpose(text), text };
+}
+
+/**
+ * Parses each value of a repeatable flag; when they came from its environment variable, a bad
+ * one says how that variable is split, since a space in a value is the usual cause.
+ */
+function fromList<T>(flags: ParsedFlags, name: string, parse: (text: string) => T): T[] {
+  return flags.list(name).map((text) => {
+    try {
+      return parse(text);
+    } catch (error) {
+      const label = flags.label(name);
+      if (!(error instanceof UsageError) || label.startsWith("--")) throw error;
+      throw new UsageError(
+        `${error.message} (from ${label}, which is split on spaces; quote a value that has ` +
+          `spaces: ${label}='"8000=my lab/web"')`,
+      );
+    }
+  });
+}
+
 /**
  * Parses `--forward [BIND_HOST:]PORT=PEER[/SERVICE]`.
  * @throws {UsageError} on a malformed value
@@ -249,14 +272,13 @@ export async function main(args: string[]): Promise<number> {
   const relay = flags.string("relay");
   if (relay === undefined) throw new UsageError("Missing --relay HOST:PORT");
   const expose = new Map<string, Target>();
-  for (const text of flags.list("expose")) {
-    const { service, target } = parseExpose(text);
+  for (const { service, target, text } of fromList(flags, "expose", parseExposeText)) {
     if (expose.has(service)) {
       throw new UsageError(`Invalid --expose ${JSON.stringify(text)}: service ${service} twice`);
     }
     expose.set(service, target);
   }
-  const forwards = flags.list("forward").map(parseForward);
+  const forwards = fromList(flags, "forward", parseForward);
   const allow = flags.list("allow").flatMap((a) => a.split(",")).map((a) => a.trim())
     .filter(Boolean);
   for (const a of allow) checkTunnelName(a, flags.label("allow"));

@@ -136,3 +136,16 @@ Deno.test("RELAY_FORWARD takes a quoted value with a space in the peer name", ()
     Deno.env.delete("RELAY_FORWARD");
   }
 });
+
+Deno.test("an unquoted RELAY_FORWARD with a space says how the variable is split", async () => {
+  Deno.env.set("RELAY_FORWARD", "28041=my lab/web");
+  try {
+    await main(["--relay", "127.0.0.1:1"]);
+    assert.fail("no usage error");
+  } catch (error) {
+    assert(error instanceof UsageError, String(error));
+    assert(error.message.includes("RELAY_FORWARD, which is split on spaces"), error.message);
+  } finally {
+    Deno.env.delete("RELAY_FORWARD");
+  }
+});

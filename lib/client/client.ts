@@ -18,7 +18,6 @@
 import { KEEPALIVE_MS, MAX_CONTROL_BYTES, MAX_WHO_LIMIT } from "../limits.ts";
 import { Outbox } from "../io/outbox.ts";
 import {
-  encodeFrame,
   encodeHeader,
   encodeName,
   encodeRegister,
@@ -157,6 +156,8 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Relay replies can be larger than a small `--max-message`: accept at least this. */
 const MIN_ACCEPT_BYTES = 1024 * 1024;
+/** `|0|`: a zero-length frame to the relay, valid before and after registering. */
+const KEEPALIVE = new TextEncoder().encode("|0|");
 /** Largest first frame (the welcome) read before the decoder is set up. */
 const MAX_WELCOME_BYTES = 16 * MAX_CONTROL_BYTES;
 
@@ -199,7 +200,6 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
   readonly #conn: Deno.Conn;
   readonly #outbox: Outbox;
   readonly #decoder: MessageDecoder;
-  readonly #keepalive: Uint8Array;
   #inbox: RelayMessage[] = [];
   #inboxAt = 0;
   #reading: Promise<boolean> | undefined;
@@ -235,11 +235,10 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
       maxMessageBytes: options.maxMessageBytes ??
         Math.max(welcome.limits?.max_message_bytes ?? 0, MIN_ACCEPT_BYTES),
     });
-    this.#keepalive = encodeFrame(name, new Uint8Array(0));
     const every = options.keepaliveMs ?? welcome.limits?.keepalive_ms ?? KEEPALIVE_MS;
     if (every > 0) {
       this.#timer = setInterval(() => {
-        if (performance.now() - this.#lastSent >= every * 0.9) this.#write(this.#keepalive);
+        if (performance.now() - this.#lastSent >= every * 0.9) this.#write(KEEPALIVE);
       }, every);
     }
   }

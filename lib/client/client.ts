@@ -11,7 +11,8 @@
  *
  * A relay that predates the control channel closes the connection at the hello: `connect`
  * then fails with a {@linkcode RegistrationError} of reason `no_answer`. RelayClient needs a
- * relay with the control channel (relay 0.2 and later); seed clients need nothing.
+ * relay with the control channel (there is no fallback to the seed protocol: a seed relay cannot
+ * say whether a registration worked); seed clients need nothing.
  * @module
  */
 

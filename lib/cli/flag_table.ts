@@ -361,7 +361,15 @@ function wrap(text: string, width: number): string[] {
 /** The whole `--help` text of a command, generated from its declaration. */
 export function helpText(spec: CommandSpec): string {
   const out = [`${spec.command}: ${spec.about}`, "", `Usage: ${spec.usage}`];
-  if (spec.description) out.push("", spec.description);
+  if (spec.description) {
+    // Lines are kept as written (examples are indented); only an overlong one is wrapped.
+    out.push(
+      "",
+      ...spec.description.split("\n").flatMap((l) =>
+        l.length > HELP_WIDTH - 2 ? wrap(l, HELP_WIDTH - 2) : [l]
+      ),
+    );
+  }
   const groups = [...new Set(spec.flags.map((f) => f.group))];
   const pad = " ".repeat(HELP_COLUMN);
   for (const group of groups) {

@@ -100,6 +100,9 @@ Deno.test("serve --help lists log flags under logging, not under the public-inst
   const next = publicPart.slice(publicPart.indexOf(":\n") + 2).split("\n\n")[0];
   assert.doesNotMatch(next, /--log-/);
   assert.match(help, /Logging and help:\n {2}--log-level/);
+  const description = "word ".repeat(60).trim();
+  const wrapped = helpText({ command: "c", about: "", usage: "", description, flags: SERVE_FLAGS });
+  for (const line of wrapped.split("\n")) assert.ok(line.length <= 100, line);
 });
 
 /** The rows of the first markdown table after `heading` in the README. */

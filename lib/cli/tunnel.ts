@@ -353,7 +353,13 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   }
-  await stopped;
+  // A refusal that retrying cannot fix (a wrong token, a name another client holds) ends
+  // the tunnel with its reason; transient failures are retried until a signal.
+  const failure = await Promise.race([stopped.then(() => undefined), tunnel.done]);
+  if (failure) {
+    console.error(`relay tunnel: ${failure.message}`);
+    return 1;
+  }
   log.info("Shutting down");
   return 0;
 }

@@ -1,17 +1,26 @@
 /**
  * The relay connection a tunnel session runs over, as the session sees it: named messages
- * in, named messages out. `RelayClient` is one; tests use an in-memory relay.
+ * in, named messages out, and word of destinations that are offline. `relayLinkFactory`
+ * (tunnel.ts) makes one from a `RelayClient`; tests use an in-memory relay.
  * @module
  */
 
-/** The relay connection a session runs over; `RelayClient` is one. */
+/** The relay connection a session runs over. */
 export interface TunnelLink {
   /** The name this end registered. */
   readonly name: string;
+  /** Whether the relay owns names (an auth file), when the link knows; `--allow` relies on it. */
+  readonly namesOwned?: boolean;
   /** Sends one message to `dest`; resolves when the link has taken it. */
   send(dest: string, payload: Uint8Array): Promise<void>;
   /** The next message, or `undefined` once the link has ended. */
   receive(): Promise<{ from: string; payload: Uint8Array } | undefined>;
   /** Ends the link (safe twice). */
   close(): Promise<void>;
+  /**
+   * Set by the session: the link calls it when the relay reports that a message to `dest`
+   * found nobody holding that name (the peer is offline). Links that cannot tell (a relay
+   * without the control channel) never call it; the session then waits for its timeouts.
+   */
+  onUndeliverable?: (dest: string, message: string) => void;
 }

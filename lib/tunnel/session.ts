@@ -169,6 +169,7 @@ export class TunnelSession {
       retired: (peer, session) => this.#cipher?.forget(peer, session),
     });
     this.#owner = this.#streamOwner();
+    this.#link.onUndeliverable = (dest, message) => this.#peerOffline(dest, message);
     const tick = Math.max(MIN_TICK_MS, Math.min(keepaliveMs, HELLO_RETRY_MS));
     this.#timer = setInterval(() => this.#peers.tick(), tick);
   }
@@ -362,6 +363,23 @@ export class TunnelSession {
       count(this.#stats.resets, end.reason);
       log.info("Stream {what} reset: {reason}", { what, reason: end.text });
     }
+  }
+
+  /**
+   * The relay says nobody holds `dest`: its relay link, and so its session, is gone. Its
+   * streams end and waiting handshakes fail now rather than at their timeouts; its session
+   * is retired, so the next stream to it starts with a fresh HELLO.
+   */
+  #peerOffline(dest: string, message: string): void {
+    const peer = this.#peers.get(dest);
+    if (!peer || this.#closed) return;
+    const text = `${JSON.stringify(dest)} is not connected to the relay (${message})`;
+    if (peer.waiters.length > 0 || peer.streamCount > 0) {
+      log.info("Tunnel {peer} is offline: {reason}", { peer: dest, reason: message });
+    }
+    this.#peers.failHandshakes(peer, new Error(`Cannot reach tunnel ${text}`));
+    this.#peers.retire(peer);
+    this.#peers.abortStreams(peer, "peer_offline", `Tunnel ${text}`);
   }
 
   /** A packet could not be built or sent: the streams it carried fail, visibly. */

@@ -5,8 +5,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { RelayClient, type RelayClientOptions } from "../client/client.ts";
-import { KEEPALIVE_MS, TUNNEL_OPEN_TIMEOUT_MS } from "../limits.ts";
+import { RegistrationError, RelayClient, type RelayClientOptions } from "../client/client.ts";
+import { IDLE_TIMEOUT_MS, KEEPALIVE_MS, TUNNEL_OPEN_TIMEOUT_MS } from "../limits.ts";
 import { errorText, sleep } from "../util/async.ts";
 import type { Stream, StreamConn } from "./stream.ts";
 import { TunnelSession } from "./session.ts";
@@ -63,6 +63,14 @@ export interface TunnelOptions {
    * @default {5000}
    */
   reconnectMaxMs?: number;
+  /**
+   * After the tunnel has been connected once, how long `name_taken` refusals are retried
+   * before they count as final: the name may still be held by this tunnel's own dead
+   * connection until the relay's idle timeout drops it. On the first connect `name_taken`
+   * is final at once: another client holds the name.
+   * @default {2 * IDLE_TIMEOUT_MS}
+   */
+  nameTakenGraceMs?: number;
   /** Makes the cipher of each session (end-to-end encryption); see crypto.ts. */
   cipher?: (name: string) => PacketCipher;
   /** Dials exposed targets (tests replace it). */
@@ -92,6 +100,14 @@ const log = getLogger(["relay", "tunnel"]);
 /** Service name when none is given. */
 export const DEFAULT_SERVICE = "default";
 
+/** Registration refusals that no retry can fix: the tunnel stops and reports them. */
+const FINAL_REFUSALS: ReadonlySet<string> = new Set([
+  "bad_token",
+  "auth_required",
+  "invalid_name",
+  "unsupported_version",
+]);
+
 /**
  * A tunnel process's engine: keeps a relay link up (reconnecting with backoff and jitter),
  * runs a {@linkcode TunnelSession} on each link, and serves forwards.
@@ -116,6 +132,19 @@ export class Tunnel implements AsyncDisposable {
   #running: Promise<void>;
   #closing: Promise<void> | undefined;
   #connects = 0;
+  #failure: RegistrationError | undefined;
+  #nameTakenSince: number | undefined;
+  #warnedAllow = false;
+  #settle!: (failure: RegistrationError | undefined) => void;
+  /**
+   * Settles when the tunnel stops for good: with `undefined` once {@linkcode close} is
+   * called, or with the relay's refusal when it refused the name in a way retrying cannot
+   * fix (`bad_token`, `auth_required`, `invalid_name`, `name_taken` by another client).
+   * Transient failures are retried and never settle it.
+   */
+  readonly done: Promise<RegistrationError | undefined> = new Promise((resolve) => {
+    this.#settle = resolve;
+  });
 
   /** Starts connecting at once; see {@linkcode TunnelOptions}. */
   constructor(options: TunnelOptions) {
@@ -145,6 +174,7 @@ export class Tunnel implements AsyncDisposable {
   async ready(timeoutMs = DEFAULT_OPEN_TIMEOUT_MS): Promise<TunnelSession> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
+      if (this.#failure) throw this.#failure;
       if (this.#abort.signal.aborted) throw new Error("Tunnel is closed");
       const session = this.#session;
       if (session && !session.closed) return session;
@@ -256,6 +286,16 @@ export class Tunnel implements AsyncDisposable {
         link = await this.#options.connect(signal);
       } catch (error) {
         if (signal.aborted) break;
+        const final = this.#finalRefusal(error);
+        if (final) {
+          log.error("The relay refused this tunnel ({error}); not retrying", {
+            error: final.message,
+          });
+          this.#failure = final;
+          this.#settle(final);
+          for (const w of this.#sessionWaiters.splice(0)) w();
+          break;
+        }
         failures++;
         const delay = backoffMs(failures, this.#options);
         const level = failures === 1 || failures % 10 === 0 ? "warn" : "debug";
@@ -271,7 +311,15 @@ export class Tunnel implements AsyncDisposable {
         break;
       }
       failures = 0;
+      this.#nameTakenSince = undefined;
       this.#connects++;
+      if (link.namesOwned === false && this.#options.allow?.length && !this.#warnedAllow) {
+        this.#warnedAllow = true;
+        log.warn(
+          "--allow trusts relay names, but this relay does not own names (no auth file): " +
+            "any client can register an allowed name; use --secret-file to prove who a peer is",
+        );
+      }
       const session = new TunnelSession({
         link,
         services: this.#options.expose,
@@ -305,6 +353,7 @@ export class Tunnel implements AsyncDisposable {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#abort.abort();
+      this.#settle(undefined);
       for (const l of this.#listeners) {
         try {
           l.close();
@@ -323,6 +372,23 @@ export class Tunnel implements AsyncDisposable {
   /** Same as {@linkcode Tunnel.close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** The refusal in `error` when retrying cannot fix it, else `undefined`. */
+  #finalRefusal(error: unknown): RegistrationError | undefined {
+    if (!(error instanceof RegistrationError)) {
+      this.#nameTakenSince = undefined;
+      return undefined;
+    }
+    if (FINAL_REFUSALS.has(error.reason)) return error;
+    if (error.reason !== "name_taken") return undefined;
+    // Never connected: another client holds the name. Connected before: it may be this
+    // tunnel's own dead connection, which the relay drops within its idle timeout.
+    if (this.#connects === 0) return error;
+    const now = performance.now();
+    this.#nameTakenSince ??= now;
+    const graceMs = this.#options.nameTakenGraceMs ?? 2 * IDLE_TIMEOUT_MS;
+    return now - this.#nameTakenSince >= graceMs ? error : undefined;
   }
 }
 
@@ -345,9 +411,31 @@ export function backoffMs(
 /** Options of {@linkcode relayLinkFactory}: those of `RelayClient.connect`, less the signal. */
 export type RelayLinkOptions = Omit<RelayClientOptions, "signal">;
 
-/** A {@linkcode LinkFactory} that connects a {@linkcode RelayClient}. */
+/**
+ * A {@linkcode LinkFactory} that connects a {@linkcode RelayClient}. The link passes on the
+ * relay's delivery errors for offline peers, so streams to them fail at once.
+ */
 export function relayLinkFactory(options: RelayLinkOptions): LinkFactory {
-  return (signal) => RelayClient.connect({ ...options, signal });
+  return async (signal) => {
+    const client = await RelayClient.connect({
+      ...options,
+      signal,
+      onError: (error) => {
+        options.onError?.(error);
+        if (error.reason === "unknown_destination") {
+          link.onUndeliverable?.(error.dest, error.message);
+        }
+      },
+    });
+    const link: TunnelLink = {
+      name: client.name,
+      namesOwned: client.welcome.names_owned,
+      send: (dest, payload) => client.send(dest, payload),
+      receive: () => client.receive(),
+      close: () => client.close(),
+    };
+    return link;
+  };
 }
 
 /** The local end of a `--stdio` stream. */

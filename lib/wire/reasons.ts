@@ -147,6 +147,8 @@ export const TUNNEL_RESET_REASONS = {
   send_failed: "A packet of the stream could not be sent",
   /** The peer reset the stream (its RESET frame gives its own reason). */
   peer_reset: "The peer reset the stream",
+  /** The relay reports that no client holds the peer's name (control channel). */
+  peer_offline: "The peer is not connected to the relay",
   /** The peer came back with a new session (it restarted or reconnected). */
   peer_restarted: "The peer restarted",
   /** The peer ended its session (BYE). */

@@ -137,6 +137,7 @@ export const RESET_CODES: Readonly<Record<TunnelResetReason, ResetCodeValue>> = 
   peer_silent: ResetCode.other,
   send_failed: ResetCode.other,
   peer_reset: ResetCode.other,
+  peer_offline: ResetCode.refused,
   peer_restarted: ResetCode.shutdown,
   peer_ended: ResetCode.shutdown,
   shutdown: ResetCode.shutdown,

@@ -36,6 +36,11 @@ export class FakeRelay {
    * `null` to drop the message.
    */
   tap: ((m: Tapped) => Uint8Array | null | void) | undefined;
+  /**
+   * Whether a message to a name nobody holds is reported back to its sender, as a relay
+   * with the control channel does (`unknown_destination`).
+   */
+  reportsOffline = true;
 
   /**
    * Registers `name`.
@@ -48,10 +53,18 @@ export class FakeRelay {
     return link;
   }
 
-  /** Delivers `payload` from `from` to `to`; dropped when `to` is not connected. */
-  route(from: string, to: string, payload: Uint8Array): void {
+  /**
+   * Delivers `payload` from `from` to `to`; when `to` is not connected the message is dropped
+   * and, with {@linkcode reportsOffline}, the sending link `sender` hears of it.
+   */
+  route(from: string, to: string, payload: Uint8Array, sender?: FakeLink): void {
     const dest = this.links.get(to);
-    if (!dest) return;
+    if (!dest) {
+      if (this.reportsOffline && sender) {
+        queueMicrotask(() => sender.onUndeliverable?.(to, "No client has that name"));
+      }
+      return;
+    }
     const tapped = this.tap?.({ from, to, payload });
     if (tapped === null) return;
     dest.deliver({ from, payload: tapped ?? payload });
@@ -66,6 +79,7 @@ export class FakeRelay {
 /** A link of a {@linkcode FakeRelay}. */
 export class FakeLink implements TunnelLink {
   readonly name: string;
+  onUndeliverable?: (dest: string, message: string) => void;
   readonly #relay: FakeRelay;
   #inbox: { from: string; payload: Uint8Array }[] = [];
   #waiter: (() => void) | undefined;
@@ -83,7 +97,7 @@ export class FakeLink implements TunnelLink {
   send(dest: string, payload: Uint8Array): Promise<void> {
     if (this.#ended) return Promise.reject(new Error("Cannot send: the connection is closed"));
     // Copy, as a socket would: the sender may reuse its buffer once this resolves.
-    this.#relay.route(this.name, dest, payload.slice());
+    this.#relay.route(this.name, dest, payload.slice(), this);
     return Promise.resolve();
   }
 

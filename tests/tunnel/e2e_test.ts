@@ -119,6 +119,8 @@ async function cast(big: Uint8Array = new Uint8Array(0)): Promise<Cast> {
     "--keepalive",
     "2s",
     ...SERVICES.flatMap((s) => ["--forward", `0=lab/${s}`]),
+    "--forward",
+    "0=nosuch/ghost",
   ]);
   const client = Deno.createHttpClient({});
   const extra: Proc[] = [];
@@ -137,7 +139,7 @@ async function cast(big: Uint8Array = new Uint8Array(0)): Promise<Cast> {
   try {
     await lab.waitLog(/Connected to the relay as lab/);
     await laptop.waitLog(/Connected to the relay as laptop/);
-    const ports = await forwardPorts(laptop, SERVICES.length);
+    const ports = await forwardPorts(laptop, SERVICES.length + 1);
     return {
       relay,
       relayAddr,
@@ -317,4 +319,33 @@ Deno.test({
     const reconnectMs = performance.now() - t0;
     assert(reconnectMs < 8_000, `took ${reconnectMs} ms to work again`);
   },
+});
+
+Deno.test("tunnel processes: --forward to an offline peer closes the connection within a second, reason logged", async () => {
+  await using c = await cast();
+  const t0 = performance.now();
+  const conn = await connect(c.ports.ghost);
+  await conn.write(new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"));
+  const got = await readToEnd(conn, 5_000);
+  conn.close();
+  const ms = performance.now() - t0;
+  assert(got instanceof Error || got.length === 0, "got bytes from an offline peer");
+  assert(ms < 1_500, `the connection closed after ${Math.round(ms)} ms`);
+  await c.laptop.waitLog(
+    /Cannot forward a connection to nosuch\/ghost: .*not connected to the relay/,
+  );
+});
+
+Deno.test("tunnel processes: a name held by a live client is a clear error and exit 1, not a retry loop", async () => {
+  await using c = await cast();
+  const t0 = performance.now();
+  const second = await stdioRequest(
+    ["--relay", c.relayAddr, "--name", "lab", "--expose", "web=127.0.0.1:1"],
+    "",
+  );
+  assertEquals(second.code, 1, second.stderr);
+  assert(/relay tunnel: .*lab.*already registered/.test(second.stderr), second.stderr);
+  assert(performance.now() - t0 < 10_000);
+  // The first lab is untouched.
+  assertEquals(await (await get(c, "/?i=still")).text(), "hello still");
 });

@@ -22,6 +22,7 @@ import {
   echoThrough,
   endedEmpty,
   type FakeLink,
+  FakeRelay,
   fakeTunnel,
   labAndLaptop,
   patternBytes,
@@ -384,7 +385,10 @@ Deno.test("a stream the peer never accepts is reset after the open timeout, reas
 });
 
 Deno.test("a stream to a peer that never answers HELLO fails after the open timeout", async () => {
-  await using t = labAndLaptop({}, { openTimeoutMs: 300 });
+  // A relay without the control channel says nothing about offline names.
+  const relay = new FakeRelay();
+  relay.reportsOffline = false;
+  await using t = labAndLaptop({}, { openTimeoutMs: 300 }, relay);
   const addr = t.laptop.forward({ port: 0, peer: "nobody", service: "echo" });
   const t0 = performance.now();
   assert(endedEmpty(await echoThrough(addr.port, new Uint8Array([1]), 3_000)));

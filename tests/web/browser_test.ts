@@ -166,6 +166,19 @@ Deno.test({
       await pump;
       await status.close();
     });
+    await t.step("both pages fit a phone's width", async () => {
+      const phone = await browser.newPage();
+      await phone.setViewportSize({ width: 390, height: 844 });
+      for (const path of ["/", "/playground"]) {
+        await phone.goto(server.base + path);
+        await phone.waitForLoadState("load");
+        const overflow = await phone.evaluate(() =>
+          document.documentElement.scrollWidth - document.documentElement.clientWidth
+        );
+        assertEquals(overflow, 0, `${path} scrolls sideways by ${overflow}px`);
+      }
+      await phone.close();
+    });
     assertEquals(pageErrors, []);
   } finally {
     await browser.close();

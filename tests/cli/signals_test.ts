@@ -6,6 +6,9 @@ import assert from "node:assert/strict";
 import { CliProcess, ServeProcess } from "../_helpers/relay.ts";
 
 const POSIX = Deno.build.os !== "windows";
+const HAS_SETSID = Deno.build.os === "linux" &&
+  await new Deno.Command("setsid", { args: ["--version"], stdout: "null", stderr: "null" })
+    .output().then((o) => o.success, () => false);
 
 /** Waits for the process to exit, at most `ms`; kills it and fails after that. */
 async function exitCode(proc: CliProcess, ms = 5_000): Promise<number> {
@@ -87,7 +90,7 @@ Deno.test({
 
 Deno.test({
   name: "deno task start exits 0 when Ctrl-C reaches its whole process group",
-  ignore: Deno.build.os !== "linux", // setsid(1) gives the task its own process group
+  ignore: !HAS_SETSID, // util-linux setsid(1) gives the task its own process group
   async fn() {
     const child = new Deno.Command("setsid", {
       args: [Deno.execPath(), "task", "start", "--host", "127.0.0.1", "--port", "0"],

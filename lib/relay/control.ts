@@ -290,9 +290,11 @@ export class ControlSession implements Watcher {
         if (request.v !== CONTROL_VERSION) {
           this.#refuse(
             "unsupported_version",
-            `This relay speaks control version ${CONTROL_VERSION}, not ${
-              JSON.stringify(request.v)
-            }`,
+            request.v === undefined
+              ? `The hello has no v; this relay speaks control version ${CONTROL_VERSION}`
+              : `This relay speaks control version ${CONTROL_VERSION}, not ${
+                JSON.stringify(request.v)
+              }`,
             request.id,
           );
           return false;

@@ -51,12 +51,6 @@ import { type Dialer, dialTcp, type Target } from "./dial.ts";
 import type { TunnelLink } from "./link.ts";
 import type { PacketCipher } from "./crypto.ts";
 
-export type { TunnelLink } from "./link.ts";
-export type { Dialer, Target } from "./dial.ts";
-export type { PacketCipher } from "./crypto.ts";
-export type { TunnelSessionStats } from "./stats.ts";
-export { dialTcp } from "./dial.ts";
-
 /** Options of a {@linkcode TunnelSession}. */
 export interface TunnelSessionOptions {
   /** The relay link. The session closes it when it ends. */
@@ -91,13 +85,6 @@ export interface TunnelSessionOptions {
   /** Seals every packet when set (end-to-end encryption). */
   cipher?: PacketCipher;
 }
-
-/** Streams per peer at once, each direction (the same as TUNNEL_MAX_STREAMS_PER_PEER). */
-export const MAX_STREAMS_PER_PEER: number = TUNNEL_MAX_STREAMS_PER_PEER;
-/** Default time for a peer to answer HELLO and accept a stream. */
-export const DEFAULT_OPEN_TIMEOUT_MS: number = TUNNEL_OPEN_TIMEOUT_MS;
-/** Default time to connect to an exposed target. */
-export const DEFAULT_DIAL_TIMEOUT_MS: number = TUNNEL_DIAL_TIMEOUT_MS;
 
 /** Stream frames queued to a peer past which its bad frames get no RESET answer. */
 const MAX_QUEUED_ANSWERS = 4096;
@@ -240,7 +227,7 @@ export class TunnelSession {
    * @throws {TypeError} on an invalid peer name
    * @throws {RangeError} on an empty service name or one over MAX_SERVICE_BYTES
    * @throws {Error} when the session is closed, the peer does not answer HELLO in time, or
-   *   MAX_STREAMS_PER_PEER streams to it are open
+   *   TUNNEL_MAX_STREAMS_PER_PEER streams to it are open
    */
   async open(peerName: string, service: string, conn: StreamConn): Promise<Stream> {
     encodeName(peerName);
@@ -373,13 +360,16 @@ export class TunnelSession {
   #peerOffline(dest: string, message: string): void {
     const peer = this.#peers.get(dest);
     if (!peer || this.#closed) return;
-    const text = `${JSON.stringify(dest)} is not connected to the relay (${message})`;
+    const why = `not connected to the relay (${message})`;
     if (peer.waiters.length > 0 || peer.streamCount > 0) {
       log.info("Tunnel {peer} is offline: {reason}", { peer: dest, reason: message });
     }
-    this.#peers.failHandshakes(peer, new Error(`Cannot reach tunnel ${text}`));
+    this.#peers.failHandshakes(
+      peer,
+      new Error(`Cannot reach tunnel ${JSON.stringify(dest)}: ${why}`),
+    );
     this.#peers.retire(peer);
-    this.#peers.abortStreams(peer, "peer_offline", `Tunnel ${text}`);
+    this.#peers.abortStreams(peer, "peer_offline", `Tunnel ${JSON.stringify(dest)} is ${why}`);
   }
 
   /** A packet could not be built or sent: the streams it carried fail, visibly. */
@@ -387,7 +377,12 @@ export class TunnelSession {
     this.#stats.packetsFailed++;
     const text = `Cannot send a packet to ${peer.name}: ${errorText(error)}`;
     const streams = contents ? [...contents.streams].filter((s) => s.state !== "closed") : [];
-    log.warn("{text}; resetting {count} stream(s) it carried", { text, count: streams.length });
+    if (streams.length === 0) {
+      // Session frames only (a HELLO answer, a PING): warned once per peer, as drops are.
+      this.#drops.warn(peer.name, "send_failed", "Cannot send a packet to {peer}: {reason}", error);
+    } else {
+      log.warn("{text}; resetting {count} stream(s) it carried", { text, count: streams.length });
+    }
     for (const s of streams) s.reset("send_failed", text);
     if (contents?.hello) this.#peers.failHandshakes(peer, new Error(text));
   }
@@ -409,7 +404,9 @@ export class TunnelSession {
       this.#drop(from, "stale_session", "Packet for an earlier session of this tunnel");
       const peer = this.#peers.add(from);
       const now = performance.now();
-      if (peer && now - peer.lastStaleAnswerMs >= STALE_ANSWER_MS) {
+      if (
+        peer && !peer.isRetired(header.sender) && now - peer.lastStaleAnswerMs >= STALE_ANSWER_MS
+      ) {
         peer.lastStaleAnswerMs = now;
         peer.helloAnswerTo = header.sender.slice();
         this.#writer.schedule(peer);

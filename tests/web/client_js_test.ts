@@ -139,3 +139,16 @@ Deno.test("client.js reconnects and registers again after the connection drops",
     web.close();
   }
 });
+
+Deno.test("client.js keeps itself alive within the relay's idle timeout", async () => {
+  await using server = await startWebRelay({ idleTimeoutMs: 600 });
+  const web = await RelayWebClient.connect({ url: server.wsUrl, name: "quiet" });
+  try {
+    assertEquals(web.welcome?.limits.keepalive_ms, 200);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assertEquals(server.relay.stats().disconnects.idle_timeout, undefined);
+    assertEquals(server.relay.names(), ["quiet"]);
+  } finally {
+    web.close();
+  }
+});

@@ -225,7 +225,8 @@ export class RelayWebClient extends EventTarget {
     if (keepaliveMs > 0) {
       clearInterval(this.#keepalive);
       this.#keepalive = setInterval(() => {
-        if (this.connected) this.#sendControl({ op: "ping" });
+        // `|0|`: a zero-length frame to the relay, the control channel's keepalive.
+        if (this.connected && !this.#midFrame) this.#raw(encoder.encode("|0|"));
       }, keepaliveMs);
     }
     if (this.#watched.size > 0) {

@@ -44,6 +44,7 @@ export {
   Tunnel,
   type TunnelOptions,
 } from "./lib/tunnel/tunnel.ts";
+export type { TunnelSessionStats } from "./lib/tunnel/stats.ts";
 export {
   DISCONNECT_REASONS,
   type DisconnectReason,
@@ -55,6 +56,12 @@ export {
   type RegistrationReason,
   CONTROL_ERROR_REASONS,
   type ControlErrorReason,
+  TUNNEL_DROP_REASONS,
+  TUNNEL_REJECT_REASONS,
+  TUNNEL_RESET_REASONS,
+  type TunnelDropReason,
+  type TunnelRejectReason,
+  type TunnelResetReason,
 } from "./lib/wire/reasons.ts";
 export { ProtocolError, type ProtocolErrorCode } from "./lib/wire/relay.ts";
 export { VERSION } from "./lib/version.ts";

@@ -164,8 +164,50 @@ export async function connectUnlessStopped(
     return await RelayClient.connect({ ...options, signal: stop });
   } catch (error) {
     if (stop.aborted) return undefined;
-    throw error;
+    throw explainConnectError(error, options);
   }
+}
+
+/**
+ * Connects a client for a one-shot command (send, who).
+ * @throws {Error} with a hint for the usual TLS mistakes
+ */
+export async function connectClient(options: RelayClientOptions): Promise<RelayClient> {
+  try {
+    return await RelayClient.connect(options);
+  } catch (error) {
+    throw explainConnectError(error, options);
+  }
+}
+
+/**
+ * Adds what to do to the errors people meet first: plaintext to a TLS port, a certificate the
+ * client does not trust, a certificate marked CA:TRUE or for another name.
+ */
+export function explainConnectError(error: unknown, options: RelayClientOptions): unknown {
+  if (!(error instanceof Error)) return error;
+  const text = error.message;
+  const host = options.host ?? "127.0.0.1";
+  let hint: string | undefined;
+  if (!options.tls && /does not speak the control channel|closed .*before answering/.test(text)) {
+    hint = "if the relay serves TLS on this port, add --tls, and --ca FILE for its certificate";
+  } else if (/UnknownIssuer/.test(text)) {
+    hint = "the relay's certificate is not trusted: give it (or its CA) with --ca FILE";
+  } else if (/CaUsedAsEndEntity/.test(text)) {
+    hint = "the relay's certificate is marked CA:TRUE; make one with 'relay cert' " +
+      "(docs/SELF_HOSTING.md has the openssl command)";
+  } else if (/NotValidForName|not valid for name/.test(text)) {
+    hint = `the relay's certificate is not for ${host}: connect by a name it lists, or make ` +
+      `one with 'relay cert --host ${host}'`;
+  } else if (
+    options.tls && /InvalidContentType|corrupt message|unexpected end of file/i.test(text)
+  ) {
+    hint = "the relay does not seem to serve TLS on this port; try without --tls";
+  }
+  if (hint === undefined) return error;
+  const explained = new Error(`${text} (${hint})`);
+  explained.name = error.name;
+  return explained;
 }
 
 /**

@@ -3,7 +3,6 @@
  * @module
  */
 
-import { RelayClient } from "../client/client.ts";
 import { UsageError } from "./flags.ts";
 import type { CommandSpec } from "./flag_table.ts";
 import { deliveryText } from "./connect.ts";
@@ -13,6 +12,7 @@ import {
   checkReadable,
   CLIENT_COMMAND_FLAGS,
   clientOptions,
+  connectClient,
   parseCommand,
   readAllLimited,
 } from "./common.ts";
@@ -55,7 +55,7 @@ export async function main(args: string[]): Promise<number> {
   const path = flags.positionals[1] ?? "-";
   if (path !== "-") await checkReadable(path);
   const options = await clientOptions(flags, flags.positionals[0], from);
-  await using client = await RelayClient.connect(options);
+  await using client = await connectClient(options);
   // The relay says its limit in the welcome; no fixed cap of this client's own.
   const payload = await readAllLimited(path, client.maxMessageBytes, "the relay's message limit");
   await client.send(to, payload);

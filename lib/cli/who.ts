@@ -3,9 +3,9 @@
  * @module
  */
 
-import { ControlRequestError, RelayClient } from "../client/client.ts";
+import { ControlRequestError } from "../client/client.ts";
 import type { CommandSpec } from "./flag_table.ts";
-import { CLIENT_COMMAND_FLAGS, clientOptions, parseCommand } from "./common.ts";
+import { CLIENT_COMMAND_FLAGS, clientOptions, connectClient, parseCommand } from "./common.ts";
 
 const SPEC: CommandSpec = {
   command: "relay who",
@@ -37,7 +37,7 @@ export async function main(args: string[]): Promise<number> {
   if (!flags) return 0;
   const name = flags.string("name") ?? `who-${crypto.randomUUID().slice(0, 8)}`;
   const options = await clientOptions(flags, flags.positionals[0], name);
-  await using client = await RelayClient.connect(options);
+  await using client = await connectClient(options);
   let names: string[];
   try {
     names = await client.who(flags.positionals[1]);

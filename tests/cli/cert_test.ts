@@ -76,6 +76,14 @@ Deno.test({
         { stdin: "x" },
       );
       assert.equal(untrusted.code, 1);
+      assert.match(untrusted.stderr, /not trusted: give it .* with --ca FILE/);
+      // Plaintext to the TLS port says what to do.
+      const plain = await runCli(
+        ["send", `127.0.0.1:${relay.port}`, "--from", "eve", "--to", "x"],
+        { stdin: "x" },
+      );
+      assert.equal(plain.code, 1);
+      assert.match(plain.stderr, /add --tls/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

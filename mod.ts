@@ -46,6 +46,8 @@ export {
 } from "./lib/tunnel/tunnel.ts";
 export type { TunnelSessionStats } from "./lib/tunnel/stats.ts";
 export {
+  CONTROL_ERROR_REASONS,
+  type ControlErrorReason,
   DISCONNECT_REASONS,
   type DisconnectReason,
   DROP_REASONS,
@@ -54,8 +56,6 @@ export {
   type RefusalReason,
   REGISTRATION_REASONS,
   type RegistrationReason,
-  CONTROL_ERROR_REASONS,
-  type ControlErrorReason,
   TUNNEL_DROP_REASONS,
   TUNNEL_REJECT_REASONS,
   TUNNEL_RESET_REASONS,

@@ -19,6 +19,7 @@ import {
   MAX_CONNECTIONS,
   MAX_MEMORY_BYTES,
   MAX_MESSAGE_BYTES,
+  MAX_WHO_LIMIT,
   REGISTER_TIMEOUT_MS,
   WRITE_TIMEOUT_MS,
 } from "../limits.ts";
@@ -27,6 +28,7 @@ import { addressKey, ConnectionCounter, RateLimiter } from "./limiter.ts";
 import type { Registration } from "../wire/relay.ts";
 import { Registry } from "./registry.ts";
 import { ControlHub } from "./control.ts";
+import type { Page, PageRequest } from "./directory.ts";
 import { VERSION } from "../version.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
@@ -412,24 +414,18 @@ export class RelayServer implements AsyncDisposable {
   }
 
   /**
-   * Names registered now, sorted by their UTF-8 bytes.
+   * Names registered now, sorted by their UTF-8 bytes (the `who` directory, cached between
+   * changes).
    * @param prefix keep only names that start with it
-   * @param limit at most this many
+   * @param limit at most this many (at most 1000)
    */
-  names(prefix = "", limit = Infinity): string[] {
-    const names: string[] = [];
-    for (const conn of this.#registry.values()) {
-      if (conn.name !== undefined && conn.name.startsWith(prefix)) names.push(conn.name);
-    }
-    // Code point order is UTF-8 byte order (UTF-16 code unit order is not, past U+FFFF).
-    names.sort((a, b) => {
-      const x = [...a], y = [...b];
-      for (let i = 0; i < Math.min(x.length, y.length); i++) {
-        if (x[i] !== y[i]) return x[i].codePointAt(0)! - y[i].codePointAt(0)!;
-      }
-      return x.length - y.length;
-    });
-    return names.slice(0, limit);
+  names(prefix = "", limit = MAX_WHO_LIMIT): string[] {
+    return this.namesPage({ prefix, limit, maxJsonBytes: Infinity }).names;
+  }
+
+  /** One page of the names registered now, as `who` answers it. */
+  namesPage(request: PageRequest): Page {
+    return this.#control.directory.page(request);
   }
 
   /**

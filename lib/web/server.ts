@@ -305,13 +305,14 @@ export class WebServer implements AsyncDisposable {
       return json({ error: "listing_disabled", message: "The relay does not list names" }, 403);
     }
     const prefix = url.searchParams.get("prefix") ?? "";
+    const after = url.searchParams.get("after") ?? undefined;
     const limitText = url.searchParams.get("limit");
     const limit = limitText === null ? MAX_LISTED_NAMES : Number(limitText);
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LISTED_NAMES) {
       return json({ error: "bad_request", message: `limit is 1–${MAX_LISTED_NAMES}` }, 400);
     }
-    const names = this.#relay.names(prefix, limit + 1);
-    return json({ names: names.slice(0, limit), more: names.length > limit });
+    const page = this.#relay.namesPage({ prefix, after, limit, maxJsonBytes: Infinity });
+    return json({ names: page.names, more: page.more });
   }
 
   #events(): Response {

@@ -54,6 +54,10 @@ Deno.test("/api/status and /api/names show the relay as JSON", async (t) => {
       more: true,
     });
     assertEquals(JSON.parse((await get(`${server.base}/api/names?prefix=b`)).body).names, ["bob"]);
+    assertEquals(JSON.parse((await get(`${server.base}/api/names?after=alice`)).body), {
+      names: ["bob"],
+      more: false,
+    });
     assertEquals((await get(`${server.base}/api/names?limit=0`)).status, 400);
   });
 });

@@ -1,9 +1,18 @@
 /**
- * The session's one writer: what it does when a packet cannot be built or sent. A lost
- * OPEN or FIN must not leave its stream hanging until a timeout.
+ * The session's one writer: what it does when a packet cannot be built or sent (a lost
+ * OPEN or FIN must not leave its stream hanging until a timeout), and how it builds them.
  */
 import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { decodeFrames, decodePacketHeader } from "../../lib/wire/tunnel.ts";
+import {
+  decodeFrames,
+  decodePacketHeader,
+  FRAME_HEADER_BYTES,
+  MAX_FRAMES_BYTES,
+  newSessionId,
+} from "../../lib/wire/tunnel.ts";
+import { encodePacket, takePacket } from "../../lib/tunnel/packetizer.ts";
+import { Peer } from "../../lib/tunnel/peer.ts";
+import { DATA_ROOM_BYTES, Stream } from "../../lib/tunnel/stream.ts";
 import {
   assert,
   assertEquals,
@@ -99,4 +108,93 @@ Deno.test("a FIN lost with its packet resets its stream instead of leaving it ha
     );
     await waitFor(() => t.laptop.session?.streamCount === 0, 2_000, "the stream to be gone");
   });
+});
+
+/** A stream that only needs an id and a side, for building packets. */
+function stubStream(id: number, local = true): Stream {
+  return new Stream({
+    owner: { sendData() {}, sendWindow() {}, sendFin() {}, sendReset() {}, ended() {} },
+    peer: "lab",
+    id,
+    local,
+    service: "web",
+    windowBytes: 65536,
+    sendCredit: 65536,
+  });
+}
+
+function dataItem(stream: Stream, length: number, fill = 7) {
+  const buffer = new Uint8Array(DATA_ROOM_BYTES + length);
+  buffer.fill(fill, DATA_ROOM_BYTES);
+  return { stream, buffer, length };
+}
+
+Deno.test("a packet takes control frames first, then WINDOWs, then stream frames in order", () => {
+  const peer = new Peer("lab");
+  peer.session = newSessionId();
+  const a = stubStream(1);
+  const b = stubStream(2, false);
+  peer.data.push({ frame: { type: "fin", stream: 1, opener: true }, stream: a });
+  peer.data.push(dataItem(b, 3));
+  peer.windows.set(b, 5000);
+  peer.control.push({ type: "ping", ack: true, data: new Uint8Array(8) });
+  const contents = takePacket(peer)!;
+  assertEquals(contents.streams, new Set([a, b]));
+  const frames = decodeFrames(encodePacket(contents).frames);
+  assertEquals(frames.map((f) => f.type), ["ping", "window", "fin", "data"]);
+  assertEquals(peer.hasOutput(), false);
+});
+
+Deno.test("a lone large DATA frame is encoded in place in its buffer, others into a new one", () => {
+  const peer = new Peer("lab");
+  peer.session = newSessionId();
+  const s = stubStream(1);
+  const big = dataItem(s, 100_000);
+  peer.data.push(big);
+  const encoded = encodePacket(takePacket(peer)!);
+  assert(encoded.room?.buffer === big.buffer.buffer, "the big DATA was copied");
+  assertEquals(encoded.frames.length, FRAME_HEADER_BYTES + 100_000);
+  peer.data.push(dataItem(s, 10), dataItem(s, 20));
+  const small = encodePacket(takePacket(peer)!);
+  assertEquals(small.room, undefined);
+  assertEquals(decodeFrames(small.frames).length, 2);
+});
+
+Deno.test("a packet is cut at MAX_FRAMES_BYTES, the rest waits for the next", () => {
+  const peer = new Peer("lab");
+  peer.session = newSessionId();
+  const s = stubStream(1);
+  for (let i = 0; i < 20; i++) peer.data.push(dataItem(s, 60_000));
+  const first = takePacket(peer)!;
+  const bytes = encodePacket(first).frames.length;
+  assert(bytes <= MAX_FRAMES_BYTES, `${bytes} bytes in one packet`);
+  assert(peer.hasOutput(), "nothing was left for the next packet");
+  let total = first.items.length;
+  while (peer.hasOutput()) total += takePacket(peer)!.items.length;
+  assertEquals(total, 20);
+});
+
+Deno.test("before the peer's session is known only HELLO goes out; a bad frame fails encoding", () => {
+  const peer = new Peer("lab");
+  const s = stubStream(1);
+  peer.control.push({ type: "hello", ack: false }, {
+    type: "ping",
+    ack: false,
+    data: new Uint8Array(8),
+  });
+  peer.data.push(dataItem(s, 10));
+  const contents = takePacket(peer)!;
+  assertEquals(contents.frames.map((f) => f.type), ["hello"]);
+  assertEquals(contents.hello, true);
+  assertEquals(contents.items.length, 0);
+  assertEquals(peer.hasOutput(), false);
+  // An OPEN whose service is too long cannot be encoded: the packet fails with its stream.
+  peer.session = newSessionId();
+  peer.data.push({
+    frame: { type: "open", stream: 1, window: 65536, service: "x".repeat(300) },
+    stream: s,
+  });
+  const bad = takePacket(peer)!;
+  assertEquals(bad.streams, new Set([s]));
+  assert.throws(() => encodePacket(bad), RangeError);
 });

@@ -78,7 +78,7 @@ interface Cast extends AsyncDisposable {
   base: string;
   web: Deno.HttpServer<Deno.NetAddr>;
   client: Deno.HttpClient;
-  /** Stops and forgets the relay (for the restart test); disposal then skips it. */
+  /** Processes a test starts later (a restarted relay), stopped with the rest. */
   extra: Proc[];
 }
 

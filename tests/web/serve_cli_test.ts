@@ -1,6 +1,6 @@
 import { assertEquals, assertMatch } from "./_assert.ts";
 import { get } from "./_helpers.ts";
-import { CliProcess, expectText, RawPeer, waitFor } from "../_helpers/relay.ts";
+import { CliProcess, expectText, RawPeer, runCli, waitFor } from "../_helpers/relay.ts";
 import { RelayWebClient } from "../../lib/web/static/client.js";
 
 Deno.test("relay serve --http-port serves the web side; a playground client chats with TCP", async () => {
@@ -37,11 +37,18 @@ Deno.test("relay serve --http-port serves the web side; a playground client chat
       await expectText(tcp, "page|19|hello from the page");
       await tcp.write("page|2|hi");
       assertEquals((await web.receive())?.text(), "hi");
+      // `relay connect`, as a student would use it, talks to the page too.
+      const connect = await runCli(["connect", `127.0.0.1:${relayPort}`, "student"], {
+        stdin: "page hello from relay connect\n",
+      });
+      assertEquals(connect.code, 0, connect.stderr);
+      const message = await web.receive();
+      assertEquals([message?.from, message?.text()], ["student", "hello from relay connect"]);
     } finally {
       web.close();
     }
     const metrics = (await get(`${base}/metrics`, auth)).body;
-    assertMatch(metrics, /^relay_messages_delivered_total 2$/m);
+    assertMatch(metrics, /^relay_messages_delivered_total 3$/m);
     await waitFor(() => serve.stderr.includes("Disconnected page"), 5_000, "page gone");
   } finally {
     await Deno.remove(tokenFile);

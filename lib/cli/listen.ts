@@ -122,16 +122,22 @@ export async function main(args: string[]): Promise<number> {
     for (let at = 0; at < bytes.length;) at += await out.write(bytes.subarray(at));
   };
   let received = 0;
-  while (received < count) {
-    const message = await client.receive();
-    if (message === undefined) break;
-    received++;
-    if (json) await write(encoder.encode(jsonLine(message) + "\n"));
-    else if (framed) await write(encodeFrame(message.from, message.payload));
-    else {
-      await write(message.payload);
-      if (separator.length) await write(separator);
+  try {
+    while (received < count) {
+      const message = await client.receive();
+      if (message === undefined) break;
+      received++;
+      if (json) await write(encoder.encode(jsonLine(message) + "\n"));
+      else if (framed) await write(encodeFrame(message.from, message.payload));
+      else {
+        await write(message.payload);
+        if (separator.length) await write(separator);
+      }
     }
+  } catch (error) {
+    // The reader went away (`relay listen … | head -1`): done, as for any Unix filter.
+    if (error instanceof Deno.errors.BrokenPipe) return 0;
+    throw error;
   }
   if (received >= count || stop.aborted) return 0;
   const why = client.bye ? `: ${client.bye.message} (${client.bye.reason})` : "";

@@ -94,6 +94,16 @@ Deno.test("serve names the address when the port is in use, and exits 1", async 
   );
 });
 
+Deno.test("serve names a host that is not an address of this machine, and exits 1", async () => {
+  // 192.0.2.1 is TEST-NET-1: never assigned to a local interface.
+  const { code, stderr } = await runCli(["serve", "--host", "192.0.2.1", "--port", "0"]);
+  assert.equal(code, 1, stderr);
+  assert.match(
+    stderr,
+    /Cannot listen on 192\.0\.2\.1:0: 192\.0\.2\.1 is not an address of this machine/,
+  );
+});
+
 Deno.test("serve logs the settings in effect at start-up", async () => {
   await using relay = await ServeProcess.start([
     "--max-message",

@@ -268,3 +268,33 @@ Deno.test("send, listen and who work against a relay in --deliver payload mode",
     text: "framed for us",
   });
 });
+
+Deno.test("listen exits 0 when its reader goes away (| head -1)", async () => {
+  await using relay = await ServeProcess.start();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "listen", `127.0.0.1:${relay.port}`, "bob", "--json"],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  await relay.waitLog(/Registered bob/);
+  await using alice = await RelayClient.connect({ port: relay.port, name: "alice" });
+  await alice.send("bob", bytes("first"));
+  const reader = child.stdout.getReader();
+  const { value } = await reader.read();
+  assert.match(text(value!), /"text":"first"/);
+  await reader.cancel(); // what head does after its line: the pipe's read end closes
+  const status = (async () => {
+    const [s, err] = await Promise.all([child.status, new Response(child.stderr).text()]);
+    return { code: s.code, err };
+  })();
+  let done = false;
+  status.then(() => done = true);
+  for (let i = 0; i < 200 && !done; i++) {
+    await alice.send("bob", bytes(`more ${i}`));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const { code, err } = await status;
+  assert.equal(code, 0, err);
+  assert.doesNotMatch(err, /broken pipe/i);
+});

@@ -104,6 +104,9 @@ export class WebServer implements AsyncDisposable {
   readonly #finished: Promise<void>[] = [];
   #closing: Promise<void> | undefined;
   #overflows = 0;
+  #reloading: Promise<void> = Promise.resolve();
+  /** The certificate served now, if HTTPS. */
+  #tls: TlsCertificate | undefined;
 
   private constructor(options: WebServerOptions) {
     this.#options = options;
@@ -133,6 +136,7 @@ export class WebServer implements AsyncDisposable {
       startedAt: this.#startedAt,
     });
     this.#abort = new AbortController();
+    this.#tls = options.tls;
     try {
       this.#http = this.#serve(options.port, options.tls, this.#abort.signal);
     } catch (error) {
@@ -188,8 +192,15 @@ export class WebServer implements AsyncDisposable {
    * requests, event streams and WebSockets already open carry on.
    * @throws when the certificate is bad (the old one stays) or the port cannot be bound again
    */
-  async setCertificate(tls: TlsCertificate): Promise<void> {
-    if (!this.#options.tls || this.#closing) throw new TypeError("This server does not serve TLS");
+  setCertificate(tls: TlsCertificate): Promise<void> {
+    // One reload at a time, in order: two SIGHUPs in a row never race for the port.
+    const run = this.#reloading.then(() => this.#reload(tls));
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
+  async #reload(tls: TlsCertificate): Promise<void> {
+    if (!this.#tls || this.#closing) throw new TypeError("This server does not serve TLS");
     Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tls }).close();
     const port = this.port;
     this.#abort.abort();
@@ -199,7 +210,7 @@ export class WebServer implements AsyncDisposable {
       try {
         this.#http = this.#serve(port, tls, abort.signal);
         this.#abort = abort;
-        this.#options.tls = tls;
+        this.#tls = tls;
         this.#log.info("Web TLS certificate reloaded");
         return;
       } catch (error) {

@@ -139,72 +139,93 @@ export function dataHeaderBytes(flags: number, keyBytes = 0): number {
  * be written there and the frame sent alone without another copy.
  */
 export function encodeFrame(frame: Frame, room = 0): Uint8Array {
+  const out = new Uint8Array(room + frameSize(frame));
+  writeFrame(frame, out, room);
+  return out;
+}
+
+/** Bytes `frame` takes on the wire. */
+export function frameSize(frame: Frame): number {
   switch (frame.type) {
-    case FRAME_DATA:
-      return encodeData(frame, room);
-    case FRAME_CREDIT: {
-      checkU32(frame.bytes, "credit");
-      const out = new Uint8Array(room + 9);
-      const view = new DataView(out.buffer);
-      out[room] = FRAME_CREDIT;
-      view.setUint32(room + 1, checkU32(frame.pair, "pair"));
-      view.setUint32(room + 5, frame.bytes);
-      return out;
+    case FRAME_DATA: {
+      const keyBytes = frame.flags & FLAG_OPEN ? encoder.encode(frame.key ?? "").length : 0;
+      return dataHeaderBytes(frame.flags, keyBytes) + frame.payload.length;
     }
+    case FRAME_CREDIT:
+      return 9;
     case FRAME_PING:
-    case FRAME_PONG: {
-      const out = new Uint8Array(room + 5);
-      out[room] = frame.type;
-      new DataView(out.buffer).setUint32(room + 1, checkU32(frame.pair, "token"));
-      return out;
+    case FRAME_PONG:
+      return 5;
+    case FRAME_END:
+      return 10 + encoder.encode(frame.reason).length;
+    case FRAME_CLOSE:
+      return 6 + encoder.encode(frame.reason).length;
+  }
+}
+
+/**
+ * Writes `frame` into `out` at `at` (which must have {@linkcode frameSize} bytes of room).
+ * @returns the bytes written
+ * @throws {RangeError} when a field does not fit its layout
+ */
+export function writeFrame(frame: Frame, out: Uint8Array, at: number): number {
+  const start = at;
+  out[at] = frame.type;
+  putU32(out, at + 1, checkU32(frame.pair, "pair"));
+  at += 5;
+  switch (frame.type) {
+    case FRAME_DATA: {
+      const { flags, payload } = frame;
+      if ((flags & ~KNOWN_FLAGS) !== 0) throw new RangeError(`Unknown flags ${flags}`);
+      putU32(out, at, checkU32(frame.seq, "seq"));
+      out[at + 4] = flags;
+      putU32(out, at + 5, payload.length);
+      at += 9;
+      if (flags & FLAG_FIRST) {
+        const total = frame.total ?? -1;
+        if (total < payload.length) throw new RangeError("Total is shorter than the first chunk");
+        putU32(out, at, checkU32(total, "total"));
+        at += 4;
+      }
+      if (flags & FLAG_OPEN) {
+        const key = encoder.encode(frame.key ?? "");
+        if (key.length === 0 || key.length > MAX_PAIR_KEY_BYTES) {
+          throw new RangeError(`Pair key must be 1 to ${MAX_PAIR_KEY_BYTES} bytes`);
+        }
+        out[at] = key.length >> 8;
+        out[at + 1] = key.length & 0xff;
+        out.set(key, at + 2);
+        at += 2 + key.length;
+      }
+      out.set(payload, at);
+      return at + payload.length - start;
     }
+    case FRAME_CREDIT:
+      putU32(out, at, checkU32(frame.bytes, "credit"));
+      return 9;
+    case FRAME_PING:
+    case FRAME_PONG:
+      return 5;
     case FRAME_END:
     case FRAME_CLOSE: {
       const reason = encoder.encode(frame.reason);
       if (reason.length > 255) throw new RangeError("Reason is longer than 255 bytes");
-      const extra = frame.type === FRAME_END ? 4 : 0;
-      const out = new Uint8Array(room + 5 + extra + 1 + reason.length);
-      const view = new DataView(out.buffer);
-      out[room] = frame.type;
-      view.setUint32(room + 1, checkU32(frame.pair, "pair"));
-      if (frame.type === FRAME_END) view.setUint32(room + 5, checkU32(frame.nextSeq, "seq"));
-      out[room + 5 + extra] = reason.length;
-      out.set(reason, room + 6 + extra);
-      return out;
+      if (frame.type === FRAME_END) {
+        putU32(out, at, checkU32(frame.nextSeq, "seq"));
+        at += 4;
+      }
+      out[at] = reason.length;
+      out.set(reason, at + 1);
+      return at + 1 + reason.length - start;
     }
   }
 }
 
-function encodeData(frame: DataFrame, room: number): Uint8Array {
-  const { flags, payload } = frame;
-  if ((flags & ~KNOWN_FLAGS) !== 0) throw new RangeError(`Unknown flags ${flags}`);
-  const key = flags & FLAG_OPEN ? encoder.encode(frame.key ?? "") : undefined;
-  if (key && (key.length === 0 || key.length > MAX_PAIR_KEY_BYTES)) {
-    throw new RangeError(`Pair key must be 1 to ${MAX_PAIR_KEY_BYTES} bytes`);
-  }
-  const header = dataHeaderBytes(flags, key?.length ?? 0);
-  const out = new Uint8Array(room + header + payload.length);
-  const view = new DataView(out.buffer);
-  let at = room;
-  out[at] = FRAME_DATA;
-  view.setUint32(at + 1, checkU32(frame.pair, "pair"));
-  view.setUint32(at + 5, checkU32(frame.seq, "seq"));
-  out[at + 9] = flags;
-  view.setUint32(at + 10, payload.length);
-  at += 14;
-  if (flags & FLAG_FIRST) {
-    const total = frame.total ?? -1;
-    if (total < payload.length) throw new RangeError("Total is shorter than the first chunk");
-    view.setUint32(at, checkU32(total, "total"));
-    at += 4;
-  }
-  if (key) {
-    view.setUint16(at, key.length);
-    out.set(key, at + 2);
-    at += 2 + key.length;
-  }
-  out.set(payload, at);
-  return out;
+function putU32(out: Uint8Array, at: number, n: number): void {
+  out[at] = n >>> 24;
+  out[at + 1] = (n >>> 16) & 0xff;
+  out[at + 2] = (n >>> 8) & 0xff;
+  out[at + 3] = n & 0xff;
 }
 
 /**
@@ -225,7 +246,7 @@ export function decodePacket(bytes: Uint8Array): Packet {
     throw new ClusterProtocolError("Bad node name length");
   }
   need(2, fromLen + 4);
-  const from = text(bytes.subarray(2, 2 + fromLen));
+  const from = nodeName(bytes, 2, fromLen);
   const epoch = view.getUint32(2 + fromLen);
   const frames: Frame[] = [];
   let at = 2 + fromLen + 4;
@@ -300,6 +321,16 @@ export function decodePacket(bytes: Uint8Array): Packet {
     }
   }
   return { from, epoch, frames };
+}
+
+/** A node name: ASCII by rule, so decoded without a TextDecoder call (once per packet). */
+function nodeName(bytes: Uint8Array, at: number, length: number): string {
+  let out = "";
+  for (let i = at; i < at + length; i++) {
+    if (bytes[i] >= 0x80) return text(bytes.subarray(at, at + length));
+    out += String.fromCharCode(bytes[i]);
+  }
+  return out;
 }
 
 function text(bytes: Uint8Array): string {

@@ -1,18 +1,32 @@
 /**
- * The outgoing queue to one node. Frames from every pair to that node are packed into packets
- * once per event-loop turn (many small frames, one publish) and published in order. A frame
- * big enough to travel alone is sent without a copy: it was encoded with room for the packet
- * header in front.
+ * The outgoing queue to one node. Frames from every pair to that node are written straight
+ * into the packet being built (one copy of each payload, no buffer per frame) and the packet
+ * leaves once a microtask turn passes with nothing added, so a burst of frames (one socket
+ * read's worth, or a loop of sends) becomes one publish. While a publish waits for room, the next packet keeps filling.
+ * A frame big enough to travel alone is encoded on its own with room for the packet header in
+ * front and published without another copy.
  *
- * A link is probed before use: PING with a token, everything else held until the PONG, so
- * nothing is published into a path that does not reach the node yet. A reset makes the link
- * probe again.
+ * A link is probed before use: PING with a token, every other frame held until the PONG, so
+ * nothing is published into a path that does not reach the node yet (a node that just
+ * subscribed on another NATS server). A reset makes the link probe again.
  * @module
  */
 
-import { encodeFrame, FRAME_PING } from "./frame.ts";
+import { encodeFrame, type Frame, FRAME_PING, frameSize, writeFrame } from "./frame.ts";
 import { PROBE_RETRY_MS, PROBE_TIMEOUT_MS } from "./limits.ts";
 import type { NodeTransport } from "./transport.ts";
+
+/** A frame at least this big is published alone rather than copied into a shared packet. */
+const ALONE_BYTES = 16 * 1024;
+
+/**
+ * Least size of a packet being built; it doubles up to the transport's limit as frames come.
+ * Small, because a lone small message is the common case between bursts.
+ */
+const INITIAL_PACKET_BYTES = 256;
+
+/** Most microtask turns a flush waits for more frames before it publishes anyway. */
+const MAX_FLUSH_HOPS = 64;
 
 /** Packs frames for one destination node and publishes them in order. */
 export class Link {
@@ -22,13 +36,18 @@ export class Link {
   readonly #onError: (error: unknown) => void;
   readonly #probeRetryMs: number;
   readonly #probeTimeoutMs: number;
-  /** Frames held until the link is confirmed. */
-  #queue: Uint8Array[] = [];
-  #queuedBytes = 0;
-  /** Probes and answers: they go out whether or not the link is confirmed. */
+  /** Whole packets waiting to be published (held while the link is not confirmed). */
+  #ready: Uint8Array[] = [];
+  /** The packet being built, header included, and how much of it is used. */
+  #building: Uint8Array | undefined;
+  #used = 0;
+  #lastPacketBytes = 0;
+  /** Probe packets: they go out whether or not the link is confirmed. */
   #control: Uint8Array[] = [];
+  #scheduled = false;
+  #addedSinceTick = false;
+  #hops = 0;
   #running = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
   #dead = false;
   #confirmed = false;
   #token = 0;
@@ -36,8 +55,7 @@ export class Link {
   #probeDeadline = 0;
 
   /**
-   * @param header the packet header, written in front of every packet; frames given to
-   *   {@linkcode enqueue} have exactly `header.length` bytes of room in front
+   * @param header the packet header, written in front of every packet
    * @param onError called once when publishing fails or the probe times out; the link drops
    *   everything after it
    * @param probe probe timings (default `PROBE_RETRY_MS`, `PROBE_TIMEOUT_MS`)
@@ -49,12 +67,12 @@ export class Link {
     onError: (error: unknown) => void,
     probe: { retryMs?: number; timeoutMs?: number } = {},
   ) {
-    this.#probeRetryMs = probe.retryMs ?? PROBE_RETRY_MS;
-    this.#probeTimeoutMs = probe.timeoutMs ?? PROBE_TIMEOUT_MS;
     this.#transport = transport;
     this.#to = to;
     this.#header = header;
     this.#onError = onError;
+    this.#probeRetryMs = probe.retryMs ?? PROBE_RETRY_MS;
+    this.#probeTimeoutMs = probe.timeoutMs ?? PROBE_TIMEOUT_MS;
   }
 
   /** Whether a PONG has confirmed the path to the node. */
@@ -63,33 +81,88 @@ export class Link {
   }
 
   /**
-   * Queues one frame (encoded with header room). It leaves at the next event-loop turn, so a
-   * sender that sends many small messages in a row fills packets; a full packet leaves now.
-   * `control` frames (PING, PONG) skip the wait for confirmation.
+   * Queues a frame. Its payload is copied now, so the caller may reuse it at once.
+   * @throws {RangeError} when a field does not fit the frame layout
    */
-  enqueue(frame: Uint8Array, control = false): void {
+  add(frame: Frame): void {
     if (this.#dead) return;
-    if (control) {
-      this.#control.push(frame);
+    const size = frameSize(frame);
+    const room = this.#header.length;
+    const max = this.#transport.maxPacketBytes;
+    if (size >= ALONE_BYTES || room + size > max / 2) {
+      this.#finishPacket();
+      const packet = encodeFrame(frame, room);
+      packet.set(this.#header);
+      this.#ready.push(packet);
     } else {
-      this.#queue.push(frame);
-      this.#queuedBytes += frame.length;
-      if (!this.#confirmed) return this.#probe();
+      if (this.#building && this.#used + size > this.#building.length) {
+        if (this.#used + size <= max) this.#grow(this.#used + size, max);
+        else this.#finishPacket();
+      }
+      if (!this.#building) {
+        // Start at the last packet's size: bursts tend to repeat.
+        const start = Math.max(INITIAL_PACKET_BYTES, room + size, this.#lastPacketBytes);
+        this.#building = new Uint8Array(Math.min(max, start));
+        this.#building.set(this.#header);
+        this.#used = room;
+      }
+      this.#used += writeFrame(frame, this.#building, this.#used);
     }
-    if (this.#running) return;
-    if (this.#queuedBytes >= this.#transport.maxPacketBytes) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#run();
-    } else {
-      // A macrotask, not a microtask: a sender looping over resolved sends runs on microtasks
-      // and would otherwise get one packet per message.
-      this.#timer ??= setTimeout(() => {
-        this.#timer = undefined;
-        this.#run();
-      }, 0);
-    }
+    if (this.#confirmed) this.#schedule();
+    else this.#probe();
   }
+
+  /** Queues a PING or PONG, which skips the wait for confirmation. */
+  addControl(frame: Frame): void {
+    if (this.#dead) return;
+    const packet = encodeFrame(frame, this.#header.length);
+    packet.set(this.#header);
+    this.#control.push(packet);
+    this.#schedule();
+  }
+
+  #grow(need: number, max: number): void {
+    const old = this.#building!;
+    let size = old.length * 2;
+    while (size < need) size *= 2;
+    const grown = new Uint8Array(Math.min(size, max));
+    grown.set(old.subarray(0, this.#used));
+    this.#building = grown;
+  }
+
+  #finishPacket(): void {
+    if (this.#building && this.#used > this.#header.length) {
+      this.#ready.push(this.#building.subarray(0, this.#used));
+      this.#lastPacketBytes = this.#used;
+    }
+    this.#building = undefined;
+    this.#used = 0;
+  }
+
+  #schedule(): void {
+    this.#addedSinceTick = true;
+    if (this.#scheduled || this.#running) return;
+    this.#scheduled = true;
+    this.#hops = 0;
+    queueMicrotask(this.#tick);
+  }
+
+  /**
+   * Publishes once a microtask turn passes with nothing added (at most MAX_FLUSH_HOPS turns):
+   * a sender awaiting resolved sends in a loop adds one frame per turn and would otherwise get
+   * one packet per message. No timer: setTimeout(0) costs a millisecond or more here.
+   */
+  readonly #tick = (): void => {
+    if (this.#addedSinceTick && this.#hops < MAX_FLUSH_HOPS && !this.#dead) {
+      this.#addedSinceTick = false;
+      this.#hops++;
+      queueMicrotask(this.#tick);
+      return;
+    }
+    this.#scheduled = false;
+    if (this.#confirmed) this.#finishPacket();
+    this.#run();
+  };
 
   #probe(): void {
     if (this.#probeTimer !== undefined || this.#dead) return;
@@ -100,7 +173,7 @@ export class Link {
         this.#probeTimer = undefined;
         return this.#fail(new Error(`Node ${this.#to} did not answer a probe`));
       }
-      this.enqueue(encodeFrame({ type: FRAME_PING, pair: this.#token }, this.#header.length), true);
+      this.addControl({ type: FRAME_PING, pair: this.#token });
       this.#probeTimer = setTimeout(ping, this.#probeRetryMs);
     };
     ping();
@@ -112,38 +185,33 @@ export class Link {
     clearTimeout(this.#probeTimer);
     this.#probeTimer = undefined;
     this.#confirmed = true;
-    if (this.#queue.length && !this.#running) {
-      this.#timer ??= setTimeout(() => {
-        this.#timer = undefined;
-        this.#run();
-      }, 0);
-    }
+    this.#schedule();
   }
 
   /** Packets may have been lost: probe again before sending more. */
   unconfirm(): void {
     this.#confirmed = false;
-    if (this.#queue.length) this.#probe();
+    if (this.#ready.length || this.#building) this.#probe();
   }
 
   async #run(): Promise<void> {
     if (this.#running) return;
     this.#running = true;
     try {
-      while (!this.#dead && (this.#control.length || (this.#confirmed && this.#queue.length))) {
-        let frames = this.#control;
-        this.#control = [];
-        if (this.#confirmed) {
-          frames = frames.length ? frames.concat(this.#queue) : this.#queue;
-          this.#queue = [];
-          this.#queuedBytes = 0;
-        }
-        for (const packet of this.#pack(frames)) await this.#transport.publish(this.#to, packet);
+      // Publishes whole packets only: the one being built is finished by #tick (or when full),
+      // so frames added while a publish waits keep filling it.
+      while (!this.#dead) {
+        const packet = this.#control.shift() ?? (this.#confirmed ? this.#ready.shift() : undefined);
+        if (!packet) break;
+        await this.#transport.publish(this.#to, packet);
       }
     } catch (error) {
       this.#fail(error);
     } finally {
       this.#running = false;
+    }
+    if (!this.#dead && this.#confirmed && (this.#building || this.#ready.length)) {
+      this.#schedule();
     }
   }
 
@@ -153,44 +221,14 @@ export class Link {
     this.#onError(error);
   }
 
-  *#pack(frames: Uint8Array[]): Generator<Uint8Array> {
-    const header = this.#header;
-    const room = header.length;
-    const max = this.#transport.maxPacketBytes;
-    let batch: Uint8Array[] = [];
-    let batchBytes = room;
-    const flushBatch = () => {
-      const packet = new Uint8Array(batchBytes);
-      packet.set(header);
-      let at = room;
-      for (const f of batch) {
-        packet.set(f.subarray(room), at);
-        at += f.length - room;
-      }
-      batch = [];
-      batchBytes = room;
-      return packet;
-    };
-    for (const frame of frames) {
-      const body = frame.length - room;
-      if (body * 2 >= max) {
-        // Big frame: alone, in place, no copy.
-        if (batch.length) yield flushBatch();
-        frame.set(header);
-        yield frame;
-        continue;
-      }
-      if (batchBytes + body > max) yield flushBatch();
-      batch.push(frame);
-      batchBytes += body;
-    }
-    if (batch.length) yield flushBatch();
-  }
-
   /** Resolves once everything queued has been published, or after `timeoutMs`. */
   async drain(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while (!this.#dead && (this.#running || this.#queue.length || this.#control.length)) {
+    while (
+      !this.#dead &&
+      (this.#running || this.#scheduled || this.#ready.length || this.#building ||
+        this.#control.length)
+    ) {
       if (Date.now() > deadline) return;
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -199,10 +237,9 @@ export class Link {
   /** Drops what is queued and accepts nothing more; safe to call twice. */
   close(): void {
     this.#dead = true;
-    this.#queue = [];
+    this.#ready = [];
+    this.#building = undefined;
     this.#control = [];
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
     clearTimeout(this.#probeTimer);
     this.#probeTimer = undefined;
   }

@@ -7,10 +7,13 @@
 
 import { MessageAssembly } from "./assembly.ts";
 import { ReceiveCredit } from "./credit.ts";
-import { type DataFrame, encodeFrame, type EndFrame, FRAME_CLOSE, FRAME_CREDIT } from "./frame.ts";
+import { type DataFrame, type EndFrame, type Frame, FRAME_CLOSE, FRAME_CREDIT } from "./frame.ts";
 import { PairClosedError, type PairCloseReason } from "./reasons.ts";
 import { SequenceCheck } from "./sequence.ts";
 import { concat } from "../util/bytes.ts";
+
+/** Packets a pair's queued chunks may hold on to before small chunks are copied out. */
+const PINNED_PACKETS = 4;
 
 /** One chunk of a message, in order. */
 export interface Chunk {
@@ -26,10 +29,8 @@ export interface Chunk {
 
 /** What a receiver needs from the stream layer. */
 export interface ReceiverLink {
-  /** Room to leave in front of each encoded frame. */
-  readonly room: number;
-  /** Queues an encoded frame back to the sending node. */
-  enqueue(frame: Uint8Array): void;
+  /** Queues a frame back to the sending node. */
+  add(frame: Frame): void;
   /** Called once when the pair ends, to forget it. */
   forget(receiver: PairReceiver): void;
 }
@@ -47,7 +48,11 @@ export class PairReceiver {
   readonly #assembly: MessageAssembly;
   readonly #credit: ReceiveCredit;
   #chunks: Chunk[] = [];
+  /** Per queued chunk: whether it is the first to hold its packet (counted in #pinned). */
+  #pins: boolean[] = [];
   #head = 0;
+  #pinned = 0;
+  #lastPinned: ArrayBufferLike | undefined;
   #buffered = 0;
   /** Set when the pair ended: `null` for a clean end, else the reason. */
   #end: PairCloseReason | null | undefined;
@@ -88,8 +93,20 @@ export class PairReceiver {
     const where = this.#assembly.accept(frame.flags, frame.payload.length, frame.total);
     if (!where.ok) return this.#fail("protocol_error");
     if (!this.#credit.receive(frame.payload.length).ok) return this.#fail("protocol_error");
-    // A small chunk is copied so it does not pin a whole packet of other pairs' frames.
-    const bytes = frame.payload.length * 2 < packetBytes ? frame.payload.slice() : frame.payload;
+    // Chunks are views into their packets, but a queue of small chunks could pin many packets
+    // full of other pairs' frames: past PINNED_PACKETS packets, small chunks are copied out.
+    let bytes = frame.payload;
+    let pins = false;
+    if (bytes.buffer !== this.#lastPinned) {
+      if (this.#pinned < PINNED_PACKETS || bytes.length * 2 >= packetBytes) {
+        pins = true;
+        this.#pinned++;
+        this.#lastPinned = bytes.buffer;
+      } else {
+        bytes = bytes.slice();
+      }
+    }
+    this.#pins.push(pins);
     this.#chunks.push({ bytes, first: where.first, last: where.last, total: where.total });
     this.#buffered += bytes.length;
     this.#wake?.();
@@ -112,7 +129,9 @@ export class PairReceiver {
     if (this.#end !== undefined) return;
     this.#sendClose(reason);
     this.#chunks = [];
+    this.#pins = [];
     this.#head = 0;
+    this.#pinned = 0;
     this.#buffered = 0;
     this.#finish(reason);
   }
@@ -128,18 +147,36 @@ export class PairReceiver {
       signal?.throwIfAborted();
       await this.#waitForData(signal);
     }
+    return this.#take();
+  }
+
+  /**
+   * The next chunk if one is queued, without waiting: `undefined` when none is (a consumer
+   * drains everything queued in one pass, then awaits {@linkcode read}).
+   * @throws {PairClosedError} once the pair has failed and every chunk before it was read
+   */
+  tryRead(): Chunk | null | undefined {
+    if (this.#head < this.#chunks.length) return this.#take();
+    if (this.#end === null) return null;
+    if (this.#end !== undefined) throw new PairClosedError(this.#end);
+    return undefined;
+  }
+
+  #take(): Chunk {
     const chunk = this.#chunks[this.#head];
+    // Counted as released when its packet's run starts being read: at most one more packet
+    // than PINNED_PACKETS is held.
+    if (this.#pins[this.#head]) this.#pinned--;
     this.#chunks[this.#head++] = undefined as unknown as Chunk;
     if (this.#head > 1024 && this.#head * 2 > this.#chunks.length) {
       this.#chunks = this.#chunks.slice(this.#head);
+      this.#pins = this.#pins.slice(this.#head);
       this.#head = 0;
     }
     this.#buffered -= chunk.bytes.length;
     const grant = this.#credit.consume(chunk.bytes.length);
     if (grant > 0 && this.#end === undefined) {
-      this.#link.enqueue(
-        encodeFrame({ type: FRAME_CREDIT, pair: this.id, bytes: grant }, this.#link.room),
-      );
+      this.#link.add({ type: FRAME_CREDIT, pair: this.id, bytes: grant });
     }
     return chunk;
   }
@@ -180,7 +217,7 @@ export class PairReceiver {
   }
 
   #sendClose(reason: PairCloseReason): void {
-    this.#link.enqueue(encodeFrame({ type: FRAME_CLOSE, pair: this.id, reason }, this.#link.room));
+    this.#link.add({ type: FRAME_CLOSE, pair: this.id, reason });
   }
 
   #finish(reason: PairCloseReason | null): void {

@@ -7,7 +7,7 @@
 
 import { nextChunk } from "./assembly.ts";
 import { SendCredit } from "./credit.ts";
-import { encodeFrame, FLAG_FIRST, FLAG_OPEN, FRAME_DATA, FRAME_END } from "./frame.ts";
+import { FLAG_FIRST, FLAG_OPEN, type Frame, FRAME_DATA, FRAME_END } from "./frame.ts";
 import { PairClosedError, type PairCloseReason } from "./reasons.ts";
 import { SequenceCounter } from "./sequence.ts";
 
@@ -15,12 +15,10 @@ const RESOLVED = Promise.resolve();
 
 /** What a sender needs from the stream layer. */
 export interface SenderLink {
-  /** Room to leave in front of each encoded frame (the packet header's length). */
-  readonly room: number;
   /** Largest chunk payload for this pair. */
   readonly maxChunkBytes: number;
-  /** Queues an encoded frame to the receiving node. */
-  enqueue(frame: Uint8Array): void;
+  /** Queues a frame to the receiving node (its payload is copied at once). */
+  add(frame: Frame): void;
   /** Called once when the pair ends, to forget it. */
   forget(pair: number): void;
 }
@@ -72,7 +70,7 @@ export class PairSender {
 
   /**
    * Sends one message. Messages on a pair leave in call order; the bytes are copied into
-   * frames as credit allows, so `message` must stay unchanged until the promise settles.
+   * packets as credit allows, so `message` must stay unchanged until the promise settles.
    * A signal that aborts in the middle of a message ends the pair (`sender_aborted`).
    * @throws {PairClosedError} when the pair is or becomes closed
    */
@@ -99,7 +97,7 @@ export class PairSender {
       flags |= FLAG_OPEN;
       this.#opened = true;
     }
-    this.#link.enqueue(encodeFrame({
+    this.#link.add({
       type: FRAME_DATA,
       pair: this.id,
       seq: this.#seq.take(),
@@ -107,7 +105,7 @@ export class PairSender {
       total: flags & FLAG_FIRST ? message.length : undefined,
       key: flags & FLAG_OPEN ? this.key : undefined,
       payload: message.subarray(offset, offset + length),
-    }, this.#link.room));
+    });
   }
 
   async #send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
@@ -156,12 +154,7 @@ export class PairSender {
   end(reason: PairCloseReason = "sender_closed"): void {
     if (this.#reason) return;
     if (this.#opened) {
-      this.#link.enqueue(encodeFrame({
-        type: FRAME_END,
-        pair: this.id,
-        nextSeq: this.#seq.next,
-        reason,
-      }, this.#link.room));
+      this.#link.add({ type: FRAME_END, pair: this.id, nextSeq: this.#seq.next, reason });
     }
     this.#finish(reason);
   }

@@ -22,7 +22,6 @@ import {
 } from "./limits.ts";
 import {
   decodePacket,
-  encodeFrame,
   encodePacketHeader,
   FLAG_OPEN,
   type Frame,
@@ -141,9 +140,8 @@ export class ClusterStreams implements AsyncDisposable {
     const maxChunkBytes = this.#transport.maxPacketBytes - room - MAX_DATA_HEADER_BYTES - keyBytes;
     if (maxChunkBytes < 1) throw new RangeError("The transport's packets are too small");
     const sender = new PairSender(to, key, id, this.#window, {
-      room,
       maxChunkBytes,
-      enqueue: (frame) => link.enqueue(frame),
+      add: (frame) => link.add(frame),
       forget: (pair) => this.#senders.delete(pair),
     });
     this.#senders.set(id, sender);
@@ -235,10 +233,7 @@ export class ClusterStreams implements AsyncDisposable {
         return;
       }
       case FRAME_PING:
-        this.#link(from).enqueue(
-          encodeFrame({ type: FRAME_PONG, pair: frame.pair }, this.#header.length),
-          true,
-        );
+        this.#link(from).addControl({ type: FRAME_PONG, pair: frame.pair });
         return;
       case FRAME_PONG:
         this.#links.get(from)?.confirm(frame.pair);
@@ -255,8 +250,7 @@ export class ClusterStreams implements AsyncDisposable {
   #newReceiver(from: string, pairKey: string, id: number, key: string): PairReceiver {
     const link = this.#link(from);
     return new PairReceiver(from, pairKey, id, this.#window, this.#maxMessage, {
-      room: this.#header.length,
-      enqueue: (frame) => link.enqueue(frame),
+      add: (frame) => link.add(frame),
       forget: (receiver) => {
         if (this.#receivers.get(key) === receiver) this.#receivers.delete(key);
         this.#remember(key);
@@ -267,8 +261,7 @@ export class ClusterStreams implements AsyncDisposable {
   #refuse(from: string, key: string, pair: number, reason: PairCloseReason): void {
     this.#remember(key);
     const refused = new PairReceiver(from, "", pair, this.#window, this.#maxMessage, {
-      room: this.#header.length,
-      enqueue: (frame) => this.#link(from).enqueue(frame),
+      add: (frame) => this.#link(from).add(frame),
       forget: () => {},
     });
     refused.close(reason);

@@ -65,7 +65,9 @@ async function receiver(url: string, mode: Mode, count: number, size: number): P
     streams = new ClusterStreams(transport, {
       onPair: async (pair) => {
         for (;;) {
-          const chunk = await pair.read().catch(() => null);
+          // Drain what is queued in one pass, then wait.
+          let chunk = pair.tryRead();
+          if (chunk === undefined) chunk = await pair.read().catch(() => null);
           if (!chunk) return done();
           if (chunk.last) seen(chunk.total);
           if (received === count) return done();

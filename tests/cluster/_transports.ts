@@ -87,6 +87,10 @@ export class DroppingTransport implements NodeTransport {
   get maxPacketBytes(): number {
     return this.#inner.maxPacketBytes;
   }
+  /** Packets handed to the inner transport. */
+  get published(): number {
+    return this.#count - this.dropped;
+  }
   publish(to: string, bytes: Uint8Array): Promise<void> {
     if (this.#drop(this.#count++, bytes)) {
       this.dropped++;

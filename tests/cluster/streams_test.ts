@@ -306,6 +306,23 @@ for (const kind of TRANSPORT_KINDS) {
     await assert.rejects(sender.send(message(11, 1, 10)), PairClosedError);
   });
 
+  test("a loop of small sends fills packets instead of publishing each message", async () => {
+    await using set = await kind.make(["a", "b"]);
+    let counter: DroppingTransport | undefined;
+    await using nodes = new Nodes(set, ["a", "b"], {
+      wrap: (t) => t.node !== "a" ? t : counter = new DroppingTransport(t, () => false),
+    });
+    const sender = nodes.get("a").open("b", "batched");
+    const n = 2_000;
+    for (let i = 0; i < n; i++) await sender.send(message(12, i, 64));
+    const pair = await nodes.nextPair("b");
+    for (let i = 0; i < n; i++) {
+      const m = await within(pair.readMessage(), 5_000, `message ${i}`);
+      assert.ok(m && sameMessage(m, 12, i, 64), `message ${i}`);
+    }
+    assert.ok(counter!.published < n / 10, `${counter!.published} packets for ${n} messages`);
+  });
+
   test("a sender that ends in the middle of a message: the receiver sees sender_aborted", async () => {
     await using set = await kind.make(["a", "b"]);
     await using nodes = new Nodes(set, ["a", "b"], { windowBytes: 64 * 1024 });

@@ -1,10 +1,14 @@
 /**
  * The `DEST message` lines of `relay connect`, and how a name is written in them: as is when it
- * has no space or quote, else in double quotes with `\"` and `\\` escaped.
+ * has no space or quote, else in double quotes with `\"` and `\\` escaped. Also the splitting
+ * of piped input into bounded lines.
  * @module
  */
 
 import { encodeName } from "../wire/relay.ts";
+import { concat } from "../util/bytes.ts";
+
+const LINE_FEED = 0x0a;
 
 /** A line split into destination and message, or why it cannot be. */
 export type AddressedLine = { dest: string; message: string } | { error: string };
@@ -47,4 +51,42 @@ export function quoteName(name: string): string {
   return /[\s"\\]/.test(name) || name === ""
     ? `"${name.replace(/["\\]/g, (c) => `\\${c}`)}"`
     : name;
+}
+
+/**
+ * Splits a byte stream into lines (without the `\n`); a line longer than `limit` bytes
+ * yields `undefined` once and its bytes are skipped, so input cannot grow memory.
+ */
+export async function* readLines(
+  readable: ReadableStream<Uint8Array>,
+  limit: number,
+): AsyncGenerator<string | undefined> {
+  const decoder = new TextDecoder();
+  let parts: Uint8Array[] = [];
+  let size = 0;
+  let skipping = false;
+  for await (const chunk of readable) {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(LINE_FEED, start);
+      const end = nl < 0 ? chunk.length : nl;
+      if (!skipping) {
+        size += end - start;
+        if (size > limit) {
+          skipping = true;
+          parts = [];
+          yield undefined;
+        } else {
+          parts.push(chunk.slice(start, end));
+        }
+      }
+      if (nl < 0) break;
+      if (!skipping) yield decoder.decode(concat(parts));
+      parts = [];
+      size = 0;
+      skipping = false;
+      start = nl + 1;
+    }
+  }
+  if (!skipping && size > 0) yield decoder.decode(concat(parts));
 }

@@ -5,7 +5,7 @@
 
 import { UsageError } from "./flags.ts";
 import type { CommandSpec } from "./flag_table.ts";
-import { deliveryText } from "./connect.ts";
+import { deliveryText } from "./connect_session.ts";
 import { quoteName } from "./line.ts";
 import {
   checkName,

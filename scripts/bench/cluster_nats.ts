@@ -13,6 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { cpuUsage } from "node:process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
@@ -31,6 +32,13 @@ interface RowResult {
   received: number;
   bytes: number;
   ms: number;
+  /** CPU time of the receiver and of the sender, in ms. */
+  cpuMs: number;
+}
+
+function cpuMs(): number {
+  const { user, system } = cpuUsage();
+  return (user + system) / 1000;
 }
 
 async function receiver(url: string, mode: Mode, count: number, size: number): Promise<void> {
@@ -81,7 +89,10 @@ async function receiver(url: string, mode: Mode, count: number, size: number): P
   }, 250);
   await finished;
   clearInterval(idle);
-  console.log(JSON.stringify({ received, bytes, ms: lastAt - firstAt } satisfies RowResult));
+  const cpu = cpuMs();
+  console.log(
+    JSON.stringify({ received, bytes, ms: lastAt - firstAt, cpuMs: cpu } satisfies RowResult),
+  );
   await streams?.close();
   await transport?.close();
   await nc.close();
@@ -107,6 +118,7 @@ async function sender(url: string, mode: Mode, count: number, size: number): Pro
     await transport.close();
   }
   await nc.close();
+  console.log(JSON.stringify({ cpuMs: cpuMs() }));
 }
 
 function child(
@@ -149,6 +161,7 @@ async function row(url: string, mode: Mode, count: number, size: number): Promis
   await nextLine(recv.lines, "ready line");
   const send = child(["--role", "send", url, mode, String(count), String(size)]);
   const result = JSON.parse(await nextLine(recv.lines, "result")) as RowResult;
+  result.cpuMs += JSON.parse(await nextLine(send.lines, "sender CPU")).cpuMs;
   await send.process.status;
   await recv.process.status;
   return result;
@@ -188,8 +201,12 @@ async function main(): Promise<void> {
     if (!url) throw new Error("nats-server did not start");
     const small = Number(values.small);
     const large = Number(values.large);
-    console.log("| row | raw nats.js | stream layer | ratio |");
-    console.log("|---|---|---|---|");
+    console.log("Wall clock (receiver's first to last message), and per CPU-second of sender and");
+    console.log("receiver together (less sensitive to a busy machine):");
+    console.log(
+      "| row | raw nats.js | stream layer | ratio | raw / CPU-s | stream / CPU-s | ratio |",
+    );
+    console.log("|---|---|---|---|---|---|---|");
     for (
       const [label, count, size] of [["64 B msgs/s", small, 64], [
         "64 KiB MB/s",
@@ -204,10 +221,14 @@ async function main(): Promise<void> {
       const fmt = (r: RowResult) =>
         `${size === 64 ? (figure(r) / 1e6).toFixed(2) + " M" : figure(r).toFixed(0)}` +
         (r.received < count ? ` (${r.received}/${count} arrived)` : "");
+      const perCpu = (r: RowResult) =>
+        (size === 64 ? r.received / 1e6 : r.bytes / 1e6) / (r.cpuMs / 1000);
+      const cpuFmt = (r: RowResult) =>
+        size === 64 ? `${perCpu(r).toFixed(2)} M` : perCpu(r).toFixed(0);
+      const ratio = (a: number, b: number) => (a / b).toFixed(2);
       console.log(
-        `| ${label} | ${fmt(raw)} | ${fmt(stream)} | ${
-          (figure(stream) / figure(raw)).toFixed(2)
-        } |`,
+        `| ${label} | ${fmt(raw)} | ${fmt(stream)} | ${ratio(figure(stream), figure(raw))} ` +
+          `| ${cpuFmt(raw)} | ${cpuFmt(stream)} | ${ratio(perCpu(stream), perCpu(raw))} |`,
       );
     }
   } finally {

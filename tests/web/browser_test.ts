@@ -118,7 +118,7 @@ Deno.test({
     });
 
     // A little traffic, so the status page's chart and the playground's log have something.
-    const tip = "Try it from a terminal: relay send alice 'hi there'";
+    const tip = "Hi alice, this is bob in a terminal (relay connect)";
     await bob.write(`alice|${bytes(tip).length}|${tip}`);
     const hello = "Hello from the playground!";
     await page.fill("#to", "bob");

@@ -114,7 +114,8 @@ $("connect").addEventListener("submit", async (event) => {
   $("connect-button").disabled = false;
   localStorage.setItem("relay-playground-name", name);
   state(`connected as ${name}`, "good");
-  $("hint").textContent = `relay send ${name} 'hello'   or   relay connect --name bob`;
+  $("hint").textContent = `relay connect ${location.hostname}:PORT bob`;
+  $("hint-line").textContent = `${/\s/.test(name) ? JSON.stringify(name) : name} hello`;
   entry("info", [["registered as", name], ["", `relay ${client.welcome?.relay ?? ""}`]]);
   connected(true);
   client.addEventListener("message", (e) => show(e.detail, "in"));

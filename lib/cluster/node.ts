@@ -8,6 +8,7 @@
  * start   connect → lease (put) → claims bucket → subscribe relay.node.<node> → streams
  * claim   claims.claim(name)                (the relay's registry asks before accepting a name)
  * route   claims.holder(name) → streams.open(holder.node, key).send(frame)
+ * peers   every renewal interval: a peer with open pairs and no live lease → closeNode(peer)
  * fenced  streams.closeAll("cluster_unavailable"), claims.forgetAll(), onFenced(reason)
  * close   streams.close → claims.close (release all) → lease.close (delete) → transport, NATS
  * ```
@@ -17,6 +18,7 @@
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { NameClaims } from "./claims.ts";
 import { NodeLease } from "./lease.ts";
+import { LEASE_RENEW_MS } from "./limits.ts";
 import { NatsTransport } from "./nats_transport.ts";
 import type { PairReceiver } from "./pair_receiver.ts";
 import type { FenceReason } from "./reasons.ts";
@@ -60,6 +62,8 @@ export class ClusterNode implements AsyncDisposable {
   /** The stream layer. */
   readonly streams: ClusterStreams;
   #closed = false;
+  #peerTimer: ReturnType<typeof setInterval> | undefined;
+  #checking = false;
 
   private constructor(
     nc: NatsConnection,
@@ -67,12 +71,43 @@ export class ClusterNode implements AsyncDisposable {
     claims: NameClaims,
     transport: NatsTransport,
     streams: ClusterStreams,
+    peerCheckMs: number,
   ) {
     this.nc = nc;
     this.lease = lease;
     this.claims = claims;
     this.transport = transport;
     this.streams = streams;
+    this.#peerTimer = setInterval(() => this.#checkPeers(), peerCheckMs);
+  }
+
+  /**
+   * Ends the pairs of peers whose lease is gone or carries another epoch (the peer died or
+   * restarted): NATS 2.9 sends no expiry events, so the leases of the peers with open pairs are
+   * read once per interval.
+   */
+  async #checkPeers(): Promise<void> {
+    if (this.#checking || !this.lease.live) return;
+    this.#checking = true;
+    try {
+      for (const [peer, epoch] of this.streams.peers()) {
+        let entry;
+        try {
+          entry = await this.lease.kv.get(peer);
+        } catch {
+          return; // KV unreachable: fencing handles it
+        }
+        let liveEpoch: number | undefined;
+        try {
+          if (entry?.operation === "PUT") liveEpoch = entry.json<{ epoch: number }>().epoch;
+        } catch { /* malformed: not live */ }
+        if (liveEpoch === undefined || (epoch !== undefined && liveEpoch !== epoch)) {
+          this.streams.closeNode(peer, "peer_gone");
+        }
+      }
+    } finally {
+      this.#checking = false;
+    }
   }
 
   /**
@@ -117,7 +152,8 @@ export class ClusterNode implements AsyncDisposable {
         windowBytes: options.windowBytes,
         onPair: options.onPair,
       });
-      return holder.node = new ClusterNode(nc, lease, claims, transport, streams);
+      const peerCheckMs = options.renewMs ?? LEASE_RENEW_MS;
+      return holder.node = new ClusterNode(nc, lease, claims, transport, streams, peerCheckMs);
     } catch (error) {
       await transport?.close();
       await lease?.close();
@@ -127,6 +163,7 @@ export class ClusterNode implements AsyncDisposable {
   }
 
   #fence(reason: FenceReason, onFenced?: (reason: FenceReason) => void): void {
+    clearInterval(this.#peerTimer);
     this.streams.closeAll("cluster_unavailable");
     this.claims.forgetAll();
     onFenced?.(reason);
@@ -136,6 +173,7 @@ export class ClusterNode implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#peerTimer);
     await this.streams.close();
     await this.claims.close();
     await this.lease.close();

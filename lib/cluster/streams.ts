@@ -153,6 +153,14 @@ export class ClusterStreams implements AsyncDisposable {
     return { sending: this.#senders.size, receiving: this.#receivers.size };
   }
 
+  /** Nodes this node has open pairs with, and the epoch each last sent (for liveness checks). */
+  peers(): Map<string, number | undefined> {
+    const out = new Map<string, number | undefined>();
+    for (const s of this.#senders.values()) out.set(s.to, this.#peerEpochs.get(s.to));
+    for (const r of this.#receivers.values()) out.set(r.from, this.#peerEpochs.get(r.from));
+    return out;
+  }
+
   /** Closes every pair to and from `node` (it left the cluster: its lease expired). */
   closeNode(node: string, reason: PairCloseReason = "peer_gone"): void {
     for (const s of [...this.#senders.values()]) if (s.to === node) s.closeFromRemote(reason);

@@ -51,3 +51,35 @@ Deno.test({
     assert.equal(a.claims.held.size, 0, "claims forgotten on fencing");
   },
 });
+
+Deno.test({
+  name: "a node whose peer dies without a word ends that peer's pairs once its lease is gone",
+  ignore: NATS_SKIP !== undefined,
+  async fn() {
+    await using server = await NatsServer.start();
+    const pairs: PairReceiver[] = [];
+    // Short leases so the test does not wait 6 s: lease 3 s, renewed (and peers checked) each 1 s.
+    const timing = { leaseMs: 3_000, renewMs: 1_000 };
+    await using b = await ClusterNode.start({
+      servers: [server.url],
+      node: "b",
+      ...timing,
+      onPair: (pair) => pairs.push(pair),
+    });
+    const a = await ClusterNode.start({ servers: [server.url], node: "a", ...timing });
+    await a.streams.open("b", "alice>bob").send(new Uint8Array([1, 2, 3]));
+    await waitFor(() => pairs.length === 1, 5_000, "the pair at b");
+    assert.deepEqual(await pairs[0].readMessage(), new Uint8Array([1, 2, 3]));
+    // a dies: its connection goes, nothing is released, its lease ages out.
+    const diedAt = Date.now();
+    await a.nc.close();
+    await assert.rejects(
+      pairs[0].readMessage(),
+      (e) => e instanceof PairClosedError && e.reason === "peer_gone",
+    );
+    const after = Date.now() - diedAt;
+    console.log(`pair from a dead peer ended after ${after} ms (lease 3 s)`);
+    assert.ok(after <= timing.leaseMs + 1_500 + timing.renewMs, `${after} ms`);
+    await a.close();
+  },
+});

@@ -8,6 +8,7 @@
  * A → B   DATA  pair 7 seq 1                                          (second chunk)
  * B → A   CREDIT pair 7 +1 MiB                                        (B's client read a chunk)
  * A → B   DATA  pair 7 seq 2 LAST                                     (message complete)
+ * A → B   CHECK pair 7 next seq 3                                     (a quiet second later)
  * A → B   END   pair 7 next seq 3 "sender_closed"                     (alice left)
  * B → A   CLOSE pair 7 "sequence_gap"                                 (or: bob left)
  * ```
@@ -38,6 +39,8 @@ export const FRAME_CLOSE = 4;
 export const FRAME_PING = 5;
 /** PONG (answer to PING): `u8 type | u32 token`. */
 export const FRAME_PONG = 6;
+/** CHECK (sender → receiver, after a quiet second): `u8 type | u32 pair | u32 nextSeq`. */
+export const FRAME_CHECK = 7;
 
 /** DATA flag: the first chunk of a message; `total` follows `len`. */
 export const FLAG_FIRST = 1;
@@ -79,6 +82,13 @@ export interface EndFrame {
   reason: string;
 }
 
+/** The sender's next sequence number after a pause, so lost trailing chunks are seen. */
+export interface CheckFrame {
+  type: typeof FRAME_CHECK;
+  pair: number;
+  nextSeq: number;
+}
+
 /** The receiver closed the pair. */
 export interface CloseFrame {
   type: typeof FRAME_CLOSE;
@@ -93,7 +103,7 @@ export interface ProbeFrame {
 }
 
 /** Any frame. */
-export type Frame = DataFrame | CreditFrame | EndFrame | CloseFrame | ProbeFrame;
+export type Frame = DataFrame | CreditFrame | EndFrame | CloseFrame | ProbeFrame | CheckFrame;
 
 /** A decoded packet: who sent it and its frames (DATA payloads are views into the packet). */
 export interface Packet {
@@ -152,6 +162,7 @@ export function frameSize(frame: Frame): number {
       return dataHeaderBytes(frame.flags, keyBytes) + frame.payload.length;
     }
     case FRAME_CREDIT:
+    case FRAME_CHECK:
       return 9;
     case FRAME_PING:
     case FRAME_PONG:
@@ -202,6 +213,9 @@ export function writeFrame(frame: Frame, out: Uint8Array, at: number): number {
     }
     case FRAME_CREDIT:
       putU32(out, at, checkU32(frame.bytes, "credit"));
+      return 9;
+    case FRAME_CHECK:
+      putU32(out, at, checkU32(frame.nextSeq, "seq"));
       return 9;
     case FRAME_PING:
     case FRAME_PONG:
@@ -298,6 +312,11 @@ export function decodePacket(bytes: Uint8Array): Packet {
       case FRAME_CREDIT:
         need(at, 4);
         frames.push({ type, pair, bytes: view.getUint32(at) });
+        at += 4;
+        break;
+      case FRAME_CHECK:
+        need(at, 4);
+        frames.push({ type, pair, nextSeq: view.getUint32(at) });
         at += 4;
         break;
       case FRAME_END:

@@ -55,3 +55,9 @@ export const PROBE_TIMEOUT_MS = 5_000;
 
 /** On close, the stream layer waits this long for END and CLOSE frames to leave. */
 export const CLOSE_DRAIN_MS = 1_000;
+
+/**
+ * A pair that sent chunks and then went quiet sends CHECK with its next sequence number after
+ * this long, so chunks lost at the end of a burst are seen without waiting for more traffic.
+ */
+export const CHECK_AFTER_MS = 1_000;

@@ -119,6 +119,12 @@ export class PairReceiver {
     this.#finish(this.#assembly.inMessage ? "sender_aborted" : null);
   }
 
+  /** The sender's next sequence number after a pause: a mismatch means chunks were lost. */
+  checked(nextSeq: number): void {
+    if (this.#end !== undefined) return;
+    if (!this.#seq.checkEnd(nextSeq).ok) this.#fail("sequence_gap");
+  }
+
   /** The stream layer closes the pair (reset, peer gone, shutdown); no frame is sent. */
   abort(reason: PairCloseReason): void {
     this.#finish(reason);

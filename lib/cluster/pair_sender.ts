@@ -7,7 +7,7 @@
 
 import { nextChunk } from "./assembly.ts";
 import { SendCredit } from "./credit.ts";
-import { FLAG_FIRST, FLAG_OPEN, type Frame, FRAME_DATA, FRAME_END } from "./frame.ts";
+import { FLAG_FIRST, FLAG_OPEN, type Frame, FRAME_CHECK, FRAME_DATA, FRAME_END } from "./frame.ts";
 import { PairClosedError, type PairCloseReason } from "./reasons.ts";
 import { SequenceCounter } from "./sequence.ts";
 
@@ -17,6 +17,8 @@ const RESOLVED = Promise.resolve();
 export interface SenderLink {
   /** Largest chunk payload for this pair. */
   readonly maxChunkBytes: number;
+  /** Quiet time after which a CHECK is sent (0: never). */
+  readonly checkAfterMs: number;
   /** Queues a frame to the receiving node (its payload is copied at once). */
   add(frame: Frame): void;
   /** Called once when the pair ends, to forget it. */
@@ -35,6 +37,9 @@ export class PairSender {
   readonly #credit: SendCredit;
   readonly #seq = new SequenceCounter();
   #opened = false;
+  /** Chunks went out since the last CHECK. */
+  #unchecked = false;
+  #checkTimer: ReturnType<typeof setTimeout> | undefined;
   #reason: PairCloseReason | undefined;
   #wake: (() => void) | undefined;
   #tail: Promise<void> = RESOLVED;
@@ -106,7 +111,23 @@ export class PairSender {
       key: flags & FLAG_OPEN ? this.key : undefined,
       payload: message.subarray(offset, offset + length),
     });
+    this.#unchecked = true;
+    if (this.#checkTimer === undefined && this.#link.checkAfterMs > 0) {
+      this.#checkTimer = setTimeout(this.#check, this.#link.checkAfterMs);
+      Deno.unrefTimer(this.#checkTimer);
+    }
   }
+
+  /** Sends CHECK if chunks went out since the last one; otherwise lets the timer lapse. */
+  readonly #check = (): void => {
+    this.#checkTimer = undefined;
+    if (this.#reason || !this.#unchecked) return;
+    this.#unchecked = false;
+    this.#link.add({ type: FRAME_CHECK, pair: this.id, nextSeq: this.#seq.next });
+    // Sends that raced the timer re-armed nothing: look again after another quiet period.
+    this.#checkTimer = setTimeout(this.#check, this.#link.checkAfterMs);
+    Deno.unrefTimer(this.#checkTimer);
+  };
 
   async #send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
     const total = message.length;
@@ -167,6 +188,8 @@ export class PairSender {
   #finish(reason: PairCloseReason): void {
     if (this.#reason) return;
     this.#reason = reason;
+    clearTimeout(this.#checkTimer);
+    this.#checkTimer = undefined;
     this.#wake?.();
     this.#link.forget(this.id);
     this.#resolveClosed(reason);

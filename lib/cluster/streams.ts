@@ -15,6 +15,7 @@
  */
 
 import {
+  CHECK_AFTER_MS,
   CLOSE_DRAIN_MS,
   CLOSED_PAIRS_REMEMBERED,
   MAX_CLUSTER_MESSAGE_BYTES,
@@ -25,6 +26,7 @@ import {
   encodePacketHeader,
   FLAG_OPEN,
   type Frame,
+  FRAME_CHECK,
   FRAME_CLOSE,
   FRAME_CREDIT,
   FRAME_DATA,
@@ -55,6 +57,11 @@ export interface ClusterStreamsOptions {
   onPair?: (receiver: PairReceiver) => void;
   /** Called for each packet that could not be decoded (counted as a protocol error). */
   onProtocolError?: (from: string | undefined, error: unknown) => void;
+  /**
+   * Quiet time after which a pair that sent chunks sends CHECK (0 turns it off).
+   * @default CHECK_AFTER_MS
+   */
+  checkAfterMs?: number;
   /**
    * How long a new link waits for its probe's answer before its pairs fail.
    * @default PROBE_TIMEOUT_MS
@@ -89,6 +96,7 @@ export class ClusterStreams implements AsyncDisposable {
   readonly #onProtocolError: ClusterStreamsOptions["onProtocolError"];
   readonly #header: Uint8Array;
   readonly #probeTimeoutMs: number | undefined;
+  readonly #checkAfterMs: number;
   readonly #links = new Map<string, Link>();
   readonly #senders = new Map<number, PairSender>();
   readonly #receivers = new Map<string, PairReceiver>();
@@ -118,6 +126,7 @@ export class ClusterStreams implements AsyncDisposable {
     this.#onPair = options.onPair;
     this.#onProtocolError = options.onProtocolError;
     this.#probeTimeoutMs = options.probeTimeoutMs;
+    this.#checkAfterMs = options.checkAfterMs ?? CHECK_AFTER_MS;
     this.#header = encodePacketHeader(this.node, this.epoch);
     transport.listen({
       packet: (bytes) => this.#packet(bytes),
@@ -141,6 +150,7 @@ export class ClusterStreams implements AsyncDisposable {
     if (maxChunkBytes < 1) throw new RangeError("The transport's packets are too small");
     const sender = new PairSender(to, key, id, this.#window, {
       maxChunkBytes,
+      checkAfterMs: this.#checkAfterMs,
       add: (frame) => link.add(frame),
       forget: (pair) => this.#senders.delete(pair),
     });
@@ -234,6 +244,9 @@ export class ClusterStreams implements AsyncDisposable {
       }
       case FRAME_END:
         this.#receivers.get(`${from}/${epoch}/${frame.pair}`)?.ended(frame);
+        return;
+      case FRAME_CHECK:
+        this.#receivers.get(`${from}/${epoch}/${frame.pair}`)?.checked(frame.nextSeq);
         return;
       case FRAME_CREDIT: {
         const sender = this.#senders.get(frame.pair);

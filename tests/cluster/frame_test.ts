@@ -10,6 +10,7 @@ import {
   FLAG_LAST,
   FLAG_OPEN,
   type Frame,
+  FRAME_CHECK,
   FRAME_CLOSE,
   FRAME_CREDIT,
   FRAME_DATA,
@@ -66,6 +67,11 @@ const cases: { name: string; frame: Frame; wire: Uint8Array }[] = [
     name: "END",
     frame: { type: FRAME_END, pair: 2, nextSeq: 5, reason: "sender_closed" },
     wire: concat([b(3, 0, 0, 0, 2, 0, 0, 0, 5, 13), new TextEncoder().encode("sender_closed")]),
+  },
+  {
+    name: "CHECK",
+    frame: { type: FRAME_CHECK, pair: 3, nextSeq: 258 },
+    wire: b(7, 0, 0, 0, 3, 0, 0, 1, 2),
   },
   {
     name: "PING",

@@ -39,6 +39,7 @@ class Nodes implements AsyncDisposable {
     options: {
       windowBytes?: number;
       probeTimeoutMs?: number;
+      checkAfterMs?: number;
       wrap?: (t: NodeTransport) => NodeTransport;
     } = {},
   ) {
@@ -50,6 +51,7 @@ class Nodes implements AsyncDisposable {
         new ClusterStreams(transport, {
           windowBytes: options.windowBytes,
           probeTimeoutMs: options.probeTimeoutMs,
+          checkAfterMs: options.checkAfterMs,
           onPair: (pair) => {
             this.#pairs.get(node)!.push(pair);
             for (const w of this.#waiters.get(node)?.splice(0) ?? []) w();
@@ -269,6 +271,33 @@ for (const kind of TRANSPORT_KINDS) {
     assert.equal(await within(sender.closed, 5_000, "sender told"), "sequence_gap");
     await assert.rejects(sender.send(message(5, 9, 1)), PairClosedError);
     assert.equal(dropper!.dropped, 1);
+  });
+
+  test("chunks lost at the end of a burst are seen by CHECK when the pair goes quiet", async () => {
+    await using set = await kind.make(["a", "b"]);
+    let lose = false;
+    await using nodes = new Nodes(set, ["a", "b"], {
+      checkAfterMs: 100,
+      wrap: (t) =>
+        t.node !== "a" ? t : new DroppingTransport(t, (_i, bytes) => {
+          const headerEnd = 2 + bytes[1] + 4;
+          return lose && bytes[headerEnd] === FRAME_DATA;
+        }),
+    });
+    const sender = nodes.get("a").open("b", "tail");
+    await sender.send(message(13, 0, 10));
+    const pair = await nodes.nextPair("b");
+    const first = await within(pair.readMessage(), 5_000, "the first message");
+    assert.ok(first && sameMessage(first, 13, 0, 10));
+    lose = true; // the last message of the burst vanishes, and nothing follows it
+    await sender.send(message(13, 1, 10));
+    await new Promise((r) => setTimeout(r, 20));
+    lose = false;
+    await assert.rejects(
+      within(pair.readMessage(), 5_000, "the CHECK"),
+      (e) => e instanceof PairClosedError && e.reason === "sequence_gap",
+    );
+    assert.equal(await within(sender.closed, 5_000, "sender told"), "sequence_gap");
   });
 
   test("a link is probed before use: lost probes are retried and no message is lost", async () => {

@@ -1,0 +1,6 @@
+"""Lets the examples run from a checkout without installing the package."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

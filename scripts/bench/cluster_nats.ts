@@ -5,10 +5,11 @@
  *
  *   deno run -A scripts/bench/cluster_nats.ts [--small N] [--large N]
  *
- * Each row: a receiver process subscribes (raw) or opens a ClusterStreams node (stream), a
+ * Each throughput row: a receiver process subscribes (raw) or opens a ClusterStreams node (stream), a
  * sender process blasts N messages, the receiver times first to last message. Raw nats.js has
  * no flow control, so its receiver may lose messages to the server's slow-consumer cut: the
- * row then says how many arrived.
+ * row then says how many arrived. The latency row: one 64 B message at a time, echoed back by
+ * the other process, 2,000 round trips.
  * @module
  */
 
@@ -19,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { NatsTransport } from "../../lib/cluster/nats_transport.ts";
 import { ClusterStreams } from "../../lib/cluster/streams.ts";
+import type { PairReceiver } from "../../lib/cluster/pair_receiver.ts";
 
 const SELF = fileURLToPath(import.meta.url);
 /** A receiver that sees nothing new for this long gives up and reports what it got. */
@@ -167,6 +169,105 @@ async function row(url: string, mode: Mode, count: number, size: number): Promis
   return result;
 }
 
+/** Round trips timed in the latency row. */
+const ROUND_TRIPS = 2_000;
+
+/** The echo side of the latency row: sends every message back to where it came from. */
+async function echo(url: string, mode: Mode): Promise<void> {
+  const nc = await connect({ servers: url });
+  let transport: NatsTransport | undefined;
+  let streams: ClusterStreams | undefined;
+  let done: () => void;
+  const finished = new Promise<void>((r) => done = r);
+  if (mode === "raw") {
+    nc.subscribe("bench.ping", {
+      callback: (_e, msg) => {
+        nc.publish("bench.pong", msg.data.slice());
+        if (msg.data[0] === 0xff) done();
+      },
+    });
+    await nc.flush();
+  } else {
+    transport = await NatsTransport.open(nc, { node: "recv" });
+    const back = { pair: undefined as ReturnType<ClusterStreams["open"]> | undefined };
+    streams = new ClusterStreams(transport, {
+      onPair: async (pair) => {
+        back.pair ??= streams!.open(pair.from, "pong");
+        for (;;) {
+          const m = await pair.readMessage().catch(() => null);
+          if (!m) return done();
+          await back.pair.send(m);
+          if (m[0] === 0xff) return done();
+        }
+      },
+    });
+  }
+  console.log("ready");
+  await finished;
+  await streams?.close();
+  await transport?.close();
+  await nc.close();
+}
+
+/** The timing side of the latency row: one message at a time, prints the p50 and p99 in µs. */
+async function ping(url: string, mode: Mode): Promise<void> {
+  const nc = await connect({ servers: url });
+  const times: number[] = [];
+  const payload = () => new Uint8Array(64);
+  if (mode === "raw") {
+    const replies = nc.subscribe("bench.pong");
+    await nc.flush();
+    const it = replies[Symbol.asyncIterator]();
+    for (let i = 0; i <= ROUND_TRIPS; i++) {
+      const p = payload();
+      if (i === ROUND_TRIPS) p[0] = 0xff;
+      const t = performance.now();
+      nc.publish("bench.ping", p);
+      await it.next();
+      times.push(performance.now() - t);
+    }
+    replies.unsubscribe();
+  } else {
+    const transport = await NatsTransport.open(nc, { node: "send" });
+    let replies: PairReceiver | undefined;
+    let gotPair: () => void;
+    const pairOpened = new Promise<void>((r) => gotPair = r);
+    const streams = new ClusterStreams(transport, {
+      onPair: (pair) => {
+        replies = pair;
+        gotPair();
+      },
+    });
+    const out = streams.open("recv", "ping");
+    for (let i = 0; i <= ROUND_TRIPS; i++) {
+      const p = payload();
+      if (i === ROUND_TRIPS) p[0] = 0xff;
+      const t = performance.now();
+      await out.send(p);
+      if (!replies) await pairOpened;
+      await replies!.readMessage();
+      times.push(performance.now() - t);
+    }
+    await streams.close();
+    await transport.close();
+  }
+  await nc.close();
+  times.shift(); // the first one pays for the probe and JIT
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.floor(q * (times.length - 1))] * 1000;
+  console.log(JSON.stringify({ p50: at(0.5), p99: at(0.99) }));
+}
+
+async function rttRow(url: string, mode: Mode): Promise<{ p50: number; p99: number }> {
+  const side = child(["--role", "echo", url, mode]);
+  await nextLine(side.lines, "ready line");
+  const timer = child(["--role", "ping", url, mode]);
+  const result = JSON.parse(await nextLine(timer.lines, "latency"));
+  await timer.process.status;
+  await side.process.status;
+  return result;
+}
+
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     args: Deno.args,
@@ -179,6 +280,8 @@ async function main(): Promise<void> {
   });
   if (values.role) {
     const [url, mode, count, size] = positionals;
+    if (values.role === "echo") return echo(url, mode as Mode);
+    if (values.role === "ping") return ping(url, mode as Mode);
     const run = values.role === "recv" ? receiver : sender;
     return run(url, mode as Mode, Number(count), Number(size));
   }
@@ -231,6 +334,15 @@ async function main(): Promise<void> {
           `| ${cpuFmt(raw)} | ${cpuFmt(stream)} | ${ratio(perCpu(stream), perCpu(raw))} |`,
       );
     }
+    const raw = await rttRow(url, "raw");
+    const stream = await rttRow(url, "stream");
+    const us = (r: { p50: number; p99: number }) =>
+      `${r.p50.toFixed(0)} µs (p99 ${r.p99.toFixed(0)})`;
+    console.log(
+      `| round trip p50, 64 B | ${us(raw)} | ${us(stream)} | ${
+        (stream.p50 / raw.p50).toFixed(2)
+      } | | | |`,
+    );
   } finally {
     server.kill("SIGKILL");
     await server.status;

@@ -133,7 +133,9 @@ Deno.test({
     })();
     const [registerS, idleS, writeS] = await Promise.all([register, idle, write]);
     console.log(
-      `register ${registerS.toFixed(1)} s, idle ${idleS.toFixed(1)} s, write ${writeS} s`,
+      `register ${registerS.toFixed(1)} s, idle ${idleS.toFixed(1)} s, write ${
+        writeS.toFixed(1)
+      } s`,
     );
     assert.ok(registerS >= 2.9 && registerS < 4.5, `register timeout after ${registerS} s`);
     assert.ok(idleS >= 29.9 && idleS < 32, `idle timeout after ${idleS} s`);

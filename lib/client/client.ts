@@ -22,8 +22,10 @@ import {
   encodeHeader,
   encodeName,
   encodeRegister,
+  headerLength,
   type Message,
   MessageDecoder,
+  writeHeader,
 } from "../wire/relay.ts";
 import {
   CONTROL_VERSION,
@@ -343,6 +345,51 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
       });
       if (!await written) throw new Error("Cannot send: the connection closed");
     }
+    if (this.#ended) throw new Error("Cannot send: the connection closed");
+  }
+
+  /**
+   * Sends `payload` to the client whose name `dest` is already encoded (`encodeName`),
+   * without copying a large payload: the client keeps it until it is written, then calls
+   * `release` (also when the connection ends first; small payloads are copied and released
+   * at once). When `headroom` bytes in front of `payload` in its buffer are free, the
+   * header is written there and the frame leaves in one write. Resolves once the send
+   * buffer has room, not when this frame is written. Used by the tunnel's relay link.
+   * @throws {RangeError} when the payload is larger than the relay's message limit
+   * @throws {Error} when the connection has ended
+   */
+  async sendOwned(
+    dest: Uint8Array,
+    payload: Uint8Array,
+    release: () => void,
+    headroom = 0,
+  ): Promise<void> {
+    const limit = this.maxMessageBytes;
+    if (payload.length > limit) {
+      throw new RangeError(
+        `Message of ${payload.length} bytes is larger than the relay's limit of ${limit} bytes`,
+      );
+    }
+    if (this.#ended || this.#closing) throw new Error("Cannot send: the connection is closed");
+    this.#lastSent = performance.now();
+    if (payload.length < COPY_BELOW_BYTES) {
+      this.#outbox.pushFrame(dest, payload);
+      release();
+    } else {
+      const size = headerLength(dest.length, payload.length);
+      if (size <= headroom && size <= payload.byteOffset) {
+        // Header and payload side by side in one buffer: one chunk, one write.
+        const at = payload.byteOffset - size;
+        const frame = new Uint8Array(payload.buffer, at, size + payload.length);
+        writeHeader(frame, 0, dest, payload.length);
+        this.#outbox.push(frame, release);
+      } else {
+        const frame = this.#outbox.begin(this, encodeHeader(dest, payload.length));
+        frame.done = release;
+        this.#outbox.append(frame, payload, true);
+      }
+    }
+    await this.#outbox.waitForRoom(undefined);
     if (this.#ended) throw new Error("Cannot send: the connection closed");
   }
 

@@ -40,12 +40,18 @@ import { toHex } from "../util/bytes.ts";
  * sealed packets.
  */
 export interface PacketCipher {
-  /** Seals `frames` into a whole packet from `sender` to `peer`'s session `receiver`. */
+  /**
+   * Seals `frames` into a whole packet from `sender` to `peer`'s session `receiver`, with
+   * `headroom` free bytes in front of it in its buffer (for the link's header). The
+   * packet's counter is taken when this is called, so packets sealed at once must be sent
+   * in the order of the calls.
+   */
   seal(
     peer: string,
     sender: Uint8Array,
     receiver: Uint8Array,
     frames: Uint8Array,
+    headroom?: number,
   ): Promise<Uint8Array>;
   /**
    * Opens a sealed packet from `peer` (its header already decoded).
@@ -208,6 +214,7 @@ export class SecretCipher implements PacketCipher {
     sender: Uint8Array,
     receiver: Uint8Array,
     frames: Uint8Array,
+    headroom = 0,
   ): Promise<Uint8Array> {
     const state = this.#sendState(peer, sender, receiver);
     const counter = state.counter++;
@@ -219,10 +226,10 @@ export class SecretCipher implements PacketCipher {
       await state.key,
       frames as BufferSource,
     );
-    const out = new Uint8Array(SEALED_HEADER_BYTES + sealed.byteLength);
-    out.set(header);
-    out.set(new Uint8Array(sealed), SEALED_HEADER_BYTES);
-    return out;
+    const out = new Uint8Array(headroom + SEALED_HEADER_BYTES + sealed.byteLength);
+    out.set(header, headroom);
+    out.set(new Uint8Array(sealed), headroom + SEALED_HEADER_BYTES);
+    return out.subarray(headroom);
   }
 
   /**
@@ -235,20 +242,51 @@ export class SecretCipher implements PacketCipher {
     header: PacketHeader,
     packet: Uint8Array,
   ): Promise<Uint8Array> {
+    // Opens may overlap (the session starts the next while one decrypts); counters are
+    // checked and moved in call order, so an overlap is never taken for a replay.
+    const turn = this.#lastOpen;
+    let done!: () => void;
+    this.#lastOpen = new Promise<void>((resolve) => done = resolve);
+    try {
+      return await this.#open(peer, header, packet, turn);
+    } finally {
+      done();
+    }
+  }
+
+  #lastOpen: Promise<void> = Promise.resolve();
+
+  /** The key of a known pair, refusing a counter already authenticated under it. */
+  #knownKey(peer: string, pair: string, counter: bigint): Promise<CryptoKey> | undefined {
+    const known = this.#peers.get(peer)?.recv.get(pair);
+    if (known && counter <= known.counter) {
+      throw new Error(`Replayed or reordered packet (counter ${counter})`);
+    }
+    return known?.key;
+  }
+
+  async #open(
+    peer: string,
+    header: PacketHeader,
+    packet: Uint8Array,
+    turn: Promise<void>,
+  ): Promise<Uint8Array> {
     if (packet.length < SEALED_HEADER_BYTES + TAG_BYTES) {
       throw new Error("Sealed packet is too short");
     }
     const theirs = toHex(header.sender);
     const pair = theirs + toHex(header.receiver);
-    const keys = this.#peers.get(peer);
-    const known = keys?.recv.get(pair);
     const counter = new DataView(packet.buffer, packet.byteOffset, packet.byteLength)
       .getBigUint64(PACKET_HEADER_BYTES);
-    if (known && counter <= known.counter) {
-      throw new Error(`Replayed or reordered packet (counter ${counter})`);
-    }
-    let key = known?.key;
+    let key = this.#knownKey(peer, pair, counter);
     if (!key) {
+      // A new pair waits for the opens before it, which may be making its key: a burst of
+      // packets derives it once. New pairs are rare, so this costs no overlap.
+      await turn;
+      key = this.#knownKey(peer, pair, counter);
+    }
+    if (!key) {
+      const keys = this.#peers.get(peer);
       if (keys?.isRetired(pair, theirs)) throw new Error("Packet from an ended session");
       if (!keys && this.#peers.size >= TUNNEL_MAX_PEERS) {
         throw new Error(`Packet refused unopened: keys for ${TUNNEL_MAX_PEERS} peers held`);
@@ -273,6 +311,7 @@ export class SecretCipher implements PacketCipher {
     } catch {
       throw new Error("Packet failed authentication (another secret, or tampered with)");
     }
+    await turn;
     // Only an authentic packet creates or moves a counter, so forgeries can neither block
     // real packets nor push real counters out of the table.
     const owner = this.#keysOf(peer);

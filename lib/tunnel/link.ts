@@ -13,6 +13,19 @@ export interface TunnelLink {
   readonly namesOwned?: boolean;
   /** Sends one message to `dest`; resolves when the link has taken it. */
   send(dest: string, payload: Uint8Array): Promise<void>;
+  /**
+   * Sends one message to `dest` (its encoded name) without copying a large payload: the
+   * link keeps `payload` until it is written (or dropped) and then calls `release`; the
+   * `headroom` bytes in front of `payload` in its buffer are free for the link's own
+   * header. Resolves once the link has room for more, not when this message is written.
+   * Links without it are given {@linkcode send}, and buffers are reused once it resolves.
+   */
+  post?(
+    dest: Uint8Array,
+    payload: Uint8Array,
+    release: () => void,
+    headroom: number,
+  ): Promise<void>;
   /** The next message, or `undefined` once the link has ended. */
   receive(): Promise<{ from: string; payload: Uint8Array } | undefined>;
   /** Ends the link (safe twice). */

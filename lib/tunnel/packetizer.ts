@@ -13,7 +13,6 @@
 import { getLogger } from "@logtape/logtape";
 import {
   DATA,
-  encodeFrames,
   FLAG_OPENER,
   type Frame,
   FRAME_HEADER_BYTES,
@@ -27,7 +26,7 @@ import {
   writePacketHeader,
 } from "../wire/tunnel.ts";
 import { errorText } from "../util/async.ts";
-import { DATA_ROOM_BYTES, releaseDataBuffer, type Stream } from "./stream.ts";
+import { DATA_ROOM_BYTES, LINK_HEADROOM_BYTES, releaseDataBuffer, type Stream } from "./stream.ts";
 import { isData, type Peer, type Queued } from "./peer.ts";
 import type { TunnelLink } from "./link.ts";
 import type { PacketCipher } from "./crypto.ts";
@@ -47,14 +46,21 @@ export interface PacketContents {
   streams: Set<Stream>;
   /** Whether it carries a HELLO that a handshake waits on. */
   hello: boolean;
+  /** Whether its DATA buffers were given back (see {@linkcode releasePacket}). */
+  released: boolean;
 }
 
 /** An encoded packet body. */
 export interface EncodedPacket {
   /** The frames, back to back. */
   frames: Uint8Array;
-  /** The whole buffer whose tail is `frames`, first PACKET_HEADER_BYTES free (lone DATA). */
-  room?: Uint8Array;
+  /**
+   * The packet: PACKET_HEADER_BYTES free, then `frames`; LINK_HEADROOM_BYTES free in front
+   * of it in its buffer, so the link can put its own header there too.
+   */
+  room: Uint8Array;
+  /** Whether `room` is a lone DATA frame's own read buffer (released once sent). */
+  inPlace: boolean;
 }
 
 /** Bytes a frame takes, or just its header when it is out of range (encoding will say why). */
@@ -82,7 +88,7 @@ export function takePacket(peer: Peer): PacketContents | undefined {
   const items: Queued[] = [];
   if (!known) {
     peer.clearStreamOutput();
-    return frames.length === 0 ? undefined : { frames, items, streams, hello };
+    return frames.length === 0 ? undefined : { frames, items, streams, hello, released: false };
   }
   for (const [stream, increment] of peer.windows) {
     if (stream.state !== "closed") {
@@ -112,12 +118,12 @@ export function takePacket(peer: Peer): PacketContents | undefined {
     peer.dataAt = 0;
   }
   if (frames.length === 0 && items.length === 0) return undefined;
-  return { frames, items, streams, hello };
+  return { frames, items, streams, hello, released: false };
 }
 
 /**
  * Encodes packet contents: a lone DATA frame in place in its read buffer, anything else
- * into one new buffer.
+ * into one new buffer with room for the packet and link headers in front.
  * @throws {RangeError} when a frame's field is out of range
  */
 export function encodePacket(contents: PacketContents): EncodedPacket {
@@ -128,7 +134,8 @@ export function encodePacket(contents: PacketContents): EncodedPacket {
     writeFrameHeader(item.buffer, at, DATA, openerFlag(item.stream), item.stream.id, item.length);
     return {
       frames: item.buffer.subarray(at, DATA_ROOM_BYTES + item.length),
-      room: item.buffer.subarray(0, DATA_ROOM_BYTES + item.length),
+      room: item.buffer.subarray(LINK_HEADROOM_BYTES, DATA_ROOM_BYTES + item.length),
+      inPlace: true,
     };
   }
   let size = 0;
@@ -136,8 +143,10 @@ export function encodePacket(contents: PacketContents): EncodedPacket {
   for (const item of items) {
     size += isData(item) ? FRAME_HEADER_BYTES + item.length : frameLength(item.frame);
   }
-  const out = new Uint8Array(size);
-  let offset = 0;
+  // Headers written in front of the frames, not copied in behind them: one copy fewer.
+  const start = LINK_HEADROOM_BYTES + PACKET_HEADER_BYTES;
+  const out = new Uint8Array(start + size);
+  let offset = start;
   for (const f of frames) offset = writeFrame(out, offset, f);
   for (const item of items) {
     if (isData(item)) {
@@ -155,15 +164,24 @@ export function encodePacket(contents: PacketContents): EncodedPacket {
       offset = writeFrame(out, offset, item.frame);
     }
   }
-  return { frames: out };
+  return {
+    frames: out.subarray(start),
+    room: out.subarray(LINK_HEADROOM_BYTES),
+    inPlace: false,
+  };
 }
 
 function openerFlag(stream: Stream): number {
   return stream.local ? FLAG_OPENER : 0;
 }
 
-/** Gives the DATA buffers of a packet back for reuse (once sent, or once it failed). */
+/**
+ * Gives the DATA buffers of a packet back for reuse (once sent, copied, or failed). Only
+ * the first call does anything: a buffer given back twice would be read into by two streams.
+ */
 export function releasePacket(contents: PacketContents): void {
+  if (contents.released) return;
+  contents.released = true;
   for (const item of contents.items) if (isData(item)) releaseDataBuffer(item.buffer);
 }
 
@@ -182,7 +200,26 @@ export interface PacketWriterOptions {
   failed(peer: Peer, contents: PacketContents | undefined, error: unknown): void;
 }
 
+/**
+ * Packets being sealed at once. WebCrypto's AES-GCM runs off the JavaScript thread, so
+ * overlapping calls add up (about 590 MB/s one at a time, 800 MB/s with two in flight).
+ */
+export const MAX_SEALS_IN_FLIGHT = 4;
+
+/** A packet on its way out: built, perhaps still being sealed, handed to the link in order. */
+interface Outgoing {
+  peer: Peer;
+  contents: PacketContents | undefined;
+  /** The whole packet, or the seal that makes it. */
+  packet: Uint8Array | Promise<Uint8Array>;
+  /** Free bytes in front of the packet in its buffer, for the link's header. */
+  headroom: number;
+  /** Gives the packet's buffers back once the link has written it (safe twice). */
+  release: () => void;
+}
+
 const log = getLogger(["relay", "tunnel"]);
+const NOTHING = () => {};
 
 /** The one writer of a session; see the module documentation. */
 export class PacketWriter {
@@ -212,51 +249,119 @@ export class PacketWriter {
 
   /**
    * Writes until {@linkcode finish} was called and nothing is left, or the link fails
-   * (then the link is closed, so the session's reader ends too).
+   * (then the link is closed, so the session's reader ends too). With a cipher, several
+   * packets are sealed at once and handed to the link in the order they were built, which
+   * is their counters' order.
    */
   async run(): Promise<void> {
-    while (true) {
-      const peer = this.#ready.shift();
-      if (!peer) {
-        if (this.#finishing) return;
-        await new Promise<void>((resolve) => this.#wake = resolve);
-        continue;
+    const inFlight: Outgoing[] = [];
+    const depth = this.#options.cipher ? MAX_SEALS_IN_FLIGHT : 1;
+    try {
+      while (true) {
+        while (inFlight.length < depth) {
+          const peer = this.#ready.shift();
+          if (!peer) break;
+          peer.scheduled = false;
+          const out = this.#build(peer);
+          if (out) inFlight.push(out);
+          if (peer.hasOutput()) this.schedule(peer);
+        }
+        const next = inFlight.shift();
+        if (!next) {
+          if (this.#finishing) return;
+          await new Promise<void>((resolve) => this.#wake = resolve);
+          continue;
+        }
+        if (!await this.#send(next)) return;
       }
-      peer.scheduled = false;
-      if (!await this.#writeOne(peer)) return;
-      if (peer.hasOutput()) this.schedule(peer);
+    } finally {
+      for (const out of inFlight) out.release();
     }
   }
 
-  /** Sends one packet to `peer`; false when the link failed. */
-  async #writeOne(peer: Peer): Promise<boolean> {
-    const { link } = this.#options;
+  /** Takes and encodes one packet for `peer` and starts sealing it; undefined if none. */
+  #build(peer: Peer): Outgoing | undefined {
+    const { session, cipher } = this.#options;
     let contents: PacketContents | undefined;
-    let receiver: Uint8Array;
-    let packet: Uint8Array;
     try {
+      let receiver: Uint8Array;
+      let encoded: EncodedPacket;
       if (peer.helloAnswerTo) {
         receiver = peer.helloAnswerTo;
         peer.helloAnswerTo = undefined;
-        packet = await this.#seal(peer.name, receiver, {
-          frames: encodeFrames([{ type: "hello", ack: true }]),
+        encoded = encodePacket({
+          frames: [{ type: "hello", ack: true }],
+          items: [],
+          streams: new Set(),
+          hello: false,
+          released: false,
         });
       } else {
         receiver = peer.session ?? UNKNOWN_SESSION;
         contents = takePacket(peer);
-        if (!contents) return true;
-        packet = await this.#seal(peer.name, receiver, encodePacket(contents));
+        if (!contents) return undefined;
+        encoded = encodePacket(contents);
       }
+      if (cipher) {
+        const sealing = cipher.seal(
+          peer.name,
+          session,
+          receiver,
+          encoded.frames,
+          LINK_HEADROOM_BYTES,
+        );
+        // The plain frames are free once sealed (the sealed packet is a new buffer).
+        const plain = contents;
+        if (plain) sealing.then(() => releasePacket(plain), () => releasePacket(plain));
+        return {
+          peer,
+          contents,
+          packet: sealing,
+          headroom: LINK_HEADROOM_BYTES,
+          release: NOTHING,
+        };
+      }
+      writePacketHeader(encoded.room, PACKET_PLAIN, session, receiver);
+      const held = contents;
+      // A packet built in a new buffer holds no read buffer: they go back at once.
+      if (held && !encoded.inPlace) releasePacket(held);
+      return {
+        peer,
+        contents,
+        packet: encoded.room,
+        headroom: LINK_HEADROOM_BYTES,
+        release: held && encoded.inPlace ? () => releasePacket(held) : NOTHING,
+      };
     } catch (error) {
       this.#fail(peer, contents, error);
+      return undefined;
+    }
+  }
+
+  /** Hands one packet to the link; false when the link failed. */
+  async #send(out: Outgoing): Promise<boolean> {
+    const { link } = this.#options;
+    let packet: Uint8Array;
+    try {
+      packet = await out.packet;
+    } catch (error) {
+      this.#fail(out.peer, out.contents, error);
       return true;
     }
     try {
-      await link.send(peer.name, packet);
+      if (link.post) {
+        // The link keeps the packet until written and says when: no copy, and no wait for
+        // the socket, so the next packet is built while this one is written.
+        await link.post(out.peer.nameBytes, packet, out.release, out.headroom);
+      } else {
+        await link.send(out.peer.name, packet);
+        out.release();
+      }
     } catch (error) {
+      out.release();
       if (error instanceof TypeError || error instanceof RangeError) {
         // Refused before the link took any of it (a bad name or size): this packet only.
-        this.#fail(peer, contents, error);
+        this.#fail(out.peer, out.contents, error);
         return true;
       }
       if (!this.#finishing) {
@@ -265,22 +370,7 @@ export class PacketWriter {
       await link.close().catch(() => {});
       return false;
     }
-    // Sent (a link resolves once the bytes are written or copied): reuse the buffers.
-    if (contents) releasePacket(contents);
     return true;
-  }
-
-  async #seal(peer: string, receiver: Uint8Array, encoded: EncodedPacket): Promise<Uint8Array> {
-    const { session, cipher } = this.#options;
-    if (cipher) return await cipher.seal(peer, session, receiver, encoded.frames);
-    if (encoded.room) {
-      writePacketHeader(encoded.room, PACKET_PLAIN, session, receiver);
-      return encoded.room;
-    }
-    const packet = new Uint8Array(PACKET_HEADER_BYTES + encoded.frames.length);
-    writePacketHeader(packet, PACKET_PLAIN, session, receiver);
-    packet.set(encoded.frames, PACKET_HEADER_BYTES);
-    return packet;
   }
 
   #fail(peer: Peer, contents: PacketContents | undefined, error: unknown): void {

@@ -11,6 +11,7 @@ import { type Frame, PING_BYTES } from "../wire/tunnel.ts";
 import type { TunnelResetReason } from "../wire/reasons.ts";
 import { TUNNEL_MAX_PEERS, TUNNEL_MAX_RETIRED_SESSIONS } from "../limits.ts";
 import { bytesEqual, toHex } from "../util/bytes.ts";
+import { encodeName } from "../wire/relay.ts";
 import type { Stream } from "./stream.ts";
 
 /** Gap between HELLO retries while a handshake is pending (a relay may drop messages). */
@@ -85,9 +86,19 @@ export class Peer {
   /** Whether the writer has this peer in its queue. */
   scheduled = false;
 
+  #nameBytes: Uint8Array | undefined;
+
   /** @param name the peer's relay name */
   constructor(name: string) {
     this.name = name;
+  }
+
+  /**
+   * The peer's name as the relay link sends it, encoded once rather than per packet.
+   * @throws {TypeError} when it is not a valid relay name
+   */
+  get nameBytes(): Uint8Array {
+    return this.#nameBytes ??= encodeName(this.name);
   }
 
   /** Open streams with the peer, both directions. */

@@ -23,6 +23,7 @@ import {
   MAX_WINDOW_BYTES,
   newSessionId,
   PACKET_SEALED,
+  type PacketHeader,
   RESET_CODES,
   TunnelProtocolError,
 } from "../wire/tunnel.ts";
@@ -94,6 +95,12 @@ const STALE_ANSWER_MS = 1_000;
 const BYE_FLUSH_MS = 500;
 /** Shortest timer tick: keepalives shorter than this (tests) still tick at this rate. */
 const MIN_TICK_MS = 50;
+
+/**
+ * Sealed packets being opened at once. Decryption runs off the JavaScript thread, so
+ * overlapping calls add up; a few packets (a MiB each at most) bound what it holds.
+ */
+const MAX_OPENS_IN_FLIGHT = 4;
 
 const log = getLogger(["relay", "tunnel"]);
 
@@ -194,6 +201,10 @@ export class TunnelSession {
    */
   async run(): Promise<void> {
     this.#writing = this.#writer.run();
+    // Sealed packets are opened several at once (WebCrypto works off this thread) and acted
+    // on in arrival order: each step waits for the one before it.
+    const opening: Promise<void>[] = [];
+    let last: Promise<void> = Promise.resolve();
     try {
       while (!this.#closed) {
         let message;
@@ -205,16 +216,14 @@ export class TunnelSession {
         }
         if (message === undefined) break;
         if (message.from === this.#link.name) continue;
-        try {
-          await this.#onPacket(message.from, message.payload);
-        } catch (error) {
-          this.#drop(
-            message.from,
-            error instanceof TunnelProtocolError ? "malformed" : "rejected",
-            error,
-          );
-        }
+        const step = this.#onPacket(message.from, message.payload, last);
+        if (step === last) continue;
+        last = step;
+        // Bounded: a few packets open at once, the link is not read further meanwhile.
+        opening.push(step);
+        if (opening.length >= MAX_OPENS_IN_FLIGHT) await opening.shift();
       }
+      await last;
     } finally {
       await this.#shutdown("Relay connection lost", false);
     }
@@ -389,14 +398,63 @@ export class TunnelSession {
 
   // ---- receiving ----
 
-  async #onPacket(from: string, packet: Uint8Array): Promise<void> {
-    const header = decodePacketHeader(packet);
+  /**
+   * Takes one packet: checks its header now, starts opening it, and acts on its frames
+   * once `before` (the previous packet's step) is done.
+   * @returns the packet's step, or `before` itself when it was acted on (or dropped) at once
+   */
+  #onPacket(from: string, packet: Uint8Array, before: Promise<void>): Promise<void> {
+    let header: PacketHeader;
+    let toMe: boolean;
+    let plain: Uint8Array | Promise<Uint8Array>;
+    try {
+      header = decodePacketHeader(packet);
+      const checked = this.#admit(from, header);
+      if (checked === undefined) return before;
+      toMe = checked;
+      if (!this.#cipher) {
+        // Plain packets are acted on at once: nothing is waiting ahead of them.
+        this.#onFrames(from, header, toMe, header.body);
+        return before;
+      }
+      plain = this.#cipher.open(from, header, packet);
+      plain.catch(() => {}); // awaited in its turn below; not an unhandled rejection meanwhile
+    } catch (error) {
+      this.#dropFailed(from, error);
+      return before;
+    }
+    return (async () => {
+      await before;
+      try {
+        const frames = await plain;
+        // Checked again: a packet ahead of this one may have ended the sender's session.
+        if (this.#peers.get(from)?.isRetired(header.sender)) {
+          this.#drop(from, "retired_session", "Packet from an ended session");
+          return;
+        }
+        this.#onFrames(from, header, toMe, frames);
+      } catch (error) {
+        this.#dropFailed(from, error);
+      }
+    })();
+  }
+
+  #dropFailed(from: string, error: unknown): void {
+    this.#drop(from, error instanceof TunnelProtocolError ? "malformed" : "rejected", error);
+  }
+
+  /**
+   * The header checks of a packet from `from`.
+   * @returns whether it is addressed to this session (else to an unknown one), or
+   *   `undefined` when it was dropped or answered
+   */
+  #admit(from: string, header: PacketHeader): boolean | undefined {
     if ((header.kind === PACKET_SEALED) !== (this.#cipher !== undefined)) {
       const why = this.#cipher
         ? `${from} sent unencrypted frames; this tunnel requires its --secret-file`
         : `${from} sent encrypted frames; start this tunnel with the same --secret-file`;
       this.#drop(from, this.#cipher ? "not_encrypted" : "encrypted", why);
-      return;
+      return undefined;
     }
     const toMe = bytesEqual(header.receiver, this.id);
     if (!toMe && !isUnknownSession(header.receiver)) {
@@ -411,13 +469,17 @@ export class TunnelSession {
         peer.helloAnswerTo = header.sender.slice();
         this.#writer.schedule(peer);
       }
-      return;
+      return undefined;
     }
     if (this.#peers.get(from)?.isRetired(header.sender)) {
       this.#drop(from, "retired_session", "Packet from an ended session");
-      return;
+      return undefined;
     }
-    const plain = this.#cipher ? await this.#cipher.open(from, header, packet) : header.body;
+    return toMe;
+  }
+
+  /** Acts on the frames of an admitted (and opened) packet. */
+  #onFrames(from: string, header: PacketHeader, toMe: boolean, plain: Uint8Array): void {
     const frames = decodeFrames(plain);
     if (!toMe) {
       // The sender does not know this session yet: only a HELLO is acted on, by answering.

@@ -17,6 +17,7 @@ import {
 import { TUNNEL_RESET_REASONS, type TunnelResetReason } from "../wire/reasons.ts";
 import { ReceiveWindow, SendWindow } from "./window.ts";
 import { concat } from "../util/bytes.ts";
+import { MAX_LENGTH_DIGITS, MAX_NAME_BYTES } from "../limits.ts";
 import { errorText } from "../util/async.ts";
 
 /** The local end of a stream; `Deno.TcpConn` is one. */
@@ -32,10 +33,17 @@ export interface StreamConn {
 }
 
 /**
- * Bytes kept free in front of the data of a DATA buffer, so a lone DATA frame goes out as
- * one packet without a copy: the packet and frame headers are written in front of it.
+ * Bytes kept free in front of a packet for the relay link's `{name}|{len}|` header, so
+ * header and packet are one piece of memory and leave in one write.
  */
-export const DATA_ROOM_BYTES: number = PACKET_HEADER_BYTES + FRAME_HEADER_BYTES;
+export const LINK_HEADROOM_BYTES: number = MAX_NAME_BYTES + 2 + MAX_LENGTH_DIGITS;
+
+/**
+ * Bytes kept free in front of the data of a DATA buffer, so a lone DATA frame goes out as
+ * one packet without a copy: the link, packet and frame headers are written in front of it.
+ */
+export const DATA_ROOM_BYTES: number = LINK_HEADROOM_BYTES + PACKET_HEADER_BYTES +
+  FRAME_HEADER_BYTES;
 
 /** Reads shorter than this are copied into a fitting buffer and the big one reused. */
 const SMALL_READ_BYTES = 32 * 1024;

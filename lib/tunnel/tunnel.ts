@@ -431,6 +431,8 @@ export function relayLinkFactory(options: RelayLinkOptions): LinkFactory {
       name: client.name,
       namesOwned: client.welcome.names_owned,
       send: (dest, payload) => client.send(dest, payload),
+      post: (dest, payload, release, headroom) =>
+        client.sendOwned(dest, payload, release, headroom),
       receive: () => client.receive(),
       close: () => client.close(),
     };

@@ -89,6 +89,26 @@ Deno.test("sealed packets open only unchanged, once, between the right names and
     await rejects(open(new SecretCipher(SECRET, "lab"), await seal(), "mallory"), "authentication");
     await rejects(open(new SecretCipher(SECRET, "lab2"), await seal()), "authentication");
   });
+  await t.step(
+    "packets opened at once are accepted in order; a replay among them is not",
+    async () => {
+      const receiver = new SecretCipher(SECRET, "lab");
+      const packets: Uint8Array[] = [];
+      for (let i = 0; i < 8; i++) packets.push(await seal());
+      // All started before any finishes, the first of them making the key.
+      const opened = await Promise.allSettled(
+        [...packets, packets[3]].map((p) => open(receiver, p)),
+      );
+      assertEquals(opened.map((r) => r.status), [...Array(8).fill("fulfilled"), "rejected"]);
+      assertEquals(receiver.derivations, 1, "the key of the pair was derived more than once");
+      await rejects(open(receiver, packets[7]), "Replayed");
+    },
+  );
+  await t.step("a packet sealed with headroom has those bytes free in front of it", async () => {
+    const packet = await sender.seal("lab", laptop, lab, frames, 300);
+    assertEquals(packet.byteOffset, 300);
+    assertEquals(await open(new SecretCipher(SECRET, "lab"), packet), frames);
+  });
   await t.step("each packet has a fresh nonce", async () => {
     const a = await seal();
     const b = await seal();

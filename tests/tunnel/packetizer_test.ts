@@ -7,10 +7,13 @@ import {
   decodeFrames,
   decodePacketHeader,
   FRAME_HEADER_BYTES,
+  isUnknownSession,
   MAX_FRAMES_BYTES,
   newSessionId,
+  PACKET_HEADER_BYTES,
 } from "../../lib/wire/tunnel.ts";
-import { encodePacket, takePacket } from "../../lib/tunnel/packetizer.ts";
+import { encodePacket, MAX_SEALS_IN_FLIGHT, takePacket } from "../../lib/tunnel/packetizer.ts";
+import { createCipherFactory } from "../../lib/tunnel/crypto.ts";
 import { Peer } from "../../lib/tunnel/peer.ts";
 import { DATA_ROOM_BYTES, Stream } from "../../lib/tunnel/stream.ts";
 import {
@@ -156,7 +159,8 @@ Deno.test("a lone large DATA frame is encoded in place in its buffer, others int
   assertEquals(encoded.frames.length, FRAME_HEADER_BYTES + 100_000);
   peer.data.push(dataItem(s, 10), dataItem(s, 20));
   const small = encodePacket(takePacket(peer)!);
-  assertEquals(small.room, undefined);
+  assertEquals(small.inPlace, false);
+  assert(small.room.buffer !== big.buffer.buffer, "the small DATA were not copied out");
   assertEquals(decodeFrames(small.frames).length, 2);
 });
 
@@ -197,4 +201,26 @@ Deno.test("before the peer's session is known only HELLO goes out; a bad frame f
   const bad = takePacket(peer)!;
   assertEquals(bad.streams, new Set([s]));
   assert.throws(() => encodePacket(bad), RangeError);
+});
+
+Deno.test("sealed packets leave in counter order while several are sealed at once", async () => {
+  const cipher = createCipherFactory(new TextEncoder().encode("a shared secret of 32 bytes or so"));
+  await using t = labAndLaptop({ cipher }, { cipher });
+  const counters: bigint[] = [];
+  t.relay.tap = (m) => {
+    if (m.from !== "laptop") return;
+    const header = decodePacketHeader(m.payload);
+    if (isUnknownSession(header.receiver)) return; // the HELLO, under its own key
+    counters.push(
+      new DataView(m.payload.buffer, m.payload.byteOffset).getBigUint64(PACKET_HEADER_BYTES),
+    );
+  };
+  const data = patternBytes(3_000_000, 5);
+  const got = await echoThrough(t.port, data);
+  assert(got instanceof Uint8Array && sameBytes(got, data), "the echo differs");
+  assert(counters.length > MAX_SEALS_IN_FLIGHT, `only ${counters.length} packets`);
+  for (let i = 1; i < counters.length; i++) {
+    assert(counters[i] > counters[i - 1], `counter ${counters[i]} after ${counters[i - 1]}`);
+  }
+  assertEquals(t.lab.stats()?.packetsDropped ?? {}, {});
 });

@@ -25,6 +25,9 @@ export const DEFAULT_NAMES_BUCKET = "relay_names";
 /** Compare-and-swap rounds of one claim before it gives up as unavailable (heavy contention). */
 const CLAIM_ATTEMPTS = 5;
 
+/** A release that did not reach KV is retried after this long (until it does or the node fences). */
+const RELEASE_RETRY_MS = 1_000;
+
 /** Options of {@linkcode NameClaims.open}. */
 export interface NameClaimsOptions {
   /**
@@ -78,6 +81,12 @@ export class NameClaims implements AsyncDisposable {
   readonly #value: Uint8Array;
   /** Names this node holds, with the revision of each claim. */
   readonly #held = new Map<string, number>();
+  /** Names being claimed right now. */
+  readonly #claiming = new Set<string>();
+  /** Releases that did not reach KV, retried in the background: name → revision. */
+  readonly #unreleased = new Map<string, number>();
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
 
   private constructor(kv: KV, lease: NodeLease) {
     this.kv = kv;
@@ -128,6 +137,24 @@ export class NameClaims implements AsyncDisposable {
         holder: { node: this.#lease.node, epoch: this.#lease.epoch },
       };
     }
+    // Two local claims of one name at once: the second is refused without asking KV (the
+    // first may win, and this node must not then "take over" its own fresh claim).
+    if (this.#claiming.has(name)) {
+      return {
+        ok: false,
+        reason: "name_taken",
+        holder: { node: this.#lease.node, epoch: this.#lease.epoch },
+      };
+    }
+    this.#claiming.add(name);
+    try {
+      return await this.#claim(name);
+    } finally {
+      this.#claiming.delete(name);
+    }
+  }
+
+  async #claim(name: string): Promise<ClaimResult> {
     const key = claimKey(name);
     try {
       for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
@@ -139,7 +166,10 @@ export class NameClaims implements AsyncDisposable {
         const entry = await this.kv.get(key);
         if (!entry || entry.operation !== "PUT") continue; // released meanwhile: create again
         const holder = parseHolder(entry);
-        if (holder && await this.#holderLive(holder)) {
+        // This node's own claim that it no longer holds (a release that did not reach KV) is
+        // a leftover: taken over like a stale one.
+        const own = holder?.node === this.#lease.node && holder.epoch === this.#lease.epoch;
+        if (holder && !own && await this.#holderLive(holder)) {
           return { ok: false, reason: "name_taken", holder };
         }
         try {
@@ -192,23 +222,56 @@ export class NameClaims implements AsyncDisposable {
     const revision = this.#held.get(name);
     if (revision === undefined) return false;
     this.#held.delete(name);
+    return await this.#delete(name, revision);
+  }
+
+  async #delete(name: string, revision: number): Promise<boolean> {
     try {
       await this.kv.delete(claimKey(name), { previousSeq: revision });
+      this.#unreleased.delete(name);
       return true;
-    } catch {
-      // Taken over, or unreachable: the claim goes stale with this node's lease.
+    } catch (error) {
+      if (isWrongRevision(error)) {
+        // Taken over meanwhile: not ours to delete.
+        this.#unreleased.delete(name);
+      } else if (this.#lease.live && !this.#closed) {
+        // Unreachable: retry, so other nodes see the name free soon (until fenced: then the
+        // claim goes stale with the lease anyway).
+        this.#unreleased.set(name, revision);
+        this.#retryTimer ??= setTimeout(() => this.#retry(), RELEASE_RETRY_MS);
+      }
       return false;
+    }
+  }
+
+  async #retry(): Promise<void> {
+    this.#retryTimer = undefined;
+    for (const [name, revision] of [...this.#unreleased]) {
+      this.#unreleased.delete(name);
+      // Claimed again here meanwhile: the new claim replaced the leftover.
+      if (!this.#held.has(name)) await this.#delete(name, revision);
     }
   }
 
   /** Forgets every claim without touching KV (after fencing: the claims are stale). */
   forgetAll(): void {
     this.#held.clear();
+    this.#unreleased.clear();
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
   }
 
   /** Releases every name this node holds; safe to call twice. */
   async close(): Promise<void> {
-    await Promise.all([...this.#held.keys()].map((name) => this.release(name)));
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    const leftovers = [...this.#unreleased];
+    this.#unreleased.clear();
+    await Promise.all([
+      ...[...this.#held.keys()].map((name) => this.release(name)),
+      ...leftovers.map(([name, revision]) => this.#delete(name, revision)),
+    ]);
   }
 
   /** Same as {@linkcode close}. */

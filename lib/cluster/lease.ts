@@ -92,6 +92,8 @@ export class NodeLease implements AsyncDisposable {
   #renewTimer: ReturnType<typeof setTimeout> | undefined;
   #fenceTimer: ReturnType<typeof setTimeout> | undefined;
   #fenced: FenceReason | undefined;
+  /** When the node fences itself unless a renewal succeeds first (ms since the epoch). */
+  #fenceAt = 0;
   #closed = false;
   #renewing: Promise<void> | undefined;
   readonly #fencedPromise: Promise<FenceReason>;
@@ -170,12 +172,20 @@ export class NodeLease implements AsyncDisposable {
 
   /** Whether the lease is held: not fenced and not closed. */
   get live(): boolean {
-    return this.#fenced === undefined && !this.#closed;
+    if (this.#fenced !== undefined || this.#closed) return false;
+    // The clock, not only the timer: a blocked event loop may run other callbacks before an
+    // overdue fence timer, and nothing may be claimed past the deadline.
+    if (Date.now() >= this.#fenceAt) {
+      this.#fence("cluster_unavailable");
+      return false;
+    }
+    return true;
   }
 
   #armFence(sentAt: number): void {
     clearTimeout(this.#fenceTimer);
-    const wait = Math.max(0, sentAt + this.#leaseMs - this.#marginMs - Date.now());
+    this.#fenceAt = sentAt + this.#leaseMs - this.#marginMs;
+    const wait = Math.max(0, this.#fenceAt - Date.now());
     this.#fenceTimer = setTimeout(() => this.#fence("cluster_unavailable"), wait);
   }
 
@@ -208,7 +218,7 @@ export class NodeLease implements AsyncDisposable {
   }
 
   #fence(reason: FenceReason): void {
-    if (!this.live) return;
+    if (this.#fenced !== undefined || this.#closed) return;
     this.#fenced = reason;
     clearTimeout(this.#renewTimer);
     clearTimeout(this.#fenceTimer);

@@ -100,6 +100,29 @@ Deno.test({
       assert.equal(await a.claims.holder("carol"), null);
     });
 
+    await t.step("two local claims of one name at once: exactly one wins", async () => {
+      for (let i = 0; i < 20; i++) {
+        const name = `local-${i}`;
+        const results = await Promise.all([a.claims.claim(name), a.claims.claim(name)]);
+        assert.equal(results.filter((r) => r.ok).length, 1, JSON.stringify(results));
+        assert.equal(await a.claims.release(name), true);
+      }
+    });
+
+    await t.step(
+      "a node's own leftover claim (a release that never reached KV) is taken over",
+      async () => {
+        const key = claimKey("leftover");
+        await a.claims.kv.put(key, JSON.stringify({ node: "a", epoch: a.lease.epoch }));
+        const rb = await b.claims.claim("leftover");
+        assert.ok(!rb.ok && rb.reason === "name_taken", "others see a live holder");
+        assert.deepEqual(await a.claims.claim("leftover"), { ok: true, tookOver: true });
+        assert.equal(await a.claims.release("leftover"), true);
+        assert.ok((await b.claims.claim("leftover")).ok);
+        await b.claims.release("leftover");
+      },
+    );
+
     await t.step(
       "a node restarted under the same name takes its stale claims over at once",
       async () => {

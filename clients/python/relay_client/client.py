@@ -12,10 +12,10 @@ import asyncio
 import collections
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, Deque, Dict, Iterator, List, Optional, TypeVar, Union
+from typing import Any, Coroutine, Deque, Dict, Iterator, List, Optional, TypeVar, Union
 
 from .aio import AsyncRelayClient
-from .errors import ConnectionClosed
+from .errors import ConnectionClosed, DeliveryError
 from .limits import CONNECT_TIMEOUT_S, MAX_QUEUED_BYTES
 from .messages import Message, Pong
 
@@ -95,11 +95,11 @@ class RelayClient:
             self._stop_loop()
             raise
 
-    def _call(self, coro: Awaitable[T]) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._closed and not self._thread.is_alive():
-            getattr(coro, "close", lambda: None)()
+            coro.close()
             raise ConnectionClosed(None)
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        future: "concurrent.futures.Future[T]" = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result()
         except BaseException:
@@ -210,9 +210,12 @@ class RelayClient:
         """Sends a raw control request and returns the reply (see the protocol's control channel)."""
         return self._call(self._async.request(request, timeout))
 
-    def delivery_errors(self) -> List[Any]:
+    def delivery_errors(self) -> List[DeliveryError]:
         """Returns and forgets the delivery errors the relay reported since the last call."""
-        return self._call(_wrap(self._async.delivery_errors))
+        async def take() -> List[DeliveryError]:
+            return self._async.delivery_errors()  # on the loop thread, like every other access
+
+        return self._call(take())
 
     def close(self) -> None:
         """Lets queued bytes leave (up to 2 s) and closes the connection. Safe to call twice."""
@@ -235,7 +238,3 @@ class RelayClient:
                 self._loop.call_soon_threadsafe(self._loop.stop)
             except RuntimeError:
                 pass
-
-
-async def _wrap(function: Any) -> Any:
-    return function()

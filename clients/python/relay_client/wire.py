@@ -16,7 +16,7 @@ anything, ``|`` included.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 from .errors import ProtocolError
 from .limits import MAX_LENGTH_DIGITS, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_TOKEN_BYTES
@@ -89,7 +89,7 @@ def encode_header(dest: str, length: int) -> bytes:
     return raw + b"|" + str(length).encode("ascii") + b"|"
 
 
-def encode_frame(dest: str, payload: bytes) -> bytes:
+def encode_frame(dest: str, payload: Union[bytes, bytearray, memoryview]) -> bytes:
     """Encodes one frame ``dest|len|payload``.
 
     :raises TypeError: ``payload`` is not bytes-like.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -22,7 +23,9 @@ from relay_client import (
 )
 from relay_client.wire import encode_frame, encode_register
 
-from .relay_process import RelayProcess, SeedRelay
+from .relay_process import HERE, RelayProcess, SeedRelay
+
+FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "..", "tests", "fixtures"))
 
 relays: dict = {}
 auth_dir = tempfile.TemporaryDirectory()
@@ -35,6 +38,12 @@ def setUpModule() -> None:  # noqa: N802
     relays["framed"] = RelayProcess()
     relays["idle"] = RelayProcess("--idle-timeout", "2s")
     relays["auth"] = RelayProcess("--auth-file", auth_file, "--max-message", "64KiB")
+    relays["tls"] = RelayProcess(
+        "--tls-cert",
+        os.path.join(FIXTURES, "server.pem"),
+        "--tls-key",
+        os.path.join(FIXTURES, "server.key"),
+    )
 
 
 def tearDownModule() -> None:  # noqa: N802
@@ -139,6 +148,33 @@ class MessagingTest(unittest.TestCase):
             with self.assertRaises(RelayTimeout):
                 alice.recv(0.2)
             self.assertLess(time.monotonic() - started, 2)
+
+
+class TlsTest(unittest.TestCase):
+    def test_talks_over_tls_with_a_private_ca_and_refuses_an_unknown_one(self) -> None:
+        ca = os.path.join(FIXTURES, "ca.pem")
+        port = relays["tls"].port
+        with RelayClient("localhost", port, "tls-a", ca=ca, timeout=5) as a:
+            with RelayClient("127.0.0.1", port, "tls-b", tls=True, ca=ca, timeout=5) as b:
+                self.assertFalse(a.seed_mode)
+                a.send("tls-b", b"secret|stuff", confirm=True)
+                self.assertEqual(b.recv(5), ("tls-a", b"secret|stuff"))
+        with self.assertRaises(OSError):  # ssl.SSLCertVerificationError: not the system's CAs
+            RelayClient("localhost", port, "tls-c", tls=True, timeout=5)
+
+
+class InterruptTest(unittest.TestCase):
+    def test_ctrl_c_in_recv_loses_no_message(self) -> None:
+        with client("int-a") as a, client("int-b") as b:
+            timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))  # a real Ctrl-C
+            started = time.monotonic()
+            timer.start()
+            with self.assertRaises(KeyboardInterrupt):
+                a.recv(5)
+            self.assertLess(time.monotonic() - started, 2.5, "recv() was not interrupted")
+            timer.join()
+            b.send("int-a", b"after", confirm=True)
+            self.assertEqual(a.recv(5).payload, b"after")
 
 
 class ErrorsTest(unittest.TestCase):

@@ -39,7 +39,7 @@ from relay_client.wire import (  # noqa: E402
     validate_name,
 )
 
-#: Time the probe has to come back before the client assumes framed delivery.
+#: Time the probe has to come back before the client shows raw bytes as they arrive.
 PROBE_TIMEOUT_S = 3.0
 #: Bytes held while waiting for the probe (a message that arrives first may be this large).
 MAX_PROBE_WAIT_BYTES = MAX_MESSAGE_BYTES + 1024
@@ -100,7 +100,8 @@ class SeedConnection:
         # Called with the condition held; replays what arrived before the mode was known.
         early, self._early = bytes(self._early), bytearray()
         self._probe_state = state
-        self.framed = state != "payload"
+        # No probe back (a relay that does not echo): show raw bytes, as the original client did.
+        self.framed = state == "framed"
         self._cond.notify_all()
         if early:
             self._take(early)

@@ -153,10 +153,13 @@ class Interactive:
 class SeedRelay:
     """A relay that speaks only the seed protocol, as relays before the control channel did.
 
-    A connection whose first byte is ``|`` (a control hello) is closed without a word.
+    A connection whose first byte is ``|`` (a control hello) is closed without a word. With
+    ``original=True`` it behaves like the original project's relay as its README describes it:
+    it delivers only the payload, and (as far as anyone knows) not to the sender itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, original: bool = False) -> None:
+        self.original = original
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.clients: Dict[str, socket.socket] = {}
@@ -197,8 +200,12 @@ class SeedRelay:
                 for frame in parser.feed(data):
                     with self._lock:
                         target = self.clients.get(frame.peer)
-                    if frame.payload and target is not None:
+                    if not frame.payload or target is None:
+                        continue
+                    if not self.original:
                         target.sendall(encode_frame(name, frame.payload))
+                    elif target is not conn:
+                        target.sendall(frame.payload)
         except OSError:
             pass
         finally:

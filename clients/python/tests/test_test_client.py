@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 import unittest
 
-from .relay_process import Interactive, RelayProcess
+from relay_client import RelayClient
+
+from .relay_process import Interactive, RelayProcess, SeedRelay
 
 relays: dict = {}
 
@@ -67,6 +69,35 @@ class SeedSessionTest(unittest.TestCase):
             a.stdout.wait_for(r"b'q_b\|3\|one'\nCommand > b'q_b\|5\|two\|2'\n")
         finally:
             self.assertEqual(a.finish(), 0, a.stderr.text)
+
+
+class OriginalRelayTest(unittest.TestCase):
+    def test_the_seed_session_against_a_relay_like_the_original(self) -> None:
+        relay = SeedRelay(original=True)  # payload only, no echo: the probe never returns
+        try:
+            port = str(relay.port)
+            a = Interactive(["test_client.py", "localhost", port, "device_a"])
+            try:
+                a.stdout.wait_for("Command > ", timeout=15)
+                a.type("recv")
+                b = Interactive(["test_client.py", "localhost", port, "device_b"])
+                b.stdout.wait_for("Command > ", timeout=15)
+                b.type("send", "device_a", "hello")
+                b.stdout.wait_for("Command > ", count=2)
+                self.assertEqual(b.finish(), 0, b.stderr.text)
+                a.stdout.wait_for("Command > b'hello'\n")
+            finally:
+                self.assertEqual(a.finish(), 0, a.stderr.text)
+        finally:
+            relay.stop()
+
+
+class PayloadRelayTest(unittest.TestCase):
+    def test_library_clients_still_get_frames_from_a_payload_relay(self) -> None:
+        port = relays["payload"].port
+        with RelayClient("127.0.0.1", port, "lib-a") as a, RelayClient("127.0.0.1", port, "lib-b") as b:
+            a.send("lib-b", b"x|1|y", confirm=True)
+            self.assertEqual(b.recv(5), ("lib-a", b"x|1|y"))
 
 
 class CommandsTest(unittest.TestCase):

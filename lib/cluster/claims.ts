@@ -73,6 +73,31 @@ export function claimKey(name: string): string {
   return "n_" + btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replaceAll("=", "");
 }
 
+/** The relay name of a claim key (the inverse of {@linkcode claimKey}), or null if it is not one. */
+export function nameOfKey(key: string): string | null {
+  if (!key.startsWith("n_")) return null;
+  try {
+    const binary = atob(key.slice(2).replaceAll("-", "+").replaceAll("_", "/"));
+    const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/** Who a claim entry names as holder, or null when it is malformed (stale by definition). */
+export function parseHolder(entry: KvEntry): ClaimHolder | null {
+  try {
+    const value = JSON.parse(decoder.decode(entry.value));
+    if (typeof value?.node === "string" && Number.isInteger(value?.epoch)) {
+      return { node: value.node, epoch: value.epoch };
+    }
+  } catch {
+    // A malformed claim is stale by definition.
+  }
+  return null;
+}
+
 /** This node's claims on names, backed by its lease. */
 export class NameClaims implements AsyncDisposable {
   /** The claims bucket. */
@@ -278,16 +303,4 @@ export class NameClaims implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-function parseHolder(entry: KvEntry): ClaimHolder | null {
-  try {
-    const value = JSON.parse(decoder.decode(entry.value));
-    if (typeof value?.node === "string" && Number.isInteger(value?.epoch)) {
-      return { node: value.node, epoch: value.epoch };
-    }
-  } catch {
-    // A malformed claim is stale by definition.
-  }
-  return null;
 }

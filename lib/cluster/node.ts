@@ -5,9 +5,9 @@
  * clients). This is the piece `relay serve --cluster` will hold; it is not wired in yet.
  *
  * ```
- * start   connect → lease (put) → claims bucket → subscribe relay.node.<node> → streams
+ * start   connect → lease (put) → claims bucket → directory (watch) → subscribe → streams
  * claim   claims.claim(name)                (the relay's registry asks before accepting a name)
- * route   claims.holder(name) → streams.open(holder.node, key).send(frame)
+ * route   directory.resolve(name) → streams.open(holder.node, key).send(frame)
  * peers   every renewal interval: a peer with open pairs and no live lease → closeNode(peer)
  * fenced  streams.closeAll("cluster_unavailable"), claims.forgetAll(), onFenced(reason)
  * close   streams.close → claims.close (release all) → lease.close (delete) → transport, NATS
@@ -17,6 +17,7 @@
 
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { NameClaims } from "./claims.ts";
+import { NameDirectory } from "./directory.ts";
 import { NodeLease } from "./lease.ts";
 import { LEASE_RENEW_MS } from "./limits.ts";
 import { NatsTransport } from "./nats_transport.ts";
@@ -57,6 +58,8 @@ export class ClusterNode implements AsyncDisposable {
   readonly lease: NodeLease;
   /** The node's name claims. */
   readonly claims: NameClaims;
+  /** Every name in the cluster and its node, from a watch (routing, `who`). */
+  readonly directory: NameDirectory;
   /** The node transport on NATS. */
   readonly transport: NatsTransport;
   /** The stream layer. */
@@ -69,6 +72,7 @@ export class ClusterNode implements AsyncDisposable {
     nc: NatsConnection,
     lease: NodeLease,
     claims: NameClaims,
+    directory: NameDirectory,
     transport: NatsTransport,
     streams: ClusterStreams,
     peerCheckMs: number,
@@ -76,6 +80,7 @@ export class ClusterNode implements AsyncDisposable {
     this.nc = nc;
     this.lease = lease;
     this.claims = claims;
+    this.directory = directory;
     this.transport = transport;
     this.streams = streams;
     this.#peerTimer = setInterval(() => this.#checkPeers(), peerCheckMs);
@@ -134,6 +139,7 @@ export class ClusterNode implements AsyncDisposable {
     const holder: { node?: ClusterNode } = {};
     let lease: NodeLease | undefined;
     let transport: NatsTransport | undefined;
+    let directory: NameDirectory | undefined;
     try {
       lease = await NodeLease.start(nc, {
         node: options.node,
@@ -146,6 +152,7 @@ export class ClusterNode implements AsyncDisposable {
         },
       });
       const claims = await NameClaims.open(nc, lease, { replicas: options.replicas });
+      directory = await NameDirectory.open(claims.kv);
       transport = await NatsTransport.open(nc, { node: options.node });
       const streams = new ClusterStreams(transport, {
         epoch: lease.epoch,
@@ -153,8 +160,17 @@ export class ClusterNode implements AsyncDisposable {
         onPair: options.onPair,
       });
       const peerCheckMs = options.renewMs ?? LEASE_RENEW_MS;
-      return holder.node = new ClusterNode(nc, lease, claims, transport, streams, peerCheckMs);
+      return holder.node = new ClusterNode(
+        nc,
+        lease,
+        claims,
+        directory,
+        transport,
+        streams,
+        peerCheckMs,
+      );
     } catch (error) {
+      await directory?.close();
       await transport?.close();
       await lease?.close();
       await nc.close();
@@ -175,6 +191,7 @@ export class ClusterNode implements AsyncDisposable {
     this.#closed = true;
     clearInterval(this.#peerTimer);
     await this.streams.close();
+    await this.directory.close();
     await this.claims.close();
     await this.lease.close();
     await this.transport.close();

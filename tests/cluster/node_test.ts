@@ -28,6 +28,8 @@ Deno.test({
     assert.equal((await a.claims.claim("bob")).ok, false);
 
     // alice on a sends to bob: look up bob's node, open a pair there, send.
+    assert.equal((await a.directory.resolve("bob"))?.node, "b");
+    await waitFor(() => a.directory.get("bob")?.node === "b", 5_000, "bob in a's directory");
     const holder = await a.claims.holder("bob");
     assert.equal(holder?.node, "b");
     const sender = a.streams.open(holder!.node, "alice>bob");

@@ -16,7 +16,7 @@ from typing import Any, Coroutine, Deque, Dict, Iterator, List, Optional, TypeVa
 
 from .aio import AsyncRelayClient
 from .errors import ConnectionClosed, DeliveryError
-from .limits import CONNECT_TIMEOUT_S, MAX_QUEUED_BYTES
+from .limits import CLOSE_GRACE_S, CONNECT_TIMEOUT_S, MAX_QUEUED_BYTES
 from .messages import Message, Pong
 
 T = TypeVar("T")
@@ -95,13 +95,21 @@ class RelayClient:
             self._stop_loop()
             raise
 
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> "concurrent.futures.Future[T]":
+        if not self._closed:
+            try:
+                return asyncio.run_coroutine_threadsafe(coro, self._loop)
+            except RuntimeError:  # the loop was closed by another thread meanwhile
+                pass
+        coro.close()
+        raise ConnectionClosed(None)
+
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._closed and not self._thread.is_alive():
-            coro.close()
-            raise ConnectionClosed(None)
-        future: "concurrent.futures.Future[T]" = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future = self._submit(coro)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            raise ConnectionClosed(None) from None  # close() from another thread ended the call
         except BaseException:
             future.cancel()
             raise
@@ -109,6 +117,18 @@ class RelayClient:
     def _stop_loop(self) -> None:
         self._closed = True
         if self._thread.is_alive():
+
+            async def cancel_the_rest() -> None:
+                # Calls still waiting in other threads end (as ConnectionClosed), never hang.
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            try:
+                asyncio.run_coroutine_threadsafe(cancel_the_rest(), self._loop).result(CLOSE_GRACE_S)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
         self._loop.close()
@@ -175,11 +195,11 @@ class RelayClient:
                 ticket.taken = True
             return message
 
-        future: "concurrent.futures.Future[Message]" = asyncio.run_coroutine_threadsafe(
-            take(), self._loop
-        )
+        future = self._submit(take())
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            raise ConnectionClosed(None) from None  # close() from another thread
         except BaseException:
             with ticket.lock:
                 ticket.abandoned = True

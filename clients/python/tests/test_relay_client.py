@@ -142,6 +142,24 @@ class MessagingTest(unittest.TestCase):
                 seen.add(unit)
             self.assertEqual(len(seen), 800)
 
+    def test_close_from_another_thread_ends_a_blocked_recv(self) -> None:
+        alice = client("blocked-alice")
+        outcome: List[BaseException] = []
+
+        def wait() -> None:
+            try:
+                alice.recv()  # no timeout
+            except BaseException as error:  # noqa: BLE001
+                outcome.append(error)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.2)
+        alice.close()
+        waiter.join(5)
+        self.assertFalse(waiter.is_alive(), "recv() still blocked after close()")
+        self.assertIsInstance(outcome[0], ConnectionClosed)
+
     def test_recv_times_out(self) -> None:
         with client("to-alice") as alice:
             started = time.monotonic()

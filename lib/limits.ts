@@ -51,7 +51,8 @@ export const MIN_READ_BYTES = 1024;
 export const MAX_READ_BYTES = 256 * 1024;
 
 /**
- * Payload pieces below this size are copied into a send queue; larger ones are queued as
+ * Payload pieces below this size are copied into a send queue (the relay's and a RelayClient's);
+ * larger ones are queued as
  * views of the buffer they arrived in (no copy). Copying small pieces lets read buffers be
  * reused and keeps a slow receiver from pinning a large buffer for a few bytes.
  */

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { KEEPALIVE_MS, MAX_CONTROL_BYTES, MAX_WHO_LIMIT } from "../limits.ts";
+import { COPY_BELOW_BYTES, KEEPALIVE_MS, MAX_CONTROL_BYTES, MAX_WHO_LIMIT } from "../limits.ts";
 import { Outbox } from "../io/outbox.ts";
 import {
   encodeHeader,
@@ -147,8 +147,6 @@ export interface RelayClientOptions {
   signal?: AbortSignal;
 }
 
-/** Payloads below this size are copied into the queue and `send` returns at once. */
-const COPY_BELOW_BYTES = 16 * 1024;
 /** Bytes read from the socket at once. */
 const READ_BYTES = 64 * 1024;
 /** A payload with at least this much still to come is read straight into place. */

@@ -545,6 +545,15 @@ export class ControlSession implements Watcher {
   }
 
   /**
+   * A message of this client was dropped because its receiver left before it was complete
+   * (`receiver_gone`): counted for the next pong. No event: the receiver did exist, and the
+   * sender learns of its going from presence if it watches.
+   */
+  lost(): void {
+    this.#dropped++;
+  }
+
+  /**
    * A message of this client went to a name nobody holds: counted for the next pong, and
    * reported at most once per destination per second, for at most 64 destinations a second.
    */

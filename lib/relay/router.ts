@@ -165,7 +165,12 @@ export class Router implements FrameSink {
     }
     if (end) {
       // A receiver that ended while the frame arrived got none of it (or a broken part).
-      this.#host.count(dest.closed ? "receiver_gone" : "delivered", this.#frameLength);
+      if (dest.closed) {
+        this.#host.count("receiver_gone", this.#frameLength);
+        this.#sender.control?.lost(); // opted in: its next pong counts it in `dropped`
+      } else {
+        this.#host.count("delivered", this.#frameLength);
+      }
       this.#dest = undefined;
       this.#mode = Route.Drop;
     }

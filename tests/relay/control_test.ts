@@ -182,6 +182,29 @@ Deno.test("ping is a barrier: its pong comes after what was sent before is route
   assert.equal((await a.event()).dropped, 0, "dropped counts since the previous pong");
 });
 
+Deno.test("a message whose receiver leaves mid-way counts in the sender's pong dropped", async () => {
+  await using server = await listen();
+  await using a = await ControlPeer.register(server.port, "a");
+  const bob = await RawPeer.connect(server.port, "bob");
+  await waitFor(() => server.stats().registered === 2, 5_000, "registration");
+  const size = 1_000_000;
+  const head = bytes(`bob|${size}|`);
+  await a.write(new Uint8Array([...head, ...new Uint8Array(300_000)]));
+  await bob.read(100_000);
+  await bob.close();
+  // More of the frame makes the relay write to bob and find it gone.
+  await a.write(new Uint8Array(300_000));
+  await waitFor(() => server.stats().connections === 1, 5_000, "bob gone");
+  await a.write(new Uint8Array(size - 600_000));
+  await a.send({ op: "ping", id: 1 });
+  const pong = await a.event();
+  assert.equal(pong.op, "pong");
+  assert.equal(pong.dropped, 1);
+  assert.equal(server.stats().dropped.receiver_gone, 1);
+  await a.send({ op: "ping", id: 2 });
+  assert.equal((await a.event()).dropped, 0, "dropped counts since the previous pong");
+});
+
 Deno.test("delivery errors are rate-limited per destination with a count", async () => {
   await using server = await listen();
   await using a = await ControlPeer.register(server.port, "a");

@@ -277,12 +277,19 @@ class AsyncRelayClient:
 
     async def _read_loop(self) -> None:
         reason, message = "connection_closed", None
+        received = 0
         assert self._reader is not None
         try:
             while True:
                 data = await self._reader.read(READ_CHUNK_BYTES)
                 if not data:
+                    if self.seed_mode and received == 0:
+                        message = (
+                            "the relay closed the connection; in seed mode that is how it refuses "
+                            f"a name ({self.name!r} taken, invalid, or owned and needing a token)"
+                        )
                     break
+                received += len(data)
                 for frame in self._parser.feed(data):
                     await self._dispatch(frame)
         except ProtocolError as error:
@@ -342,7 +349,7 @@ class AsyncRelayClient:
 
     def _closed_error(self) -> ConnectionClosed:
         if self.close_reason in ("client_closed", "connection_closed", None):
-            return ConnectionClosed(None)
+            return ConnectionClosed(None, self._close_message)
         return ConnectionClosed(self.close_reason, self._close_message)
 
     # -- public operations -------------------------------------------------------------------

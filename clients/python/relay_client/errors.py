@@ -33,6 +33,8 @@ class ConnectionClosed(RelayError):
         text = "Connection to the relay closed"
         if reason:
             text += f": {message or reason} ({reason})"
+        elif message:
+            text += f": {message}"
         super().__init__(text)
 
 

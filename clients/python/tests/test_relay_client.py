@@ -256,6 +256,16 @@ class SeedModeTest(unittest.TestCase):
             with self.assertRaises(SeedModeError):
                 a.who()
 
+    def test_a_taken_name_in_seed_mode_shows_up_as_a_closed_connection(self) -> None:
+        with client("seed-taken"):
+            late = client("seed-taken", seed=True)
+            try:
+                with self.assertRaises(ConnectionClosed) as caught:
+                    late.recv(5)
+                self.assertIn("refuses a name", str(caught.exception))
+            finally:
+                late.close()
+
     def test_falls_back_to_the_seed_protocol_when_the_relay_ignores_the_hello(self) -> None:
         seed = SeedRelay()
         try:

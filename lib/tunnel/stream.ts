@@ -385,7 +385,8 @@ export class Stream {
     let buffer: Uint8Array | undefined;
     try {
       while (true) {
-        await this.#send.available();
+        // Awaited only when out of credit: a promise turn per read is a request's cost.
+        if (this.#send.credit <= 0) await this.#send.available();
         if (this.#isClosed()) return;
         const room = Math.min(this.#send.credit, MAX_DATA_BYTES);
         buffer ??= takeDataBuffer();

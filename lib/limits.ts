@@ -115,3 +115,9 @@ export const TUNNEL_MAX_STREAMS_PER_PEER = 1024;
 
 /** Ended sessions remembered per peer, so that their packets are refused rather than replayed. */
 export const TUNNEL_MAX_RETIRED_SESSIONS = 16;
+
+/**
+ * Packets a tunnel's relay link queues before its writer waits: four full DATA packets keep
+ * the socket busy, and a stream behind a bulk transfer waits for no more than these.
+ */
+export const TUNNEL_LINK_BUFFER_BYTES = 1024 * 1024;

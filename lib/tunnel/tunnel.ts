@@ -6,7 +6,12 @@
 
 import { getLogger } from "@logtape/logtape";
 import { RegistrationError, RelayClient, type RelayClientOptions } from "../client/client.ts";
-import { IDLE_TIMEOUT_MS, KEEPALIVE_MS, TUNNEL_OPEN_TIMEOUT_MS } from "../limits.ts";
+import {
+  IDLE_TIMEOUT_MS,
+  KEEPALIVE_MS,
+  TUNNEL_LINK_BUFFER_BYTES,
+  TUNNEL_OPEN_TIMEOUT_MS,
+} from "../limits.ts";
 import { errorText, sleep } from "../util/async.ts";
 import type { Stream, StreamConn } from "./stream.ts";
 import { TunnelSession } from "./session.ts";
@@ -418,6 +423,7 @@ export type RelayLinkOptions = Omit<RelayClientOptions, "signal">;
 export function relayLinkFactory(options: RelayLinkOptions): LinkFactory {
   return async (signal) => {
     const client = await RelayClient.connect({
+      sendBufferBytes: TUNNEL_LINK_BUFFER_BYTES,
       ...options,
       signal,
       onError: (error) => {

@@ -141,6 +141,8 @@ class AsyncRelayClient:
         self._inbox_bytes = 0
         self._last_sent = 0.0
         self._tasks: List["asyncio.Task[None]"] = []
+        self._said_hello = False  # the hello was written (so a silent relay may be a seed relay)
+        self._heard = 0  # bytes received in answer to the hello
 
     # -- connecting --------------------------------------------------------------------------
 
@@ -165,7 +167,12 @@ class AsyncRelayClient:
         leftovers: List[Frame] = []
         if self._seed is not True:
             try:
-                leftovers = await self._with_deadline(self._open_control(), "register")
+                try:
+                    leftovers = await self._with_deadline(self._open_control(), "register")
+                except RelayTimeout:
+                    if self._seed is None and self._said_hello and self._heard == 0:
+                        raise _NoControl() from None  # connected, but no answer at all
+                    raise
             except _NoControl:
                 await self._drop_transport()
                 if self._seed is False:
@@ -219,7 +226,7 @@ class AsyncRelayClient:
             hello["token"] = self._token
         self._writer.write(encode_control(hello))
         await self._writer.drain()
-        received = 0
+        self._said_hello = True
         leftovers: List[Frame] = []
         registered = False
         while not registered:
@@ -228,10 +235,10 @@ class AsyncRelayClient:
             except ConnectionError:
                 data = b""
             if not data:
-                if received == 0:
+                if self._heard == 0:
                     raise _NoControl()
                 raise ConnectionClosed(None, "The relay closed the connection while registering")
-            received += len(data)
+            self._heard += len(data)
             for frame in self._parser.feed(data):
                 if registered or frame.peer != "":
                     leftovers.append(frame)

@@ -158,8 +158,10 @@ class SeedRelay:
     it delivers only the payload, and (as far as anyone knows) not to the sender itself.
     """
 
-    def __init__(self, original: bool = False) -> None:
+    def __init__(self, original: bool = False, silent_on_hello: bool = False) -> None:
         self.original = original
+        #: Keep a control hello's connection open without a word (instead of closing it).
+        self.silent_on_hello = silent_on_hello
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.clients: Dict[str, socket.socket] = {}
@@ -183,7 +185,11 @@ class SeedRelay:
             head = b""
             while b"|" not in head:
                 data = conn.recv(1)
-                if not data or head == b"" and data == b"|":
+                if not data:
+                    return
+                if head == b"" and data == b"|":
+                    while self.silent_on_hello and conn.recv(65536):
+                        pass
                     return
                 head += data
             name = head[:-1].decode()

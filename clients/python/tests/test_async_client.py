@@ -21,7 +21,7 @@ relays: dict = {}
 
 
 def setUpModule() -> None:  # noqa: N802
-    relays["framed"] = RelayProcess("--idle-timeout", "2s")
+    relays["framed"] = RelayProcess("--idle-timeout", "3s")
 
 
 def tearDownModule() -> None:  # noqa: N802
@@ -67,7 +67,7 @@ class AsyncClientTest(unittest.IsolatedAsyncioTestCase):
 
     async def test_iteration_and_keepalive_across_the_idle_timeout(self) -> None:
         async with client("as-quiet") as quiet, client("as-talker") as talker:
-            await asyncio.sleep(3)  # past the 2 s idle timeout: both kept alive
+            await asyncio.sleep(4)  # past the 3 s idle timeout: both kept alive
             await talker.send("as-quiet", b"one")
             await talker.send("as-quiet", b"two")
             got = []

@@ -36,7 +36,7 @@ def setUpModule() -> None:  # noqa: N802
     with open(auth_file, "w") as f:
         json.dump({"lab": {"sha256": hashlib.sha256(b"s3cret").hexdigest()}}, f)
     relays["framed"] = RelayProcess()
-    relays["idle"] = RelayProcess("--idle-timeout", "2s")
+    relays["idle"] = RelayProcess("--idle-timeout", "3s")
     relays["auth"] = RelayProcess("--auth-file", auth_file, "--max-message", "64KiB")
     relays["tls"] = RelayProcess(
         "--tls-cert",
@@ -227,8 +227,8 @@ class ErrorsTest(unittest.TestCase):
 class KeepaliveTest(unittest.TestCase):
     def test_an_idle_client_stays_registered_past_the_idle_timeout(self) -> None:
         with client("ka-quiet", "idle") as quiet:
-            self.assertLess(quiet.welcome["limits"]["keepalive_ms"], 2000)  # type: ignore[index]
-            time.sleep(3.2)  # longer than the relay's 2 s idle timeout, sending nothing
+            self.assertLess(quiet.welcome["limits"]["keepalive_ms"], 3000)  # type: ignore[index]
+            time.sleep(4)  # longer than the relay's 3 s idle timeout, sending nothing
             with client("ka-talker", "idle") as talker:
                 talker.send("ka-quiet", b"still there?", confirm=True)
             self.assertEqual(quiet.recv(5).payload, b"still there?")
@@ -237,7 +237,7 @@ class KeepaliveTest(unittest.TestCase):
         silent = client("ka-silent", "idle", keepalive=0)
         try:
             with self.assertRaises(ConnectionClosed) as caught:
-                silent.recv(6)
+                silent.recv(8)
             self.assertEqual(caught.exception.reason, "idle_timeout")
             self.assertEqual(silent.close_reason, "idle_timeout")
         finally:
@@ -279,6 +279,18 @@ class SeedModeTest(unittest.TestCase):
                     self.assertEqual(b.recv(5), ("old-a", b"hi|there"))
             with self.assertRaises(ConnectionClosed):
                 RelayClient("127.0.0.1", seed.port, "old-c", timeout=5, seed=False)
+        finally:
+            seed.stop()
+
+    def test_falls_back_when_the_relay_keeps_silent_after_the_hello(self) -> None:
+        seed = SeedRelay(silent_on_hello=True)
+        try:
+            started = time.monotonic()
+            with RelayClient("127.0.0.1", seed.port, "mute-a", timeout=1) as a:
+                self.assertTrue(a.seed_mode)
+                self.assertLess(time.monotonic() - started, 3)
+            with self.assertRaises(RelayTimeout):
+                RelayClient("127.0.0.1", seed.port, "mute-b", timeout=0.5, seed=False)
         finally:
             seed.stop()
 

@@ -13,7 +13,7 @@ relays: dict = {}
 
 
 def setUpModule() -> None:  # noqa: N802
-    relays["framed"] = RelayProcess("--idle-timeout", "2s")
+    relays["framed"] = RelayProcess("--idle-timeout", "3s")
     relays["payload"] = RelayProcess("--deliver", "payload")
 
 
@@ -105,7 +105,7 @@ class CommandsTest(unittest.TestCase):
         a = start("framed", "ka_a")
         try:
             a.stdout.wait_for("Command > ")
-            time.sleep(3)  # the relay's idle timeout is 2 s
+            time.sleep(4)  # the relay's idle timeout is 3 s
             a.type("recv")
             send("framed", "ka_b", "ka_a", "still here")
             a.stdout.wait_for(r"b'ka_b\|10\|still here'\n")

@@ -8,7 +8,8 @@
  * start   put   leases/<node> = {epoch}      (overwrites a dead incarnation: its claims go stale)
  * every 2 s  update(leases/<node>, revision)  (CAS: fails if someone else wrote the key)
  * lease − margin after the last renewal sent, with no success: fenced("cluster_unavailable")
- * CAS failure: fenced("lease_lost")
+ * CAS failure: read the key; our epoch (a renewal whose reply was lost) → adopt its revision;
+ *   another epoch → fenced("lease_lost"); gone (expired) → fenced("cluster_unavailable")
  * close   delete(leases/<node>, previousSeq)  (names of a cleanly stopped node are free at once)
  * ```
  * @module
@@ -20,6 +21,9 @@ import { FENCE_MARGIN_MS, KV_REQUEST_TIMEOUT_MS, LEASE_RENEW_MS, LEASE_TTL_MS } 
 import type { FenceReason } from "./reasons.ts";
 import { checkNodeName } from "./transport.ts";
 import { isWrongRevision } from "./kv_errors.ts";
+
+/** Pause before retrying a renewal that failed for want of an answer. */
+const RETRY_MS = 100;
 
 /** Bucket of node leases by default. */
 export const DEFAULT_LEASE_BUCKET = "relay_leases";
@@ -211,10 +215,36 @@ export class NodeLease implements AsyncDisposable {
       this.#scheduleRenew(this.#renewMs);
     } catch (error) {
       if (!this.live) return;
-      if (isWrongRevision(error)) return this.#fence("lease_lost");
+      if (isWrongRevision(error)) return await this.#recover();
       // NATS or JetStream unreachable: keep trying until the fence timer fires.
-      this.#scheduleRenew(Math.min(this.#renewMs, 250));
+      this.#scheduleRenew(Math.min(this.#renewMs, RETRY_MS));
     }
+  }
+
+  /**
+   * The lease is not at the revision this node last saw. Either an earlier renewal did land
+   * but its reply was lost (a timeout during a leader election): the key still holds this
+   * epoch, so adopt its revision and renew from there; or the key is gone (the lease expired:
+   * others may hold this node's names now) or holds another epoch (another process took the
+   * node name): fence.
+   */
+  async #recover(): Promise<void> {
+    let entry;
+    try {
+      entry = await this.kv.get(this.node);
+    } catch {
+      if (this.live) this.#scheduleRenew(RETRY_MS);
+      return;
+    }
+    if (!this.live) return;
+    let epoch: number | undefined;
+    try {
+      if (entry?.operation === "PUT") epoch = entry.json<LeaseValue>().epoch;
+    } catch { /* not a lease value */ }
+    if (epoch === undefined) return this.#fence("cluster_unavailable");
+    if (epoch !== this.epoch) return this.#fence("lease_lost");
+    this.#revision = entry!.revision;
+    this.#scheduleRenew(0);
   }
 
   #fence(reason: FenceReason): void {

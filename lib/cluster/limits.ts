@@ -6,12 +6,15 @@
 
 /**
  * How long a node's lease lives without renewal. A SIGKILLed node's names are claimable at
- * most this long after its last renewal (issue 14 asks for at most 10 s).
+ * most this long after its last renewal; issue 14 allows at most 10 s. It must also outlast a
+ * JetStream leader election, during which no lease can be renewed: killing the NATS server
+ * that led the KV stream stopped writes for 5.8–7.8 s here (2.9's raft timeouts are fixed), so
+ * a 6 s lease fenced every node of the cluster. 10 s, renewed every second, rides that out.
  */
-export const LEASE_TTL_MS = 6_000;
+export const LEASE_TTL_MS = 10_000;
 
-/** How often a node renews its lease: three tries per lease, so one slow round trip is fine. */
-export const LEASE_RENEW_MS = 2_000;
+/** How often a node renews its lease: often, so a leader election finds a fresh lease. */
+export const LEASE_RENEW_MS = 1_000;
 
 /**
  * A node fences itself this long before its lease could expire on the server, so it has closed

@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 
 /** How long a nats-server gets to write its ports file and accept a connection. */
 const START_TIMEOUT_MS = 10_000;
@@ -168,6 +169,10 @@ export class NatsCluster implements AsyncDisposable {
     return cluster;
   }
 
+  /**
+   * Waits until every server answers JetStream requests and an R3 stream can be placed (all
+   * three peers known to the meta leader), then removes that probe stream.
+   */
   async #waitForJetStream(): Promise<void> {
     const deadline = Date.now() + CLUSTER_READY_TIMEOUT_MS;
     for (const server of this.servers) {
@@ -176,7 +181,7 @@ export class NatsCluster implements AsyncDisposable {
         for (;;) {
           try {
             const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 500 });
-            const info = reply.json<{ error?: unknown; cluster?: { leader?: string } }>();
+            const info = reply.json<{ error?: unknown }>();
             if (!info.error) break;
           } catch {
             // no meta leader yet
@@ -187,6 +192,28 @@ export class NatsCluster implements AsyncDisposable {
       } finally {
         await nc.close();
       }
+    }
+    const nc = await connect({ servers: this.urls });
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: 1_000 });
+      for (;;) {
+        try {
+          await jsm.streams.add({
+            name: "ready_probe",
+            subjects: ["ready.probe"],
+            num_replicas: 3,
+          });
+          await jsm.streams.delete("ready_probe");
+          return;
+        } catch (error) {
+          if (Date.now() > deadline) {
+            throw new Error(`JetStream cluster could not place an R3 stream in time: ${error}`);
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    } finally {
+      await nc.close();
     }
   }
 

@@ -124,6 +124,18 @@ Deno.test({
     );
 
     await t.step(
+      "a renewal whose reply was lost does not fence: the lease's revision is adopted",
+      async () => {
+        // As if a renewal landed but its reply was lost: the key moves on with the same epoch.
+        await a.lease.kv.put("a", JSON.stringify({ epoch: a.lease.epoch }));
+        const before = a.lease.renewals;
+        await waitFor(() => a.lease.renewals >= before + 2, 5_000, "renewals after the CAS miss");
+        assert.equal(a.fencedReason, undefined);
+        assert.ok(a.lease.live);
+      },
+    );
+
+    await t.step(
       "a node restarted under the same name takes its stale claims over at once",
       async () => {
         await using first = await Node.start(s2, "restarts");
@@ -193,15 +205,20 @@ Deno.test({
         cluster.servers[0].kill("SIGKILL");
         // b keeps trying; it must not get the name before a has fenced itself.
         let takenAt: number | undefined;
+        let last: unknown;
         await waitFor(
           async () => {
             const r = await b.claims.claim("frank");
+            last = r;
             if (r.ok) takenAt = Date.now();
             return r.ok;
           },
           LEASE_TTL_MS + EXPIRY_SLACK_MS + 5_000,
           "b taking over frank",
-        );
+        ).catch((error) => {
+          const state = { last, aFenced: a.fencedReason, bFenced: b.fencedReason };
+          throw new Error(`${error.message}: ${JSON.stringify(state)}`);
+        });
         assert.equal(a.fencedReason, "cluster_unavailable");
         assert.ok(a.fencedAt! <= takenAt!, "a fenced before b took its name");
         console.log(

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { NatsTransport } from "../../lib/cluster/nats_transport.ts";
 import type { PairReceiver } from "../../lib/cluster/pair_receiver.ts";
 import { ClusterStreams } from "../../lib/cluster/streams.ts";
@@ -44,7 +45,9 @@ Deno.test({
     await t.step(
       "a NATS server dies: its node fails over to another, keeps its lease and gets new pairs",
       async () => {
-        const timing = { leaseMs: 3_000, renewMs: 1_000, replicas: 3 };
+        // The default lease: killing a server may kill the KV stream's leader, and the lease must
+        // outlast the election (a 3 s lease would fence c).
+        const timing = { replicas: 3 };
         const pairs: PairReceiver[] = [];
         let fenced: string | undefined;
         await using c = await ClusterNode.start({
@@ -67,13 +70,19 @@ Deno.test({
         await waitFor(() => pairs.length === 1, 5_000, "the first pair at c");
         assert.deepEqual(await pairs[0].readMessage(), new Uint8Array([1]));
 
+        // The worst case: c's server also leads the leases stream, so the kill forces a
+        // JetStream leader election that every lease renewal must ride out.
+        await leadStream(d.nc, "KV_relay_leases", "s2");
         const renewalsBefore = c.lease.renewals;
+        const killedAt = Date.now();
         cluster.servers[1].kill(); // s2, c's server
         // c's link was reset: its pairs end loudly, not silently.
         await assert.rejects(
           pairs[0].readMessage(),
           (e) => e instanceof PairClosedError && e.reason === "transport_reset",
         );
+        await waitFor(() => c.lease.renewals > renewalsBefore, 20_000, "a renewal via s3");
+        console.log(`lease renewals resumed ${Date.now() - killedAt} ms after the leader died`);
         await waitFor(() => c.lease.renewals >= renewalsBefore + 3, 10_000, "renewals via s3");
         assert.equal(fenced, undefined, "c was not fenced");
         assert.equal((await d.claims.claim("carl")).ok, false, "carl is still c's");
@@ -86,3 +95,19 @@ Deno.test({
     );
   },
 });
+
+/** Steps the stream's leader down until `server` leads it (JetStream picks at random). */
+async function leadStream(nc: NatsConnection, stream: string, server: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const reply = await nc.request(`$JS.API.STREAM.INFO.${stream}`, undefined, { timeout: 2_000 });
+    const leader = reply.json<{ cluster?: { leader?: string } }>().cluster?.leader;
+    if (leader === server) return;
+    if (Date.now() > deadline) throw new Error(`${server} did not become leader of ${stream}`);
+    if (leader) {
+      await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, undefined, { timeout: 2_000 })
+        .catch(() => {});
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}

@@ -80,5 +80,35 @@ class ExamplesTest(unittest.TestCase):
             device.finish()
 
 
+
+class CommandLineTest(unittest.TestCase):
+    def cli(self, *args: str) -> Interactive:
+        return Interactive(["-m", "relay_client", *args])
+
+    def test_listen_send_who_and_an_offline_destination(self) -> None:
+        listener = self.cli("listen", address(), "cli-bob", "--count", "2")
+        try:
+            for _ in range(50):  # until the listener has registered
+                who = self.cli("who", address(), "cli-")
+                self.assertEqual(who.finish(), 0, who.stderr.text)
+                if who.stdout.text:
+                    break
+            self.assertEqual(who.stdout.text, "cli-bob\n")
+            send = self.cli("send", address(), "--from", "cli-a", "--to", "cli-bob", "a|b")
+            self.assertEqual(send.finish(), 0, send.stderr.text)
+            piped = self.cli("send", address(), "--from", "cli-a", "--to", "cli-bob")
+            piped.type("from stdin")
+            self.assertEqual(piped.finish(), 0, piped.stderr.text)
+            self.assertEqual(listener.finish(), 0, listener.stderr.text)
+            self.assertEqual(listener.stdout.text, "cli-a: a|b\ncli-a: b'from stdin\\n'\n")
+        finally:
+            if listener.proc.poll() is None:
+                listener.proc.kill()
+                listener.finish()
+        offline = self.cli("send", address(), "--from", "cli-a", "--to", "cli-nobody", "x")
+        self.assertEqual(offline.finish(), 1)
+        self.assertIn("nobody has that name", offline.stderr.text)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -25,7 +25,10 @@ import { concat } from "../util/bytes.ts";
 
 /** The byte sink an outbox writes to: a socket, or an in-memory pipe in tests. */
 export interface ByteWriter {
-  /** Writes some of `bytes` and returns how many were taken. */
+  /**
+   * Writes some of `bytes` and returns how many were taken. The outbox may reuse `bytes` once
+   * the promise settles, so a writer that keeps them for later must copy them.
+   */
   write(bytes: Uint8Array): Promise<number>;
 }
 
@@ -38,6 +41,9 @@ export const STREAM_THRESHOLD_BYTES = 64 * 1024;
 /** Largest buffer that small frames are copied into; the first one is small. */
 const TAIL_BYTES = 64 * 1024;
 const MIN_TAIL_BYTES = 1024;
+/** Free smallest tail buffers shared by every outbox: 1 MiB at most. */
+const MAX_POOLED_TAILS = 1024;
+const SMALL_TAILS: Uint8Array[] = [];
 /** Pieces are copied together into one write only up to this size; larger ones go alone. */
 const COPY_BATCH_BYTES = 32 * 1024;
 const EMPTY = new Uint8Array(0);
@@ -126,6 +132,8 @@ export class Outbox {
   #tailStart = 0;
   #tailEnd = 0;
   #tailFrame: OutFrame | undefined;
+  /** Size of the last tail buffer, to grow from (0: start small). */
+  #tailSize = 0;
   /** Holds of the chunks in the batch being written, and the chunks' sizes. */
   #inFlight: Hold[] = [];
   #inFlightBytes: number[] = [];
@@ -191,6 +199,27 @@ export class Outbox {
   pushFrame(name: Uint8Array | undefined, payload: Uint8Array): void {
     if (this.#closed) return;
     const size = (name ? headerLength(name.length, payload.length) : 0) + payload.length;
+    let at = this.#reserve(size);
+    if (name) at = writeHeader(this.#tail, at, name, payload.length);
+    this.#tail.set(payload, at);
+  }
+
+  /**
+   * Like {@linkcode Outbox.pushFrame} with the header already encoded (`{name}|{len}|`): a
+   * sender of many equal-length frames encodes it once instead of once per frame.
+   */
+  pushHeaded(header: Uint8Array, payload: Uint8Array): void {
+    if (this.#closed) return;
+    const at = this.#reserve(header.length + payload.length);
+    // Short headers byte by byte: a `set` call costs more than the copy for a few bytes.
+    const tail = this.#tail;
+    if (header.length <= 16) { for (let i = 0; i < header.length; i++) tail[at + i] = header[i]; }
+    else tail.set(header, at);
+    tail.set(payload, at + header.length);
+  }
+
+  /** Makes room for `size` bytes at the end of the tail frame; returns where they go. */
+  #reserve(size: number): number {
     let frame = this.#tailFrame;
     // Only the last frame in the queue may grow, or frames would change order.
     if (frame !== undefined && frame !== this.#frames[this.#frames.length - 1]) {
@@ -199,13 +228,7 @@ export class Outbox {
     }
     if (frame === undefined || this.#tailEnd + size > this.#tail.length) {
       this.#sealTail();
-      if (this.#tailEnd + size > this.#tail.length) {
-        // Grow with use: a receiver of one message now and then gets a small buffer, a busy
-        // one soon gets large ones (and few allocations).
-        const grown = this.#tail.length === 0 ? MIN_TAIL_BYTES : this.#tail.length * 2;
-        this.#tail = new Uint8Array(Math.max(Math.min(grown, TAIL_BYTES), size));
-        this.#tailEnd = 0;
-      }
+      if (this.#tailEnd + size > this.#tail.length) this.#newTail(size);
       frame = new OutFrame(undefined);
       frame.complete = true;
       frame.chunks.push(EMPTY); // the view is made when the frame is sealed or taken
@@ -214,13 +237,40 @@ export class Outbox {
       this.#tailStart = this.#tailEnd;
       this.#frames.push(frame);
     }
-    let at = this.#tailEnd;
-    if (name) at = writeHeader(this.#tail, at, name, payload.length);
-    this.#tail.set(payload, at);
-    this.#tailEnd = at + payload.length;
+    const at = this.#tailEnd;
+    this.#tailEnd = at + size;
     frame.queued += size;
     this.#charge(size);
     this.#schedule();
+    return at;
+  }
+
+  /** Replaces the tail buffer by one with room for `size` bytes. */
+  #newTail(size: number): void {
+    // Grow with use: a receiver of one message now and then gets a small buffer, a busy
+    // one soon gets large ones (and few allocations). The smallest come from a shared pool
+    // and go back once written, so a receiver of one message keeps no buffer of its own.
+    const grown = this.#tailSize === 0 ? MIN_TAIL_BYTES : this.#tailSize * 2;
+    const length = Math.max(Math.min(grown, TAIL_BYTES), size);
+    this.#tail = length === MIN_TAIL_BYTES
+      ? SMALL_TAILS.pop() ?? new Uint8Array(MIN_TAIL_BYTES)
+      : new Uint8Array(length);
+    this.#tailSize = length;
+    this.#tailEnd = 0;
+  }
+
+  /**
+   * Everything queued is written: the tail buffer has no views left. A pooled one goes back
+   * to the pool; a larger one is reused from its start (no new buffer for the next burst).
+   */
+  #recycleTail(): void {
+    if (this.#tailFrame !== undefined || this.#head < this.#frames.length) return;
+    if (this.#tail.length === MIN_TAIL_BYTES) {
+      if (SMALL_TAILS.length < MAX_POOLED_TAILS) SMALL_TAILS.push(this.#tail);
+      this.#tail = EMPTY;
+      this.#tailSize = 0;
+    }
+    this.#tailEnd = 0;
   }
 
   /** Fixes the tail frame's view of the tail buffer; it takes no more frames. */
@@ -236,6 +286,7 @@ export class Outbox {
     if (this.#queued === 0 && !this.#writing && this.#tailFrame === undefined) {
       this.#tail = EMPTY;
       this.#tailEnd = 0;
+      this.#tailSize = 0;
     }
   }
 
@@ -383,6 +434,7 @@ export class Outbox {
     } finally {
       this.#writing = false;
       this.#writeSince = 0;
+      if (!this.#closed) this.#recycleTail();
       if (this.#closed || this.#head >= this.#frames.length) this.#wakeIdle();
     }
   }

@@ -188,6 +188,14 @@ export function explainConnectError(error: unknown, options: RelayClientOptions)
   if (!(error instanceof Error)) return error;
   const text = error.message;
   const host = options.host ?? "127.0.0.1";
+  if (isConnectFailure(error)) {
+    // The socket's own words name neither the host nor the port.
+    const failed = new Error(
+      `Cannot connect to ${formatAddress(host, options.port ?? 8080)}: ${describeError(error)}`,
+    );
+    failed.name = error.name;
+    return failed;
+  }
   let hint: string | undefined;
   if (!options.tls && /does not speak the control channel|closed .*before answering/.test(text)) {
     hint = "if the relay serves TLS on this port, add --tls, and --ca FILE for its certificate";
@@ -208,6 +216,21 @@ export function explainConnectError(error: unknown, options: RelayClientOptions)
   const explained = new Error(`${text} (${hint})`);
   explained.name = error.name;
   return explained;
+}
+
+/** Whether `error` is a failure to reach the relay at all (refused, unreachable, no such host). */
+function isConnectFailure(error: Error): boolean {
+  return error instanceof Deno.errors.ConnectionRefused ||
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.AddrNotAvailable ||
+    error instanceof Deno.errors.NetworkUnreachable ||
+    /failed to lookup address information/.test(error.message);
+}
+
+/** `host:port`, with an IPv6 address in brackets. */
+function formatAddress(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /**
@@ -251,11 +274,19 @@ export async function clientOptions(
   let tls: RelayClientOptions["tls"] = flags.boolean("tls");
   if (flags.has("ca")) {
     const ca = flags.string("ca")!;
+    let pem: string;
     try {
-      tls = { caCerts: [await Deno.readTextFile(ca)] };
+      pem = await Deno.readTextFile(ca);
     } catch (error) {
       throw new UsageError(`Cannot read ${flags.label("ca")} ${ca}: ${describeError(error)}`);
     }
+    if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new UsageError(
+        `Invalid ${flags.label("ca")} ${ca}: no PEM certificate in it ` +
+          `(expected "-----BEGIN CERTIFICATE-----", as in the cert.pem of 'relay cert')`,
+      );
+    }
+    tls = { caCerts: [pem] };
   }
   await setupLogging({ level: flags.string("log-level"), format: flags.string("log-format") });
   return {
@@ -278,17 +309,25 @@ export function checkName(name: string, what: string): Uint8Array {
   try {
     return encodeName(name);
   } catch (error) {
-    throw new UsageError(`Invalid ${what} ${JSON.stringify(name)}: ${(error as Error).message}`);
+    // The codec's message repeats the name ("Invalid name \"\": Name is empty"): keep the why.
+    const message = (error as Error).message;
+    const prefix = `Invalid name ${JSON.stringify(name)}: `;
+    const why = message.startsWith(prefix) ? message.slice(prefix.length) : message;
+    throw new UsageError(
+      `Invalid ${what} ${JSON.stringify(name)}: ${
+        why.replace(/^[A-Z][a-z]/, (s) => s.toLowerCase())
+      }`,
+    );
   }
 }
 
 /** An error's message in the words a person reads: `address already in use`. */
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  return error.message.replace(/ \(os error \d+\)$/, "").replace(
-    /^[A-Z][a-z]/,
-    (s) => s.toLowerCase(),
-  );
+  // Deno writes "No such file or directory (os error 2): stat '/x'": the path is in our own
+  // message already, and the error number means nothing to a person.
+  return error.message.replace(/ \(os error \d+\)/, "").replace(/: [a-z]+ '[^']*'$/, "")
+    .replace(/^[A-Z][a-z]/, (s) => s.toLowerCase());
 }
 
 /**

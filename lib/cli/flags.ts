@@ -185,7 +185,13 @@ export function parseHostPort(text: string, what: string, defaultHost = "127.0.0
   }
   const hostname = match[1] ?? (match[2] || defaultHost);
   parseHost(hostname, what);
-  return { hostname, port: parsePort(match[3], `port in ${what} ${JSON.stringify(text)}`) };
+  try {
+    return { hostname, port: parsePort(match[3], "port") };
+  } catch (error) {
+    // "Invalid relay address "h:99999": expected a port from 0 to 65535", not the port twice.
+    const why = (error as Error).message.replace(/^.*?: /, "");
+    throw new UsageError(`Invalid ${what} ${JSON.stringify(text)}: ${why}`);
+  }
 }
 
 /** Reads an environment variable; `undefined` when unset or not permitted. */

@@ -24,8 +24,8 @@ const SPEC: CommandSpec = {
   description:
     "Reads FILE (or stdin when FILE is - or absent), registers as NAME, sends the bytes to DEST\n" +
     "as one message (at most the relay's --max-message), and waits until the relay has routed\n" +
-    "it. Exits 0 when it reached DEST; 1 when DEST is offline, the message is over the relay's\n" +
-    "limit, or the relay refused NAME (the message says which).",
+    "it. Exits 0 when it reached DEST; 1 when DEST is offline or the relay refused NAME (the\n" +
+    "message says which); 2 when the input is empty or over the relay's limit (nothing is sent).",
   flags: [
     {
       name: "from",
@@ -58,6 +58,13 @@ export async function main(args: string[]): Promise<number> {
   await using client = await connectClient(options);
   // The relay says its limit in the welcome; no fixed cap of this client's own.
   const payload = await readAllLimited(path, client.maxMessageBytes, "the relay's message limit");
+  if (payload.length === 0) {
+    // A zero-length frame is a keepalive: the relay never forwards it, so "sent" would be a lie.
+    throw new UsageError(
+      `Nothing to send: ${path === "-" ? "stdin" : path} is empty ` +
+        "(a zero-length message is a keepalive and is never delivered)",
+    );
+  }
   await client.send(to, payload);
   const { dropped, errors } = await client.flush();
   if (dropped > 0 || errors.length > 0) {

@@ -1,0 +1,100 @@
+/**
+ * What a new user trying the README meets when something is wrong: each message names what is
+ * wrong (the address, the file, the flag) once, and the exit code follows the README.
+ */
+import assert from "node:assert/strict";
+import { RelayClient } from "../../lib/client/client.ts";
+import { parseHostPort } from "../../lib/cli/flags.ts";
+import { checkName, describeError } from "../../lib/cli/common.ts";
+import { runCli, ServeProcess } from "../_helpers/relay.ts";
+
+/** A loopback port with nothing listening on it (bound, then closed). */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+Deno.test("send of empty input exits 2 instead of claiming a delivery that never happens", async (t) => {
+  await using relay = await ServeProcess.start();
+  await using bob = await RelayClient.connect({ port: relay.port, name: "bob" });
+  await t.step("from stdin", async () => {
+    const { code, stderr } = await runCli(
+      ["send", `127.0.0.1:${relay.port}`, "--from", "alice", "--to", "bob"],
+      { stdin: "" },
+    );
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /Nothing to send: stdin is empty/);
+  });
+  await t.step("from an empty file", async () => {
+    const path = await Deno.makeTempFile();
+    try {
+      const { code, stderr } = await runCli(
+        ["send", `127.0.0.1:${relay.port}`, "--from", "alice", "--to", "bob", path],
+      );
+      assert.equal(code, 2, stderr);
+      assert.ok(stderr.includes(`Nothing to send: ${path} is empty`), stderr);
+    } finally {
+      await Deno.remove(path);
+    }
+  });
+  // A real message afterwards is the first thing bob gets: nothing was sent before it.
+  const { code } = await runCli(
+    ["send", `127.0.0.1:${relay.port}`, "--from", "alice", "--to", "bob"],
+    { stdin: "after" },
+  );
+  assert.equal(code, 0);
+  const message = await bob.receive();
+  assert.equal(new TextDecoder().decode(message?.payload), "after");
+});
+
+Deno.test("a relay that cannot be reached is named in the error, exit 1", async (t) => {
+  const port = closedPort();
+  const address = `127.0.0.1:${port}`;
+  const commands = [
+    ["who", address],
+    ["listen", address, "bob"],
+    ["send", address, "--from", "a", "--to", "b"],
+  ];
+  for (const args of commands) {
+    await t.step(args[0], async () => {
+      const { code, stderr } = await runCli(args, { stdin: "hi" });
+      assert.equal(code, 1, stderr);
+      assert.ok(stderr.includes(`Cannot connect to ${address}: connection refused`), stderr);
+      assert.doesNotMatch(stderr, /os error/);
+    });
+  }
+});
+
+Deno.test("--ca of a file that holds no certificate is bad usage, said before connecting", async () => {
+  const path = await Deno.makeTempFile();
+  try {
+    await Deno.writeTextFile(path, "not a certificate\n");
+    const { code, stderr } = await runCli(["who", "--ca", path, `127.0.0.1:${closedPort()}`]);
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /Invalid --ca .*: no PEM certificate in it/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("error messages say the problem once", async (t) => {
+  await t.step("a bad port in an address", () => {
+    assert.throws(
+      () => parseHostPort("127.0.0.1:99999", "relay address"),
+      { message: 'Invalid relay address "127.0.0.1:99999": expected a port from 0 to 65535' },
+    );
+  });
+  await t.step("a bad name", () => {
+    assert.throws(() => checkName("", "--to"), { message: 'Invalid --to "": name is empty' });
+    assert.throws(
+      () => checkName('a"|b', "--from"),
+      { message: 'Invalid --from "a\\"|b": name contains \'|\'' },
+    );
+  });
+  await t.step("a file that is not there", async () => {
+    const error = await Deno.stat("/nonexistent-relay-test").catch((e) => e);
+    assert.equal(describeError(error), "no such file or directory");
+  });
+});

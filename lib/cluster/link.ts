@@ -2,7 +2,8 @@
  * The outgoing queue to one node. Frames from every pair to that node are written straight
  * into the packet being built (one copy of each payload, no buffer per frame) and the packet
  * leaves once a microtask turn passes with nothing added, so a burst of frames (one socket
- * read's worth, or a loop of sends) becomes one publish. While a publish waits for room, the next packet keeps filling.
+ * read's worth, or a loop of sends) becomes one publish. While a publish waits for room, the
+ * next packet keeps filling.
  * A frame big enough to travel alone is encoded on its own with room for the packet header in
  * front and published without another copy.
  *
@@ -203,7 +204,10 @@ export class Link {
       while (!this.#dead) {
         const packet = this.#control.shift() ?? (this.#confirmed ? this.#ready.shift() : undefined);
         if (!packet) break;
-        await this.#transport.publish(this.#to, packet);
+        // Await only when the transport says so: packets published back to back leave in one
+        // socket write.
+        const wait = this.#transport.publish(this.#to, packet);
+        if (wait) await wait;
       }
     } catch (error) {
       this.#fail(error);

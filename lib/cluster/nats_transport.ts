@@ -105,8 +105,8 @@ export class NatsTransport implements NodeTransport {
     }
   }
 
-  /** Publishes `bytes` to node `to`; waits when too much is in flight. */
-  async publish(to: string, bytes: Uint8Array): Promise<void> {
+  /** Publishes `bytes` to node `to`; a promise to wait on when too much is in flight. */
+  publish(to: string, bytes: Uint8Array): Promise<void> | undefined {
     if (this.#closed) throw new Error("Transport is closed");
     if (bytes.length > this.maxPacketBytes) {
       throw new RangeError(`Packet of ${bytes.length} bytes is over max_payload`);
@@ -115,6 +115,11 @@ export class NatsTransport implements NodeTransport {
     this.#inFlight += bytes.length;
     // Flush early (at half the bound) so the pipe stays full while the round trip runs.
     if (this.#inFlight >= this.#maxInFlight / 2) this.#flushing ??= this.#flush();
+    if (this.#inFlight >= this.#maxInFlight && this.#flushing) return this.#room();
+    return undefined;
+  }
+
+  async #room(): Promise<void> {
     while (this.#inFlight >= this.#maxInFlight && this.#flushing) await this.#flushing;
   }
 

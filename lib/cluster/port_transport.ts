@@ -45,18 +45,17 @@ export class PortTransport implements NodeTransport {
   }
 
   /** Sends `bytes` to `to`; the buffer is transferred when the array spans all of it. */
-  publish(to: string, bytes: Uint8Array): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error("Transport is closed"));
+  publish(to: string, bytes: Uint8Array): undefined {
+    if (this.#closed) throw new Error("Transport is closed");
     if (bytes.length > this.maxPacketBytes) {
-      return Promise.reject(new RangeError(`Packet of ${bytes.length} bytes is over the limit`));
+      throw new RangeError(`Packet of ${bytes.length} bytes is over the limit`);
     }
     const port = this.#ports.get(to);
-    if (!port) return Promise.reject(new Error(`No port to node ${to}`));
+    if (!port) throw new Error(`No port to node ${to}`);
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength &&
       bytes.buffer instanceof ArrayBuffer;
     const buffer = whole ? bytes.buffer as ArrayBuffer : bytes.slice().buffer;
     port.postMessage(buffer, [buffer]);
-    return Promise.resolve();
   }
 
   /** Sets who gets incoming packets. */

@@ -28,11 +28,14 @@ export interface NodeTransport extends AsyncDisposable {
   readonly maxPacketBytes: number;
   /**
    * Sends `bytes` to node `to`. The transport owns `bytes` from the call on: never change or
-   * reuse the array afterwards. Resolves when the transport has room for more, so a caller
-   * that awaits it bounds what is in flight.
+   * reuse the array afterwards. Returns nothing while the transport has room, or a promise
+   * that resolves once it has room again: a caller that awaits it bounds what is in flight,
+   * and a caller that publishes several packets without awaiting in between lets the
+   * transport write them together (one socket write, not one per packet).
    * @throws {RangeError} when `bytes` is over {@linkcode maxPacketBytes}
+   * @throws {Error} when the transport is closed
    */
-  publish(to: string, bytes: Uint8Array): Promise<void>;
+  publish(to: string, bytes: Uint8Array): Promise<void> | undefined;
   /** Sets who gets incoming packets and resets (one receiver; a second call replaces it). */
   listen(receiver: TransportReceiver): void;
   /** Stops sending and receiving; safe to call twice. */

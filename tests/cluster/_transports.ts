@@ -91,10 +91,10 @@ export class DroppingTransport implements NodeTransport {
   get published(): number {
     return this.#count - this.dropped;
   }
-  publish(to: string, bytes: Uint8Array): Promise<void> {
+  publish(to: string, bytes: Uint8Array): Promise<void> | undefined {
     if (this.#drop(this.#count++, bytes)) {
       this.dropped++;
-      return Promise.resolve();
+      return undefined;
     }
     return this.#inner.publish(to, bytes);
   }

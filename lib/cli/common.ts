@@ -4,7 +4,7 @@
  * @module
  */
 
-import { RelayClient, type RelayClientOptions } from "../client/client.ts";
+import { RegistrationError, RelayClient, type RelayClientOptions } from "../client/client.ts";
 import { parseHostPort, UsageError } from "./flags.ts";
 import {
   type CommandSpec,
@@ -213,6 +213,10 @@ export function explainConnectError(error: unknown, options: RelayClientOptions)
     hint = "the relay does not seem to serve TLS on this port; try without --tls";
   }
   if (hint === undefined) return error;
+  // A refusal stays a RegistrationError with its reason: the tunnel decides on it whether to retry.
+  if (error instanceof RegistrationError) {
+    return new RegistrationError(error.reason, `${text} (${hint})`);
+  }
   const explained = new Error(`${text} (${hint})`);
   explained.name = error.name;
   return explained;

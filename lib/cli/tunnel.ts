@@ -25,6 +25,7 @@ import {
   CLIENT_FLAGS,
   clientOptions,
   describeError,
+  explainConnectError,
   logFlags,
   onShutdownSignal,
   parseCommand,
@@ -311,8 +312,11 @@ export async function main(args: string[]): Promise<number> {
     log.info("No --secret-file: tunnel frames cross the relay unencrypted");
   }
   const keepaliveMs = client.keepaliveMs ?? KEEPALIVE_MS;
+  const link = relayLinkFactory(client);
   await using tunnel = new Tunnel({
-    connect: relayLinkFactory(client),
+    // The retry log then says what one-shot commands say: "add --tls", "not trusted: --ca".
+    connect: (signal) =>
+      link(signal).catch((error) => Promise.reject(explainConnectError(error, client))),
     expose,
     allow,
     windowBytes,

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { RelayClient } from "../../lib/client/client.ts";
 import { parseHostPort } from "../../lib/cli/flags.ts";
 import { checkName, describeError } from "../../lib/cli/common.ts";
-import { runCli, ServeProcess } from "../_helpers/relay.ts";
+import { CliProcess, runCli, ServeProcess } from "../_helpers/relay.ts";
 
 /** A loopback port with nothing listening on it (bound, then closed). */
 function closedPort(): number {
@@ -97,4 +97,24 @@ Deno.test("error messages say the problem once", async (t) => {
     const error = await Deno.stat("/nonexistent-relay-test").catch((e) => e);
     assert.equal(describeError(error), "no such file or directory");
   });
+});
+
+Deno.test("a plaintext tunnel on a TLS port says to add --tls while it retries", async () => {
+  const fixture = (name: string) => new URL(`../fixtures/${name}`, import.meta.url).pathname;
+  await using relay = await ServeProcess.start([
+    "--tls-cert",
+    fixture("server.pem"),
+    "--tls-key",
+    fixture("server.key"),
+  ]);
+  await using tunnel = new CliProcess([
+    "tunnel",
+    "--relay",
+    `127.0.0.1:${relay.port}`,
+    "--name",
+    "plain",
+    "--expose",
+    "127.0.0.1:9",
+  ]);
+  await tunnel.waitLog(/Cannot connect to the relay .*add --tls, and --ca FILE/);
 });

@@ -124,6 +124,8 @@ export class Connection {
   lease: { release(): void } | undefined;
   /** The current read buffer when it comes from the pool. */
   #pooled: PooledBuffer | undefined;
+  /** The registration's buffer, handed to the read loop as its first buffer. */
+  #first: Uint8Array | undefined;
 
   /**
    * @param conn the accepted socket
@@ -274,14 +276,17 @@ export class Connection {
         remote: this.remote,
         name: this.name,
       });
-      // Copied: `buf` is reused by nobody, but the rest is small and the view would pin it.
-      return buf.slice(registration.consumed, have);
+      // A view, not a copy: `buf` becomes the first read buffer, one allocation per connection
+      // fewer (the router notes when it queues a view of it, and then the reader takes another).
+      this.#first = buf;
+      return buf.subarray(registration.consumed, have);
     }
   }
 
   async #readLoop(): Promise<void> {
     let size = MIN_READ_BYTES;
-    let buf: Uint8Array = new Uint8Array(size);
+    let buf: Uint8Array = this.#first ?? new Uint8Array(size);
+    this.#first = undefined;
     try {
       for (;;) {
         if (size === MAX_READ_BYTES) {

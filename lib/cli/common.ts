@@ -292,7 +292,11 @@ export async function clientOptions(
     }
     tls = { caCerts: [pem] };
   }
-  await setupLogging({ level: flags.string("log-level"), format: flags.string("log-format") });
+  await setupLogging({
+    level: flags.string("log-level"),
+    format: flags.string("log-format"),
+    labels: { level: flags.label("log-level"), format: flags.label("log-format") },
+  });
   return {
     host: hostname,
     port,

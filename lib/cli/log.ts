@@ -35,6 +35,11 @@ export interface LogOptions {
    * @default {"text"}
    */
   format?: string;
+  /**
+   * How to name the level and format in an error: the flag, or the variable it came from.
+   * @default {{ level: "--log-level", format: "--log-format" }}
+   */
+  labels?: { level?: string; format?: string };
 }
 
 const encoder = new TextEncoder();
@@ -44,11 +49,13 @@ const encoder = new TextEncoder();
  * @throws {UsageError} on an unknown level or format
  */
 export async function setupLogging(options: LogOptions = {}): Promise<void> {
-  const level = parseLogLevel(options.level ?? "info");
+  const level = parseLogLevel(options.level ?? "info", options.labels?.level);
   const format = options.format ?? "text";
   if (!(LOG_FORMATS as readonly string[]).includes(format)) {
     throw new UsageError(
-      `Invalid --log-format ${JSON.stringify(format)}: expected one of ${LOG_FORMATS.join(", ")}`,
+      `Invalid ${options.labels?.format ?? "--log-format"} ${
+        JSON.stringify(format)
+      }: expected one of ${LOG_FORMATS.join(", ")}`,
     );
   }
   const formatter: TextFormatter = format === "json" ? jsonLine : getTextFormatter({
@@ -78,11 +85,11 @@ export async function setupLogging(options: LogOptions = {}): Promise<void> {
  * Parses a `--log-level` value.
  * @throws {UsageError} on an unknown level
  */
-export function parseLogLevel(text: string): LogLevel {
+export function parseLogLevel(text: string, label = "--log-level"): LogLevel {
   const level = text === "warn" ? "warning" : text;
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(
-      `Invalid --log-level ${JSON.stringify(text)}: expected one of ${LOG_LEVELS.join(", ")}`,
+      `Invalid ${label} ${JSON.stringify(text)}: expected one of ${LOG_LEVELS.join(", ")}`,
     );
   }
   return level as LogLevel;

@@ -294,7 +294,11 @@ export async function main(args: string[]): Promise<number> {
       throw new UsageError(`Invalid ${flags.label("auth-file")}: ${describeError(error)}`);
     }
   }
-  await setupLogging({ level: flags.string("log-level"), format: flags.string("log-format") });
+  await setupLogging({
+    level: flags.string("log-level"),
+    format: flags.string("log-format"),
+    labels: { level: flags.label("log-level"), format: flags.label("log-format") },
+  });
   const log = getLogger(["relay", "serve"]);
   const tls = await readTls();
   let listening: RelayServer;
@@ -399,7 +403,9 @@ export function settingsEntries(flags: ParsedFlags): [string, string][] {
     const value = flag.multiple
       ? flags.list(flag.name).join(" ") || undefined
       : flags.string(flag.name);
-    shown.push([flag.name, value === undefined || value === "0" ? "off" : value]);
+    // Port 0 is "any free port", not off (--http-port 0 serves on one).
+    const off = value === undefined || (value === "0" && flag.type !== "port");
+    shown.push([flag.name, off ? "off" : value]);
   }
   return shown;
 }

@@ -306,6 +306,7 @@ export async function main(args: string[]): Promise<number> {
   await setupLogging({
     level: flags.string("log-level") ?? (stdio ? "warning" : "info"),
     format: flags.string("log-format"),
+    labels: { level: flags.label("log-level"), format: flags.label("log-format") },
   });
   const log = getLogger(["relay", "tunnel"]);
   if (secret === undefined) {

@@ -118,3 +118,26 @@ Deno.test("a plaintext tunnel on a TLS port says to add --tls while it retries",
   ]);
   await tunnel.waitLog(/Cannot connect to the relay .*add --tls, and --ca FILE/);
 });
+
+Deno.test("a bad RELAY_LOG_LEVEL or RELAY_LOG_FORMAT is named as the variable", async (t) => {
+  for (
+    const [command, env, pattern] of [
+      [["who", "127.0.0.1:1"], { RELAY_LOG_LEVEL: "loud" }, /Invalid RELAY_LOG_LEVEL "loud"/],
+      [["serve", "--port", "0"], { RELAY_LOG_FORMAT: "xml" }, /Invalid RELAY_LOG_FORMAT "xml"/],
+      [["who", "127.0.0.1:1", "--log-level", "loud"], {}, /Invalid --log-level "loud"/],
+    ] as const
+  ) {
+    await t.step(`${command[0]} ${JSON.stringify(env)}`, async () => {
+      const { code, stderr } = await runCli([...command], { env: { ...env } });
+      assert.equal(code, 2, stderr);
+      assert.match(stderr, pattern);
+    });
+  }
+});
+
+Deno.test("the Settings line shows --http-port 0 as the port it is, not off", async () => {
+  await using relay = await ServeProcess.start(["--http-port", "0"]);
+  await relay.waitLog(/Web status on http:\/\/127\.0\.0\.1:\d+\//);
+  const [line] = await relay.waitLog(/Settings: .*/);
+  assert.match(line, /http-port=0 /);
+});

@@ -33,7 +33,12 @@ const HEX_DIGEST = /^[0-9a-fA-F]{64}$/;
  * Hex SHA-256 of a token's UTF-8 bytes: the value to put in the auth file.
  * @example
  * ```ts
- * await hashToken("test"); // "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(
+ *   await hashToken("test"),
+ *   "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+ * );
  * ```
  */
 export async function hashToken(token: string): Promise<string> {
@@ -127,10 +132,17 @@ export async function loadAuthFile(path: string): Promise<Map<string, Uint8Array
  * Decides who may register which name, from an auth file.
  * @example
  * ```ts
- * const auth = await AuthPolicy.load("auth.json", { requireAuth: false });
- * const reg = parseRegistration(bytes)!;
- * const verdict = await auth.check(reg.name, reg.token);
- * if (verdict !== "ok") refuse(verdict); // "wrong_token" | "token_required"
+ * import assert from "node:assert/strict";
+ *
+ * const path = await Deno.makeTempFile({ suffix: ".json" });
+ * const sha256 = await hashToken("s3cret"); // what `relay hash-token` prints
+ * await Deno.writeTextFile(path, JSON.stringify({ alice: { sha256 } }));
+ * const auth = await AuthPolicy.load(path, { requireAuth: false });
+ * assert.equal(await auth.check("alice", "s3cret"), "ok");
+ * assert.equal(await auth.check("alice", "guess"), "wrong_token"); // refuse the registration
+ * assert.equal(await auth.check("alice"), "token_required");
+ * assert.equal(await auth.check("bob"), "ok"); // not in the file, and tokens are optional
+ * await Deno.remove(path);
  * ```
  */
 export class AuthPolicy {

@@ -58,8 +58,16 @@ interface Bucket {
  * Token-bucket rate limits by key (an IP address), in bounded memory.
  * @example
  * ```ts
- * const registrations = new RateLimiter({ limit: 10, intervalMs: 1_000, burst: 20 });
- * if (!registrations.take(addressKey(conn.remoteAddr.hostname))) refuse("rate_limited");
+ * import assert from "node:assert/strict";
+ *
+ * let now = 0; // a fake clock, in milliseconds
+ * const registrations = new RateLimiter({ limit: 10, intervalMs: 1_000, burst: 2, now: () => now });
+ * const key = addressKey("192.0.2.7");
+ * assert.ok(registrations.take(key));
+ * assert.ok(registrations.take(key));
+ * assert.ok(!registrations.take(key)); // burst spent: refuse with "rate_limited"
+ * now += 100; // 10 per second: one more every 100 ms
+ * assert.ok(registrations.take(key));
  * ```
  */
 export class RateLimiter {
@@ -184,8 +192,15 @@ export interface ConnectionLease extends Disposable {
  * connection are not kept, so memory follows the open connections, which the relay caps.
  * @example
  * ```ts
- * const perIp = new ConnectionCounter({ maxPerKey: 32 });
- * using lease = perIp.tryAcquire(addressKey(hostname)) ?? refuse("too_many_connections");
+ * import assert from "node:assert/strict";
+ *
+ * const perIp = new ConnectionCounter({ maxPerKey: 2 });
+ * const key = addressKey("2001:db8:1:2:aaaa::1");
+ * using first = perIp.tryAcquire(key)!;
+ * const second = perIp.tryAcquire(key)!;
+ * assert.equal(perIp.tryAcquire(key), undefined); // refuse with "too_many_connections"
+ * second.release(); // when that connection closes
+ * assert.equal(perIp.count(key), 1);
  * ```
  */
 export class ConnectionCounter {
@@ -258,12 +273,14 @@ export interface BandwidthLimiterOptions {
  * debt is paid before reading again, which keeps the average at the rate.
  * @example
  * ```ts
- * const limit = new BandwidthLimiter({ bytesPerSecond: 1 << 20 });
- * while ((n = await conn.read(buf)) !== null) {
- *   handle(buf.subarray(0, n));
- *   const wait = limit.consume(n);
- *   if (wait > 0) await delay(wait, { signal });
- * }
+ * import assert from "node:assert/strict";
+ *
+ * let now = 0; // a fake clock, in milliseconds
+ * const limit = new BandwidthLimiter({ bytesPerSecond: 1_000, now: () => now });
+ * assert.equal(limit.consume(600), 0); // within the burst: read on at once
+ * assert.equal(limit.consume(900), 500); // 500 bytes in debt: wait 500 ms before reading
+ * now += 500;
+ * assert.equal(limit.delayMs(), 0);
  * ```
  */
 export class BandwidthLimiter {
@@ -333,8 +350,10 @@ function positive(what: string, value: number): void {
  * Anything else (a Unix socket path, a name) is returned unchanged.
  * @example
  * ```ts
- * addressKey("2001:db8:1:2:aaaa::1"); // "2001:db8:1:2::/64"
- * addressKey("::ffff:192.0.2.7"); // "192.0.2.7"
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(addressKey("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+ * assert.equal(addressKey("::ffff:192.0.2.7"), "192.0.2.7");
  * ```
  */
 export function addressKey(hostname: string): string {

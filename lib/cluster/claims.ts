@@ -49,7 +49,9 @@ export interface NameClaimsOptions {
 
 /** Who holds a name. */
 export interface ClaimHolder {
+  /** The holder's node name. */
   node: string;
+  /** The holder's incarnation (its lease's epoch). */
   epoch: number;
 }
 

@@ -58,7 +58,10 @@ export class PairReceiver {
   #end: PairCloseReason | null | undefined;
   #wake: (() => void) | undefined;
 
-  /** @param window the window granted to the sender, in bytes */
+  /**
+   * A receiving end; the stream layer makes these.
+   * @param window the window granted to the sender, in bytes
+   */
   constructor(
     from: string,
     key: string,

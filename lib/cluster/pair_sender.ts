@@ -48,7 +48,10 @@ export class PairSender {
   readonly #closed: Promise<PairCloseReason>;
   #resolveClosed!: (reason: PairCloseReason) => void;
 
-  /** @param window the receiver's initial window, in bytes */
+  /**
+   * A sending end; `ClusterStreams.open` makes these.
+   * @param window the receiver's initial window, in bytes
+   */
   constructor(to: string, key: string, id: number, window: number, link: SenderLink) {
     this.to = to;
     this.key = key;

@@ -30,6 +30,7 @@ export class PortTransport implements NodeTransport {
   #closed = false;
 
   /**
+   * A node's transport; `createPortMesh` makes a full mesh of them.
    * @param node this node's name
    * @param ports one port per peer node, keyed by the peer's name
    */

@@ -49,7 +49,10 @@ export function isPairCloseReason(text: string): text is PairCloseReason {
 export class PairClosedError extends Error {
   /** Machine-readable reason. */
   readonly reason: PairCloseReason;
-  /** @param reason why the pair ended */
+  /**
+   * An error for a pair that ended.
+   * @param reason why the pair ended
+   */
   constructor(reason: PairCloseReason) {
     super(`Pair closed: ${PAIR_CLOSE_REASONS[reason]}`);
     this.name = "PairClosedError";

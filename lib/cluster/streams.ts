@@ -76,8 +76,11 @@ export interface ClusterStreamsOptions {
 
 /** Counters of the stream layer. */
 export interface ClusterStreamsStats {
+  /** Packets received. */
   packetsIn: number;
+  /** Packets that could not be decoded (dropped; their pairs see a gap). */
   badPackets: number;
+  /** Transport resets (every pair closed with `transport_reset`). */
   resets: number;
 }
 

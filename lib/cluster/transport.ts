@@ -45,7 +45,10 @@ export interface NodeTransport extends AsyncDisposable {
 /** Node names are NATS subject tokens: letters, digits, `-` and `_`, at most 64 bytes. */
 export const NODE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** @throws {TypeError} when `node` is not a valid node name */
+/**
+ * Returns `node` if it is a valid node name.
+ * @throws {TypeError} when `node` is not a valid node name
+ */
 export function checkNodeName(node: string): string {
   if (!NODE_NAME_PATTERN.test(node)) {
     throw new TypeError(`Node name must be 1 to 64 letters, digits, '-' or '_': ${node}`);

@@ -436,6 +436,14 @@ async function startWeb(
       throw new UsageError(`Invalid ${flags.label("http-token-file")} ${path}: no token in it`);
     }
   }
+  if (token === undefined && !isLoopback(hostname)) {
+    // SELF_HOSTING.md: set the token before publishing; say so when someone did not.
+    getLogger(["relay", "serve"]).warn(
+      "The status page, /api and /metrics on {hostname} are open to anyone who can reach it: " +
+        "give --http-token-file (or serve them on 127.0.0.1)",
+      { hostname },
+    );
+  }
   const settings = Object.fromEntries(settingsEntries(flags));
   settings["http-token"] = token === undefined ? "off" : "on";
   try {
@@ -456,6 +464,11 @@ async function startWeb(
     const why = listenFailure(error, hostname, port, undefined);
     throw new ListenError(why.replace("Cannot listen on", "Cannot serve --http-port on"));
   }
+}
+
+/** Whether `hostname` is reachable from this machine only. */
+function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\./.test(hostname);
 }
 
 /**

@@ -141,3 +141,15 @@ Deno.test("the Settings line shows --http-port 0 as the port it is, not off", as
   const [line] = await relay.waitLog(/Settings: .*/);
   assert.match(line, /http-port=0 /);
 });
+
+Deno.test("serve warns when the status page is published without a token", async (t) => {
+  await t.step("published, no token: a warning", async () => {
+    await using relay = await ServeProcess.start(["--http-port", "0", "--http-host", "0.0.0.0"]);
+    await relay.waitLog(/WRN.*open to anyone who can reach it: give --http-token-file/);
+  });
+  await t.step("on loopback: none", async () => {
+    await using relay = await ServeProcess.start(["--http-port", "0"]);
+    await relay.waitLog(/Settings: /);
+    assert.doesNotMatch(relay.stderr, /open to anyone/);
+  });
+});

@@ -176,14 +176,22 @@ interface Pending {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { RelayServer } from "../relay/server.ts";
+ *
+ * await using relay = await RelayServer.listen({ hostname: "127.0.0.1", port: 0 });
+ * await using bob = await RelayClient.connect({ port: relay.port, name: "bob" });
  * await using alice = await RelayClient.connect({
- *   port: 8080,
+ *   port: relay.port,
  *   name: "alice",
  *   onError: (e) => console.error(`Not delivered to ${e.dest}: ${e.reason}`),
  * });
  * await alice.send("bob", new TextEncoder().encode("hello"));
- * const { dropped } = await alice.flush(); // 1 when bob is offline
- * console.log(await alice.who());          // ["alice", …]
+ * assert.equal((await bob.receive())?.from, "alice");
+ * await alice.send("carol", new TextEncoder().encode("hello"));
+ * const { dropped } = await alice.flush(); // carol is offline: 1 dropped
+ * assert.equal(dropped, 1);
+ * assert.deepEqual(await alice.who(), ["alice", "bob"]);
  * ```
  */
 export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage> {

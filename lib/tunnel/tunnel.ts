@@ -117,14 +117,25 @@ const FINAL_REFUSALS: ReadonlySet<string> = new Set([
  * A tunnel process's engine: keeps a relay link up (reconnecting with backoff and jitter),
  * runs a {@linkcode TunnelSession} on each link, and serves forwards.
  *
- * @example
+ * @example Expose a web server as lab/web and reach it from another tunnel
  * ```ts
- * await using tunnel = new Tunnel({
- *   connect: relayLinkFactory({ host: "relay.example.com", port: 8080, name: "laptop" }),
- *   expose: new Map([["ssh", { hostname: "127.0.0.1", port: 22 }]]),
+ * import assert from "node:assert/strict";
+ * import { RelayServer } from "../relay/server.ts";
+ *
+ * await using relay = await RelayServer.listen({ hostname: "127.0.0.1", port: 0 });
+ * await using web = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () =>
+ *   new Response("hello from lab"));
+ * await using lab = new Tunnel({
+ *   connect: relayLinkFactory({ port: relay.port, name: "lab" }),
+ *   expose: new Map([["web", { hostname: "127.0.0.1", port: web.addr.port }]]),
  * });
- * const addr = tunnel.forward({ port: 8000, peer: "lab", service: "web" });
- * console.log(`curl http://127.0.0.1:${addr.port}/`);
+ * await using laptop = new Tunnel({
+ *   connect: relayLinkFactory({ port: relay.port, name: "laptop" }),
+ * });
+ * await Promise.all([lab.ready(), laptop.ready()]);
+ * const addr = laptop.forward({ port: 0, peer: "lab", service: "web" });
+ * const res = await fetch(`http://127.0.0.1:${addr.port}/`);
+ * assert.equal(await res.text(), "hello from lab");
  * ```
  */
 export class Tunnel implements AsyncDisposable {

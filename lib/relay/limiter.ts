@@ -61,7 +61,12 @@ interface Bucket {
  * import assert from "node:assert/strict";
  *
  * let now = 0; // a fake clock, in milliseconds
- * const registrations = new RateLimiter({ limit: 10, intervalMs: 1_000, burst: 2, now: () => now });
+ * const registrations = new RateLimiter({
+ *   limit: 10, // per interval: 10 a second
+ *   intervalMs: 1_000,
+ *   burst: 2,
+ *   now: () => now,
+ * });
  * const key = addressKey("192.0.2.7");
  * assert.ok(registrations.take(key));
  * assert.ok(registrations.take(key));

@@ -10,8 +10,8 @@
  * receive()        ◄─ sender|len|payload       (frames from the empty sender are control events)
  * ```
  *
- * @example
- * ```js
+ * @example In a page served by the relay's HTTP side (not run by `deno test --doc`)
+ * ```js ignore
  * import { RelayWebClient } from "/client.js";
  * const relay = await RelayWebClient.connect({ name: "alice" });
  * relay.addEventListener("message", (e) => console.log(e.detail.from, e.detail.text()));

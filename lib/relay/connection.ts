@@ -207,8 +207,10 @@ export class Connection {
     const log = this.#host.log;
     const who = this.name ?? `connection ${this.id}`;
     const props = { id: this.id, remote: this.remote, name: this.name, who, reason, detail };
-    if (detail) log.info("Disconnected {who} ({remote}): {reason}: {detail}", props);
-    else log.info("Disconnected {who} ({remote}): {reason}", props);
+    // An ordinary end at debug (the periodic summary counts it); any other reason at info.
+    const level = reason === "client_closed" ? "debug" : "info";
+    if (detail) log[level]("Disconnected {who} ({remote}): {reason}: {detail}", props);
+    else log[level]("Disconnected {who} ({remote}): {reason}", props);
     this.#host.ended(this, reason);
   }
 
@@ -271,7 +273,7 @@ export class Connection {
       }
       this.name = registration.name;
       this.#router.registered(registration.name);
-      this.#host.log.info("Registered {name} ({remote})", {
+      this.#host.log.debug("Registered {name} ({remote})", {
         id: this.id,
         remote: this.remote,
         name: this.name,
@@ -387,7 +389,7 @@ export class Connection {
         if (!host.claim(name, this)) return false;
         this.name = name;
         this.#router.registered(name);
-        host.log.info("Registered {name} ({remote})", { id: this.id, remote: this.remote, name });
+        host.log.debug("Registered {name} ({remote})", { id: this.id, remote: this.remote, name });
         return true;
       },
       close: (reason, detail) => this.close(reason, detail),

@@ -15,6 +15,7 @@ import {
 import {
   DEFAULT_PORT,
   IDLE_TIMEOUT_MS,
+  LOG_SUMMARY_INTERVAL_MS,
   MAX_BUFFER_BYTES,
   MAX_CONNECTIONS,
   MAX_MEMORY_BYTES,
@@ -61,6 +62,12 @@ export interface RelayServerOptions {
    * @default {30000}
    */
   writeTimeoutMs?: number;
+  /**
+   * Interval of the activity summary logged at info (connections, registrations and
+   * disconnects since the last summary, only when there were any); 0 turns it off.
+   * @default {10000}
+   */
+  summaryIntervalMs?: number;
   /**
    * Largest message payload in bytes.
    * @default {16777216}
@@ -238,6 +245,11 @@ export class RelayServer implements AsyncDisposable {
   readonly #registerRate: RateLimiter | undefined;
   readonly #authFailures: RateLimiter;
   readonly #refusalLog = new Map<string, { at: number; suppressed: number }>();
+  /** Registrations and ended connections since start, for the activity summary. */
+  #registeredCount = 0;
+  #endedCount = 0;
+  /** The counts at the last activity summary. */
+  #activity = { since: performance.now(), accepted: 0, registered: 0, ended: 0 };
 
   private constructor(options: Options) {
     this.#options = options;
@@ -301,6 +313,7 @@ export class RelayServer implements AsyncDisposable {
       registerTimeoutMs: options.registerTimeoutMs ?? REGISTER_TIMEOUT_MS,
       idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
       writeTimeoutMs: options.writeTimeoutMs ?? WRITE_TIMEOUT_MS,
+      summaryIntervalMs: options.summaryIntervalMs ?? LOG_SUMMARY_INTERVAL_MS,
       maxMessageBytes: options.maxMessageBytes ?? MAX_MESSAGE_BYTES,
       maxBufferBytes: options.maxBufferBytes ?? MAX_BUFFER_BYTES,
       maxMemoryBytes: options.maxMemoryBytes ?? MAX_MEMORY_BYTES,
@@ -597,6 +610,35 @@ export class RelayServer implements AsyncDisposable {
       }
       c.outbox.trim();
     }
+    this.#summarise(now);
+  }
+
+  /** Logs the activity since the last summary at info, when there was any. */
+  #summarise(now: number): void {
+    const every = this.#options.summaryIntervalMs;
+    if (every === 0 || now - this.#activity.since < every) return;
+    const { since, accepted, registered, ended } = this.#activity;
+    const connected = this.#stats.accepted - accepted;
+    const disconnected = this.#endedCount - ended;
+    const newly = this.#registeredCount - registered;
+    this.#activity = {
+      since: now,
+      accepted: this.#stats.accepted,
+      registered: this.#registeredCount,
+      ended: this.#endedCount,
+    };
+    if (connected === 0 && disconnected === 0 && newly === 0) return;
+    this.#log.info(
+      "{connected} connected, {newly} registered, {disconnected} disconnected in the last {seconds} s; {open} open, {names} registered",
+      {
+        connected,
+        newly,
+        disconnected,
+        seconds: Math.round((now - since) / 1000),
+        open: this.#connections.size,
+        names: this.#registry.size,
+      },
+    );
   }
 
   /** Applies the registration rate and name ownership; returns a refusal reason or nothing. */
@@ -635,6 +677,7 @@ export class RelayServer implements AsyncDisposable {
       admit: (conn, registration) => this.#admitRegistration(conn, registration),
       claim: (name, conn) => {
         if (!registry.claim(name, conn)) return false;
+        this.#registeredCount++;
         control.online(name);
         return true;
       },
@@ -658,6 +701,7 @@ export class RelayServer implements AsyncDisposable {
       },
       ended: (conn, reason) => {
         this.#connections.delete(conn);
+        this.#endedCount++;
         stats.disconnects[reason] = (stats.disconnects[reason] ?? 0) + 1;
       },
       count: (event, bytes) => {

@@ -323,11 +323,17 @@ export class ServeProcess extends CliProcess {
   /** The port it listens on (the first, plaintext one). */
   port = 0;
 
-  /** Starts `relay serve --host 127.0.0.1 --port 0 ...args` and waits for its port. */
+  /**
+   * Starts `relay serve --host 127.0.0.1 --port 0 ...args` and waits for its port. Without a
+   * `--log-level` in `args` the relay logs at debug, so tests can wait for its per-connection
+   * lines (Registered, Disconnected), which are at debug by default.
+   */
   static async start(args: string[] = [], env: Record<string, string> = {}): Promise<ServeProcess> {
-    const proc = new ServeProcess(["serve", "--host", "127.0.0.1", "--port", "0", ...args], {
-      env,
-    });
+    const level = args.includes("--log-level") ? [] : ["--log-level", "debug"];
+    const proc = new ServeProcess(
+      ["serve", "--host", "127.0.0.1", "--port", "0", ...level, ...args],
+      { env },
+    );
     try {
       proc.port = Number((await proc.waitLog(/Listening on \S+:(\d+)/))[1]);
     } catch (error) {

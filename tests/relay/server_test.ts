@@ -361,3 +361,57 @@ Deno.test("a timeout of 0 is off", async () => {
   await idle.write("idle|2|ok");
   await expectText(idle, "idle|2|ok");
 });
+
+Deno.test("per-connection lines are at debug; an info summary counts the activity when there was some", async () => {
+  const { configure, reset } = await import("@logtape/logtape");
+  const records: { level: string; message: string; properties: Record<string, unknown> }[] = [];
+  await configure({
+    reset: true,
+    sinks: {
+      memory: (r) =>
+        records.push({
+          level: r.level,
+          message: r.message.map((part) => String(part)).join(""),
+          properties: r.properties as Record<string, unknown>,
+        }),
+    },
+    loggers: [
+      { category: ["relay"], lowestLevel: "info", sinks: ["memory"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+  });
+  try {
+    await using server = await RelayServer.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      summaryIntervalMs: 100,
+      registerTimeoutMs: 400, // the sweep, which logs the summary, runs every 100 ms
+    });
+    const a = await RawPeer.connect(server.port, "a");
+    await using _b = await RawPeer.connect(server.port, "b");
+    await waitFor(() => server.stats().registered === 2, 5_000, "registration");
+    await a.close();
+    await waitFor(() => server.stats().connections === 1, 5_000, "a gone");
+    const summary = () =>
+      records.find((r) => /connected, .* registered, .* disconnected/.test(r.message));
+    await waitFor(() => summary() !== undefined, 5_000, "a summary");
+    assert.equal(
+      records.filter((r) => /^(Connection from|Registered|Disconnected)/.test(r.message)).length,
+      0,
+    );
+    // The two connections and the disconnect may straddle two summaries: add them up.
+    await new Promise((r) => setTimeout(r, 300));
+    const summaries = records.filter((r) => /connected, .* registered/.test(r.message));
+    const total = (key: string) => summaries.reduce((n, r) => n + Number(r.properties[key]), 0);
+    assert.deepEqual([total("connected"), total("newly"), total("disconnected")], [2, 2, 1]);
+    const count = summaries.length;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(
+      records.filter((r) => /connected, .* registered/.test(r.message)).length,
+      count,
+      "no summary without activity",
+    );
+  } finally {
+    await reset();
+  }
+});

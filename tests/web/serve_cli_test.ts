@@ -17,6 +17,8 @@ Deno.test("relay serve --http-port serves the web side; a playground client chat
       "0",
       "--http-token-file",
       tokenFile,
+      "--log-level", // per-connection lines (waited for below) are at debug
+      "debug",
     ]);
     const relayPort = Number((await serve.waitLog(/Listening on 127\.0\.0\.1:(\d+)/))[1]);
     const webPort = Number((await serve.waitLog(/Web status on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);

@@ -281,10 +281,23 @@ export async function main(args: string[]): Promise<number> {
   if (flags.boolean("require-auth") && authFile === undefined) {
     throw new UsageError("--require-auth needs --auth-file");
   }
+  // Checked here so that a swapped or wrong file is named (exit 2), not "no certificates found".
   const readTls = async () =>
     certFile === undefined ? undefined : {
-      cert: await readFileFor(flags.label("tls-cert"), certFile),
-      key: await readFileFor(flags.label("tls-key"), keyFile!),
+      cert: pemOf(
+        flags.label("tls-cert"),
+        certFile,
+        await readFileFor(flags.label("tls-cert"), certFile),
+        /-----BEGIN CERTIFICATE-----/,
+        "certificate",
+      ),
+      key: pemOf(
+        flags.label("tls-key"),
+        keyFile!,
+        await readFileFor(flags.label("tls-key"), keyFile!),
+        /-----BEGIN [A-Z ]*PRIVATE KEY-----/,
+        "private key",
+      ),
     };
   let auth: AuthPolicy | undefined;
   if (authFile !== undefined) {
@@ -487,6 +500,12 @@ function rateFlag(flags: ParsedFlags): Rate | undefined {
   }
   if (Number(match[1]) === 0) return undefined;
   return { limit: Number(match[1]), intervalMs: match[2] === "m" ? 60_000 : 1_000 };
+}
+
+/** `text` when it holds a PEM block matching `begin`; otherwise a UsageError naming the file. */
+function pemOf(flag: string, path: string, text: string, begin: RegExp, what: string): string {
+  if (begin.test(text)) return text;
+  throw new UsageError(`Invalid ${flag} ${path}: no PEM ${what} in it`);
 }
 
 async function readFileFor(flag: string, path: string): Promise<string> {

@@ -153,3 +153,30 @@ Deno.test("serve warns when the status page is published without a token", async
     assert.doesNotMatch(relay.stderr, /open to anyone/);
   });
 });
+
+Deno.test("serve names a --tls-cert or --tls-key file that holds no PEM of its kind, exit 2", async (t) => {
+  const fixture = (name: string) => new URL(`../fixtures/${name}`, import.meta.url).pathname;
+  const cases = [
+    [
+      "swapped",
+      fixture("server.key"),
+      fixture("server.pem"),
+      /Invalid --tls-cert .*server\.key: no PEM certificate in it/,
+    ],
+    [
+      "not a key",
+      fixture("server.pem"),
+      fixture("README.md"),
+      /Invalid --tls-key .*README\.md: no PEM private key in it/,
+    ],
+  ] as const;
+  for (const [what, cert, key, pattern] of cases) {
+    await t.step(what, async () => {
+      const { code, stderr } = await runCli(
+        ["serve", "--host", "127.0.0.1", "--port", "0", "--tls-cert", cert, "--tls-key", key],
+      );
+      assert.equal(code, 2, stderr);
+      assert.match(stderr, pattern);
+    });
+  }
+});

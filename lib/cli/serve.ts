@@ -304,7 +304,15 @@ export async function main(args: string[]): Promise<number> {
     try {
       auth = await AuthPolicy.load(authFile, { requireAuth: flags.boolean("require-auth") });
     } catch (error) {
-      throw new UsageError(`Invalid ${flags.label("auth-file")}: ${describeError(error)}`);
+      // AuthPolicy says "Invalid auth file PATH: why"; name the flag instead, on one line.
+      const text = describeError(error).replace(/\s+/g, " ");
+      const unread = /^cannot read auth file .*?: /.exec(text);
+      const why = text.replace(/^(invalid|cannot read) auth file .*?: /, "");
+      throw new UsageError(
+        `${unread ? "Cannot read" : "Invalid"} ${flags.label("auth-file")} ${authFile}: ${
+          unread ? why.replace(/^[A-Z][a-z]/, (c) => c.toLowerCase()) : why
+        }`,
+      );
     }
   }
   await setupLogging({

@@ -180,3 +180,39 @@ Deno.test("serve names a --tls-cert or --tls-key file that holds no PEM of its k
     });
   }
 });
+
+Deno.test("serve says what is wrong with --auth-file on one line, naming it once", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const notJson = `${dir}/auth.json`;
+    await Deno.writeTextFile(notJson, "vm\n");
+    for (
+      const [what, args, env, pattern] of [
+        [
+          "not JSON",
+          ["--auth-file", notJson],
+          {},
+          /^relay: Invalid --auth-file \S+auth\.json: not JSON: [^\n]*$/m,
+        ],
+        [
+          "missing",
+          [],
+          { RELAY_AUTH_FILE: `${dir}/none.json` },
+          /^relay: Cannot read RELAY_AUTH_FILE \S+none\.json: no such file or directory /m,
+        ],
+      ] as const
+    ) {
+      await t.step(what, async () => {
+        const { code, stderr } = await runCli(["serve", "--port", "0", ...args], {
+          env: { ...env },
+        });
+        assert.equal(code, 2, stderr);
+        assert.match(stderr, pattern);
+        assert.doesNotMatch(stderr, /auth file .*auth file/i);
+        assert.equal(stderr.trim().split("\n").length, 1, stderr);
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

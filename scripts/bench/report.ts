@@ -517,6 +517,8 @@ function mib(bytes: number | undefined): string {
 function rowStatus(r: Row): string | undefined {
   if (r.skipped) return `skipped: ${r.skipped}`;
   if (r.error) return `failed: ${r.error.split("\n")[0]}`;
+  // A row whose run measured nothing (e.g. a follow-up figure of a peer that was left out).
+  if (r.value === undefined) return "no figure";
   return undefined;
 }
 

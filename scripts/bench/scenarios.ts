@@ -233,7 +233,7 @@ async function measureRows<P>(
         if (err instanceof Unavailable) {
           row.skipped = err.message;
           options.log(`    ${row.system}: skipped: ${err.message}`);
-          break;
+          continue; // the systems after it in this round still run
         }
         row.error = err instanceof Error ? err.message : String(err);
         // A server that died explains the failure better than the broken connection does.

@@ -135,6 +135,12 @@ const CONTROL_KEYS: Record<number, Key["kind"]> = {
 /** Lines kept for the up and down arrows. */
 export const HISTORY_LINES = 500;
 
+/**
+ * Longest line, in code points, that the editor keeps: endless typed or pasted input must not
+ * grow memory without bound (larger payloads go through `relay send`); the rest is dropped.
+ */
+export const MAX_LINE_CHARS = 256 * 1024;
+
 /** What a key did to the line. */
 export type Outcome =
   | { kind: "edit" }
@@ -162,8 +168,13 @@ export class LineState {
   apply(key: Key): Outcome {
     switch (key.kind) {
       case "text": {
-        const add = [...key.text];
-        this.chars.splice(this.cursor, 0, ...add);
+        const room = MAX_LINE_CHARS - this.chars.length;
+        if (room <= 0) break;
+        const add = [...key.text.slice(0, room * 2)].slice(0, room);
+        // Pushed in slices: spreading a huge paste into one call would overflow the stack.
+        for (let i = 0; i < add.length; i += 8192) {
+          this.chars.splice(this.cursor + i, 0, ...add.slice(i, i + 8192));
+        }
         this.cursor += add.length;
         break;
       }

@@ -43,7 +43,7 @@ export async function main(args: string[]): Promise<number> {
     names = await client.who(flags.positionals[1]);
   } catch (error) {
     if (error instanceof ControlRequestError && error.reason === "listing_disabled") {
-      console.error("relay: this relay does not list who is online (it runs with --listing off)");
+      console.error("relay: This relay does not list who is online (it runs with --listing off)");
       return 1;
     }
     throw error;

@@ -298,6 +298,10 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
       await registered;
     } catch (error) {
       cleanup();
+      if (error instanceof RegistrationError && !error.message.includes(` at ${where}:`)) {
+        const text = error.message.replace(/^Cannot register "(?:[^"\\]|\\.)*": /, "");
+        throw new RegistrationError(error.reason, registrationText(options.name, where, text));
+      }
       if (signal.aborted && !(error instanceof RegistrationError)) {
         throw new Error(
           `Cannot register ${JSON.stringify(options.name)} at ${where}: ${
@@ -602,7 +606,7 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
         this.#registration?.reject(
           new RegistrationError(
             event.reason,
-            `Cannot register ${JSON.stringify(this.name)}: ${event.message}`,
+            registrationText(this.name, undefined, event.message),
           ),
         );
         this.#registration = undefined;
@@ -668,7 +672,7 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     this.#registration?.reject(
       new RegistrationError(
         "no_answer",
-        `Cannot register ${JSON.stringify(this.name)}: ${why} before answering`,
+        registrationText(this.name, undefined, `${why} before answering`),
       ),
     );
     this.#registration = undefined;
@@ -677,6 +681,15 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
 }
 
 /** The relay refused the registration, or closed the connection before answering. */
+/**
+ * The one wording of a refusal: `Cannot register "NAME" at HOST:PORT: what happened`, with the
+ * relay's sentence lower-cased after the colon (house style), whoever produced it.
+ */
+function registrationText(name: string, where: string | undefined, text: string): string {
+  const why = /^[A-Z][a-z]/.test(text) ? text[0].toLowerCase() + text.slice(1) : text;
+  return `Cannot register ${JSON.stringify(name)}${where ? ` at ${where}` : ""}: ${why}`;
+}
+
 export class RegistrationError extends Error {
   /**
    * The relay's reason (`name_taken`, `bad_token`, `auth_required`, `too_many_connections`,
@@ -735,7 +748,7 @@ async function readWelcome(
       if (event.op === "refused") {
         throw new RegistrationError(
           event.reason,
-          `Cannot register ${JSON.stringify(name)} at ${where}: ${event.message}`,
+          registrationText(name, where, event.message),
         );
       }
       if (event.op !== "welcome") {

@@ -43,7 +43,7 @@ Deno.test("send says why a registration was refused", async () => {
     { stdin: "hi" },
   );
   assert.equal(code, 1);
-  assert.match(stderr, /Cannot register "held": .*already registered/i);
+  assert.match(stderr, /Cannot register "held" at 127\.0\.0\.1:\d+: [a-z].*already registered/);
 });
 
 Deno.test("who prints the names online, with a prefix, and says when listing is off", async () => {

@@ -5,6 +5,7 @@ import {
   KeyDecoder,
   LineEditor,
   LineState,
+  MAX_LINE_CHARS,
   type Terminal,
 } from "../../lib/cli/line_editor.ts";
 import { parseAddressedLine, quoteName } from "../../lib/cli/line.ts";
@@ -118,4 +119,19 @@ Deno.test("connect lines: names with spaces in quotes, and back", () => {
   for (const name of ["bob", "my laptop", 'a "q" \\', "é/x y"]) {
     assert.deepEqual(parseAddressedLine(`${quoteName(name)} m`), { dest: name, message: "m" });
   }
+});
+
+Deno.test("LineState keeps at most MAX_LINE_CHARS of endless input, and the line stays usable", () => {
+  const s = new LineState();
+  const chunk = "x".repeat(64 * 1024);
+  for (let i = 0; i < 40; i++) s.apply({ kind: "text", text: chunk }); // 2.5 Mi characters typed
+  assert.equal(s.chars.length, MAX_LINE_CHARS);
+  assert.equal(s.cursor, MAX_LINE_CHARS);
+  s.apply({ kind: "backspace" });
+  s.apply({ kind: "text", text: "yz" });
+  assert.equal(s.chars.length, MAX_LINE_CHARS);
+  assert.equal(s.text.slice(-2), "xy");
+  const out = s.apply({ kind: "enter" });
+  assert.equal(out.kind, "submit");
+  assert.equal(s.chars.length, 0);
 });

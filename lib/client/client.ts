@@ -335,14 +335,7 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
    */
   async send(dest: string, payload: Uint8Array): Promise<void> {
     const name = encodeName(dest);
-    const limit = this.maxMessageBytes;
-    if (payload.length > limit) {
-      throw new RangeError(
-        `Message of ${payload.length} bytes is larger than the relay's limit of ${limit} bytes`,
-      );
-    }
-    if (this.#ended || this.#closing) throw new Error("Cannot send: the connection is closed");
-    this.#lastSent = performance.now();
+    this.#beginSend(payload.length);
     if (payload.length < COPY_BELOW_BYTES) {
       this.#outbox.pushFrame(name, payload);
       await this.#outbox.waitForRoom(undefined);
@@ -356,6 +349,18 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
       if (!await written) throw new Error("Cannot send: the connection closed");
     }
     if (this.#ended) throw new Error("Cannot send: the connection closed");
+  }
+
+  /** Checks a payload against the relay's limit and the connection, and marks activity. */
+  #beginSend(length: number): void {
+    const limit = this.maxMessageBytes;
+    if (length > limit) {
+      throw new RangeError(
+        `Message of ${length} bytes is larger than the relay's limit of ${limit} bytes`,
+      );
+    }
+    if (this.#ended || this.#closing) throw new Error("Cannot send: the connection is closed");
+    this.#lastSent = performance.now();
   }
 
   /**
@@ -374,14 +379,7 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     release: () => void,
     headroom = 0,
   ): Promise<void> {
-    const limit = this.maxMessageBytes;
-    if (payload.length > limit) {
-      throw new RangeError(
-        `Message of ${payload.length} bytes is larger than the relay's limit of ${limit} bytes`,
-      );
-    }
-    if (this.#ended || this.#closing) throw new Error("Cannot send: the connection is closed");
-    this.#lastSent = performance.now();
+    this.#beginSend(payload.length);
     if (payload.length < COPY_BELOW_BYTES) {
       this.#outbox.pushFrame(dest, payload);
       release();

@@ -97,10 +97,10 @@ const BYE_FLUSH_MS = 500;
 const MIN_TICK_MS = 50;
 
 /**
- * Sealed packets being opened at once. Decryption runs off the JavaScript thread, so
- * overlapping calls add up; a few packets (a MiB each at most) bound what it holds.
+ * Sealed packets being opened at once. Decryption works partly off the JavaScript thread:
+ * two overlapping were fastest here, and two packets (a MiB each at most) bound what it holds.
  */
-const MAX_OPENS_IN_FLIGHT = 4;
+const MAX_OPENS_IN_FLIGHT = 2;
 
 const log = getLogger(["relay", "tunnel"]);
 

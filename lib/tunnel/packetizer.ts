@@ -108,7 +108,7 @@ export function takePacket(peer: Peer): PacketContents | undefined {
     size += itemSize;
     peer.dataAt++;
     // A big DATA frame goes alone, copy-free, unless control frames ride along. (Sealed
-    // packets gathering up to MAX_FRAMES_BYTES were tried: slower, as fewer fit the window.)
+    // packets gathering up to MAX_FRAMES_BYTES measured slower once: fewer fit a window.)
     if (isData(item) && item.length >= ZERO_COPY_BYTES) break;
   }
   if (peer.dataAt === peer.data.length) {

@@ -369,16 +369,18 @@ export class TunnelSession {
   #peerOffline(dest: string, message: string): void {
     const peer = this.#peers.get(dest);
     if (!peer || this.#closed) return;
-    const why = `not connected to the relay (${message})`;
+    const who = `Tunnel ${JSON.stringify(dest)}`;
+    const why = `is not connected to the relay (${message})`;
     if (peer.waiters.length > 0 || peer.streamCount > 0) {
       log.info("Tunnel {peer} is offline: {reason}", { peer: dest, reason: message });
     }
+    // Names the peer as the one offline, not this tunnel.
     this.#peers.failHandshakes(
       peer,
-      new Error(`Cannot reach tunnel ${JSON.stringify(dest)}: ${why}`),
+      new Error(`Cannot reach tunnel ${JSON.stringify(dest)}: it ${why}`),
     );
     this.#peers.retire(peer);
-    this.#peers.abortStreams(peer, "peer_offline", `Tunnel ${JSON.stringify(dest)} is ${why}`);
+    this.#peers.abortStreams(peer, "peer_offline", `${who} ${why}`);
   }
 
   /** A packet could not be built or sent: the streams it carried fail, visibly. */
@@ -454,6 +456,11 @@ export class TunnelSession {
         ? `${from} sent unencrypted frames; this tunnel requires its --secret-file`
         : `${from} sent encrypted frames; start this tunnel with the same --secret-file`;
       this.#drop(from, this.#cipher ? "not_encrypted" : "encrypted", why);
+      // Retrying cannot help a mismatched secret: a stream waiting for this peer fails now.
+      const peer = this.#peers.get(from);
+      if (peer && peer.waiters.length > 0) {
+        this.#peers.failHandshakes(peer, new Error(`Cannot reach tunnel ${from}: ${why}`));
+      }
       return undefined;
     }
     const toMe = bytesEqual(header.receiver, this.id);

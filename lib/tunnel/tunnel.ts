@@ -304,7 +304,8 @@ export class Tunnel implements AsyncDisposable {
         if (signal.aborted) break;
         const final = this.#finalRefusal(error);
         if (final) {
-          log.error("The relay refused this tunnel ({error}); not retrying", {
+          // Debug only: the failure is what `done` resolves to, and the CLI prints it once.
+          log.debug("The relay refused this tunnel ({error}); not retrying", {
             error: final.message,
           });
           this.#failure = final;
@@ -329,7 +330,11 @@ export class Tunnel implements AsyncDisposable {
       failures = 0;
       this.#nameTakenSince = undefined;
       this.#connects++;
-      if (link.namesOwned === false && this.#options.allow?.length && !this.#warnedAllow) {
+      // With a secret, a peer proves itself by its key, so unowned names do not matter.
+      if (
+        link.namesOwned === false && this.#options.allow?.length && !this.#options.cipher &&
+        !this.#warnedAllow
+      ) {
         this.#warnedAllow = true;
         log.warn(
           "--allow trusts relay names, but this relay does not own names (no auth file): " +

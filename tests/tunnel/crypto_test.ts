@@ -310,3 +310,23 @@ Deno.test("keys of ended sessions are retired: their packets are refused, and no
     await cipher.seal("laptop", lab, peers[5], frames);
   });
 });
+
+Deno.test("a tunnel without the peer's secret fails its stream at once, naming the secret, not after the open timeout", async () => {
+  const relay = new FakeRelay();
+  const echo = echoServer();
+  const expose = new Map([["web", { hostname: "127.0.0.1", port: echo.port }]]);
+  await using lab = tunnel(relay, "lab", { expose, cipher: createCipherFactory(SECRET) });
+  await using plain = tunnel(relay, "plain", { openTimeoutMs: 10_000 });
+  // The lab tries to reach the plain tunnel, so sealed HELLOs (retried every second) reach it.
+  const fromLab = lab.forward({ port: 0, peer: "plain", service: "web" });
+  const labSide = echoThrough(fromLab.port, encoder.encode("from the lab"), 8_000);
+  const addr = plain.forward({ port: 0, peer: "lab", service: "web" });
+  const started = performance.now();
+  const got = await echoThrough(addr.port, encoder.encode("hello"), 8_000);
+  const tookMs = performance.now() - started;
+  assert(endedEmpty(got), "the stream did not end empty");
+  assert(tookMs < 5_000, `the stream took ${Math.round(tookMs)} ms to fail`);
+  assertEquals(echo.accepted(), 0);
+  assert(endedEmpty(await labSide), "the lab's stream to the plain tunnel did not end empty");
+  await echo.close();
+});

@@ -64,7 +64,7 @@ Deno.test({
     const pairs: PairReceiver[] = [];
     // Short leases so the test does not wait 6 s: lease 3 s, renewed (and peers checked) each 1 s.
     const timing = { leaseMs: 3_000, renewMs: 1_000 };
-    await using b = await ClusterNode.start({
+    await using _b = await ClusterNode.start({
       servers: [server.url],
       node: "b",
       ...timing,

@@ -31,6 +31,7 @@ export {
   type Pong,
   type PresenceChange,
   RegistrationError,
+  type RegistrationFailure,
   RelayClient,
   type RelayClientOptions,
   type RelayMessage,

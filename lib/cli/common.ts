@@ -197,7 +197,11 @@ export function explainConnectError(error: unknown, options: RelayClientOptions)
     return failed;
   }
   let hint: string | undefined;
-  if (!options.tls && /does not speak the control channel|closed .*before answering/.test(text)) {
+  if (error instanceof RegistrationError && error.reason === "tls_port") {
+    hint = "add --tls, and --ca FILE for its certificate";
+  } else if (
+    !options.tls && /does not speak the control channel|closed .*before answering/.test(text)
+  ) {
     hint = "if the relay serves TLS on this port, add --tls, and --ca FILE for its certificate";
   } else if (/UnknownIssuer/.test(text)) {
     hint = "the relay's certificate is not trusted: give it (or its CA) with --ca FILE";

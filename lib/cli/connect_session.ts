@@ -8,10 +8,10 @@ import {
   ControlRequestError,
   type DeliveryError,
   RegistrationError,
+  type RegistrationFailure,
   type RelayClient,
   type RelayClientOptions,
 } from "../client/client.ts";
-import type { RegistrationReason } from "../wire/reasons.ts";
 import { parseAddressedLine, quoteName } from "./line.ts";
 import { connectUnlessStopped, describeError, showBytes } from "./common.ts";
 
@@ -24,7 +24,8 @@ const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
 
 /** Refusals that retrying cannot fix: the client gives up instead of reconnecting. */
-const PERMANENT: ReadonlySet<RegistrationReason | "no_answer"> = new Set([
+const PERMANENT: ReadonlySet<RegistrationFailure> = new Set([
+  "tls_port",
   "invalid_name",
   "auth_required",
   "bad_token",

@@ -678,7 +678,6 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
   }
 }
 
-/** The relay refused the registration, or closed the connection before answering. */
 /**
  * The one wording of a refusal: `Cannot register "NAME" at HOST:PORT: what happened`, with the
  * relay's sentence lower-cased after the colon (house style), whoever produced it.
@@ -688,18 +687,27 @@ function registrationText(name: string, where: string | undefined, text: string)
   return `Cannot register ${JSON.stringify(name)}${where ? ` at ${where}` : ""}: ${why}`;
 }
 
+/**
+ * Why a registration failed: a reason the relay gave, or one the client saw for itself —
+ * `no_answer` (the peer closed without answering: a relay older than the control channel, or
+ * not a relay) and `tls_port` (the port answered with TLS to a plaintext client).
+ */
+export type RegistrationFailure = RegistrationReason | "no_answer" | "tls_port";
+
+/** The relay refused the registration, or closed the connection before answering. */
 export class RegistrationError extends Error {
   /**
    * The relay's reason (`name_taken`, `bad_token`, `auth_required`, `too_many_connections`,
    * …), or `no_answer` when it closed without one (a relay that predates the control channel,
-   * or something that is not a relay).
+   * or something that is not a relay), or `tls_port` when the port answered with TLS to a
+   * plaintext client.
    */
-  readonly reason: RegistrationReason | "no_answer";
+  readonly reason: RegistrationFailure;
   /**
    * @param reason why
    * @param message what happened
    */
-  constructor(reason: RegistrationReason | "no_answer", message: string) {
+  constructor(reason: RegistrationFailure, message: string) {
     super(message);
     this.name = "RegistrationError";
     this.reason = reason;
@@ -734,6 +742,14 @@ async function readWelcome(
     try {
       frame = parseControlFrame(buf.subarray(0, have), MAX_WELCOME_BYTES);
     } catch {
+      // A TLS record header (alert 0x15 or handshake 0x16, version 0x03): this port speaks TLS.
+      // No relay frame starts so (a frame from the relay starts with `|`).
+      if ((buf[0] === 0x15 || buf[0] === 0x16) && buf[1] === 0x03) {
+        throw new RegistrationError(
+          "tls_port",
+          registrationText(name, where, "this port serves TLS; connect with TLS"),
+        );
+      }
       throw new RegistrationError(
         "no_answer",
         `Cannot register ${

@@ -107,6 +107,7 @@ export const DEFAULT_SERVICE = "default";
 
 /** Registration refusals that no retry can fix: the tunnel stops and reports them. */
 const FINAL_REFUSALS: ReadonlySet<string> = new Set([
+  "tls_port", // a plaintext tunnel at a TLS port: retrying cannot help
   "bad_token",
   "auth_required",
   "invalid_name",

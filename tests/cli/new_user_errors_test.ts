@@ -99,7 +99,7 @@ Deno.test("error messages say the problem once", async (t) => {
   });
 });
 
-Deno.test("a plaintext tunnel on a TLS port says to add --tls while it retries", async () => {
+Deno.test("a plaintext tunnel on a TLS port says to add --tls and exits 1 instead of retrying", async () => {
   const fixture = (name: string) => new URL(`../fixtures/${name}`, import.meta.url).pathname;
   await using relay = await ServeProcess.start([
     "--tls-cert",
@@ -116,7 +116,10 @@ Deno.test("a plaintext tunnel on a TLS port says to add --tls while it retries",
     "--expose",
     "127.0.0.1:9",
   ]);
-  await tunnel.waitLog(/Cannot connect to the relay .*add --tls, and --ca FILE/);
+  // Retrying cannot help: the port answered with TLS, so the tunnel stops with the reason.
+  const status = await tunnel.exited(10_000);
+  assert.equal(status.code, 1);
+  await tunnel.waitLog(/this port serves TLS; connect with TLS \(add --tls, and --ca FILE/);
 });
 
 Deno.test("a bad RELAY_LOG_LEVEL or RELAY_LOG_FORMAT is named as the variable", async (t) => {

@@ -208,3 +208,22 @@ Deno.test("the relay's bye is kept, and requests fail with it", async () => {
   });
   await assert.rejects(() => a.ping(), /closed/);
 });
+
+Deno.test("a plaintext RelayClient at a TLS port is refused with tls_port, at once", async () => {
+  const fixture = (name: string) =>
+    Deno.readTextFile(new URL(`../fixtures/${name}`, import.meta.url));
+  await using server = await RelayServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    tls: { cert: await fixture("server.pem"), key: await fixture("server.key") },
+  });
+  const started = performance.now();
+  const error = await RelayClient.connect({ port: server.port, name: "plain" }).then(
+    () => undefined,
+    (e) => e,
+  );
+  assert.ok(error instanceof RegistrationError, `not a RegistrationError: ${error}`);
+  assert.equal(error.reason, "tls_port");
+  assert.match(error.message, /^Cannot register "plain" at 127\.0\.0\.1:\d+: this port serves TLS/);
+  assert.ok(performance.now() - started < 2_000, "the refusal was not prompt");
+});

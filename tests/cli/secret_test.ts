@@ -5,16 +5,6 @@ import { assert, assertEquals } from "../_helpers/tunnel.ts";
 
 const encoder = new TextEncoder();
 
-async function rejects(promise: Promise<unknown>, includes: string): Promise<void> {
-  try {
-    await promise;
-  } catch (error) {
-    assert((error as Error).message.includes(includes), (error as Error).message);
-    return;
-  }
-  throw new Error(`Expected a rejection with ${JSON.stringify(includes)}`);
-}
-
 Deno.test("the secret comes from --secret-file or RELAY_TUNNEL_SECRET and must be long enough", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -22,8 +12,8 @@ Deno.test("the secret comes from --secret-file or RELAY_TUNNEL_SECRET and must b
     await Deno.writeTextFile(file, "0123456789abcdef0123456789abcdef\n");
     assertEquals(await readSecret(file), encoder.encode("0123456789abcdef0123456789abcdef"));
     await Deno.writeTextFile(file, "short\n");
-    await rejects(readSecret(file), "shorter than 16 bytes");
-    await rejects(readSecret(`${dir}/missing`), "Cannot read --secret-file");
+    await assert.rejects(readSecret(file), { message: /shorter than 16 bytes/ });
+    await assert.rejects(readSecret(`${dir}/missing`), { message: /Cannot read --secret-file/ });
     const before = Deno.env.get("RELAY_TUNNEL_SECRET");
     Deno.env.set("RELAY_TUNNEL_SECRET", "from-the-environment-0123");
     try {

@@ -2,7 +2,7 @@
  * The session's one writer: what it does when a packet cannot be built or sent (a lost
  * OPEN or FIN must not leave its stream hanging until a timeout), and how it builds them.
  */
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { logText, withLogs } from "../_helpers/logs.ts";
 import {
   decodeFrames,
   decodePacketHeader,
@@ -36,28 +36,6 @@ function carries(payload: Uint8Array, type: string): boolean {
   }
 }
 
-/** Collects log records of the tunnel while `fn` runs. */
-async function withLogs(fn: (records: LogRecord[]) => Promise<void>): Promise<void> {
-  const records: LogRecord[] = [];
-  await configure({
-    sinks: { capture: (r) => void records.push(r) },
-    loggers: [
-      { category: ["relay"], lowestLevel: "debug", sinks: ["capture"] },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
-    ],
-    reset: true,
-  });
-  try {
-    await fn(records);
-  } finally {
-    await reset();
-  }
-}
-
-function text(record: LogRecord): string {
-  return record.message.map(String).join("");
-}
-
 Deno.test("a packet the link refuses resets the streams it carried at once, logged at warning", async () => {
   await withLogs(async (records) => {
     // A long open timeout: the stream must end because its packet failed, not by timing out.
@@ -79,7 +57,7 @@ Deno.test("a packet the link refuses resets the streams it carried at once, logg
     assertEquals(stats.packetsFailed, 1);
     assertEquals(stats.resets.send_failed, 1);
     const warning = records.find((r) =>
-      r.level === "warning" && text(r).includes("Cannot send a packet to lab")
+      r.level === "warning" && logText(r).includes("Cannot send a packet to lab")
     );
     assert(warning, "no warning about the failed packet");
     // The session goes on: the next stream works.

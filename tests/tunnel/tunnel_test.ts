@@ -2,7 +2,7 @@
  * The Tunnel around its sessions: offline peers reported by the relay end streams at once,
  * and registration refusals that retrying cannot fix stop the tunnel instead of looping.
  */
-import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { logText, withLogs } from "../_helpers/logs.ts";
 import { RegistrationError } from "../../lib/client/client.ts";
 import { Tunnel } from "../../lib/tunnel/tunnel.ts";
 import type { TunnelLink } from "../../lib/tunnel/link.ts";
@@ -19,28 +19,6 @@ import {
   withDeadline,
 } from "../_helpers/tunnel.ts";
 
-/** Collects log records of the tunnel while `fn` runs. */
-async function withLogs(fn: (records: LogRecord[]) => Promise<void>): Promise<void> {
-  const records: LogRecord[] = [];
-  await configure({
-    sinks: { capture: (r) => void records.push(r) },
-    loggers: [
-      { category: ["relay"], lowestLevel: "debug", sinks: ["capture"] },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
-    ],
-    reset: true,
-  });
-  try {
-    await fn(records);
-  } finally {
-    await reset();
-  }
-}
-
-function text(record: LogRecord): string {
-  return record.message.map((m) => typeof m === "string" ? m : JSON.stringify(m)).join("");
-}
-
 Deno.test("a forwarded connection to an offline peer closes within a second, the reason logged", async () => {
   await withLogs(async (records) => {
     // The open timeout is long: only the relay's word that the peer is offline can end it.
@@ -51,7 +29,7 @@ Deno.test("a forwarded connection to an offline peer closes within a second, the
     const ms = performance.now() - t0;
     assert(ms < 1_000, `the connection closed after ${Math.round(ms)} ms`);
     await waitFor(
-      () => records.some((r) => r.level === "warning" && /nosuch.*not connected/.test(text(r))),
+      () => records.some((r) => r.level === "warning" && /nosuch.*not connected/.test(logText(r))),
       1_000,
       "a warning naming the offline peer",
     );

@@ -418,3 +418,21 @@ export class MemoryConn implements RelayConn {
     return text(new Uint8Array(this.written));
   }
 }
+
+/**
+ * A registered pair on `server` over in-memory connections: `rx`, which takes no bytes (its
+ * queue only grows), and `tx`, its sender.
+ */
+export async function stalledPair(
+  server: { serve(conn: RelayConn): void; stats(): { registered: number } },
+): Promise<{ rx: MemoryConn; tx: MemoryConn }> {
+  const rx = new MemoryConn(true);
+  const tx = new MemoryConn();
+  const before = server.stats().registered;
+  server.serve(rx);
+  server.serve(tx);
+  rx.feed("rx|");
+  tx.feed("tx|");
+  await waitFor(() => server.stats().registered === before + 2, 2_000, "registration");
+  return { rx, tx };
+}

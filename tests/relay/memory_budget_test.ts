@@ -5,9 +5,9 @@ import { MAX_MEMORY_BYTES, MAX_READ_BYTES } from "../../lib/limits.ts";
 import {
   bytes,
   expectText,
-  MemoryConn,
   RawPeer,
   ServeProcess,
+  stalledPair,
   waitFor,
 } from "../_helpers/relay.ts";
 import { BufferPool } from "../../lib/io/buffer_pool.ts";
@@ -184,13 +184,8 @@ Deno.test("relay: small views cannot pin read buffers past the memory budget", a
     maxMemoryBytes: budgetBytes,
     writeTimeoutMs: 0,
   });
-  const rx = new MemoryConn(true); // takes no bytes: every view stays queued
-  const tx = new MemoryConn();
-  server.serve(rx);
-  server.serve(tx);
-  rx.feed("rx|");
-  tx.feed("tx|");
-  await waitFor(() => server.stats().registered === 2, 2_000, "registration");
+  // rx takes no bytes: every view stays queued.
+  const { rx, tx } = await stalledPair(server);
   // Each 256 KiB: one 16 KiB message to rx (a view of the read buffer), the rest to nobody.
   const unit = 256 * KiB;
   const small = bytes(`rx|${16 * KiB}|`).length + 16 * KiB;

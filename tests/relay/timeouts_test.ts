@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { RelayServer, type RelayServerOptions } from "../../lib/relay/server.ts";
-import { bytes, expectText, MemoryConn, RawPeer, waitFor } from "../_helpers/relay.ts";
+import { bytes, expectText, RawPeer, stalledPair, waitFor } from "../_helpers/relay.ts";
 
 function listen(options: RelayServerOptions = {}): Promise<RelayServer> {
   return RelayServer.listen({ hostname: "127.0.0.1", port: 0, ...options });
@@ -16,13 +16,7 @@ Deno.test("time held back by a full receiver is not idle", async () => {
     writeTimeoutMs: 1_200,
     maxBufferBytes: 64 * 1024,
   });
-  const rx = new MemoryConn(true);
-  const tx = new MemoryConn();
-  server.serve(rx);
-  server.serve(tx);
-  rx.feed("rx|");
-  tx.feed("tx|");
-  await waitFor(() => server.stats().registered === 2, 2_000, "registration");
+  const { rx, tx } = await stalledPair(server);
   // The receiver keeps alive but takes no bytes; the sender's one frame fills its queue.
   const keepalive = setInterval(() => rx.feed("rx|0|"), 100);
   try {
@@ -47,13 +41,7 @@ Deno.test("with the write timeout off, a sender held back past the idle timeout 
     writeTimeoutMs: 0,
     maxBufferBytes: 64 * 1024,
   });
-  const rx = new MemoryConn(true);
-  const tx = new MemoryConn();
-  server.serve(rx);
-  server.serve(tx);
-  rx.feed("rx|");
-  tx.feed("tx|");
-  await waitFor(() => server.stats().registered === 2, 2_000, "registration");
+  const { rx, tx } = await stalledPair(server);
   const keepalive = setInterval(() => rx.feed("rx|0|"), 100);
   try {
     const started = performance.now();

@@ -33,15 +33,22 @@ import {
   decodeEvent,
   encodeControl,
   type ErrorEvent,
-  parseControlFrame,
   type PongEvent,
   type RelayEvent,
   type WelcomeEvent,
 } from "../wire/control.ts";
-import type { ControlErrorReason, DisconnectReason, RegistrationReason } from "../wire/reasons.ts";
+import type { DisconnectReason } from "../wire/reasons.ts";
 import { VERSION } from "../version.ts";
+import {
+  ControlRequestError,
+  RegistrationError,
+  type RegistrationFailure,
+  registrationText,
+} from "./errors.ts";
+import { abortable, closeQuietly, connectTo, readWelcome, writeAll } from "./handshake.ts";
 
 export type { WelcomeEvent };
+export { ControlRequestError, RegistrationError, type RegistrationFailure };
 
 /** A message received from another client. */
 export interface RelayMessage {
@@ -159,8 +166,6 @@ const DEFAULT_SEND_BUFFER_BYTES = 4 * 1024 * 1024;
 const MIN_ACCEPT_BYTES = 1024 * 1024;
 /** `|0|`: a zero-length frame to the relay, valid before and after registering. */
 const KEEPALIVE = new TextEncoder().encode("|0|");
-/** Largest first frame (the welcome) read before the decoder is set up. */
-const MAX_WELCOME_BYTES = 16 * MAX_CONTROL_BYTES;
 
 interface Pending {
   resolve: (event: RelayEvent) => void;
@@ -274,7 +279,7 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     const signal = AbortSignal.any(signals);
     const hostname = options.host ?? "127.0.0.1";
     const where = `${hostname}:${options.port}`;
-    const conn = await abortable(connectTo(hostname, options), signal, () => {});
+    const conn = await abortable(connectTo(hostname, options.port, options.tls), signal, () => {});
     let client: RelayClient | undefined;
     const cleanup = () => {
       if (client) client.#end();
@@ -676,172 +681,4 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
     this.#registration = undefined;
     this.#endedResolve();
   }
-}
-
-/**
- * The one wording of a refusal: `Cannot register "NAME" at HOST:PORT: what happened`, with the
- * relay's sentence lower-cased after the colon (house style), whoever produced it.
- */
-function registrationText(name: string, where: string | undefined, text: string): string {
-  const why = /^[A-Z][a-z]/.test(text) ? text[0].toLowerCase() + text.slice(1) : text;
-  return `Cannot register ${JSON.stringify(name)}${where ? ` at ${where}` : ""}: ${why}`;
-}
-
-/**
- * Why a registration failed: a reason the relay gave, or one the client saw for itself —
- * `no_answer` (the peer closed without answering: a relay older than the control channel, or
- * not a relay) and `tls_port` (the port answered with TLS to a plaintext client).
- */
-export type RegistrationFailure = RegistrationReason | "no_answer" | "tls_port";
-
-/** The relay refused the registration, or closed the connection before answering. */
-export class RegistrationError extends Error {
-  /**
-   * The relay's reason (`name_taken`, `bad_token`, `auth_required`, `too_many_connections`,
-   * …), or `no_answer` when it closed without one (a relay that predates the control channel,
-   * or something that is not a relay), or `tls_port` when the port answered with TLS to a
-   * plaintext client.
-   */
-  readonly reason: RegistrationFailure;
-  /**
-   * @param reason why
-   * @param message what happened
-   */
-  constructor(reason: RegistrationFailure, message: string) {
-    super(message);
-    this.name = "RegistrationError";
-    this.reason = reason;
-  }
-}
-
-/** The relay answered a request with an error (`listing_disabled`, `too_many_watches`, …). */
-export class ControlRequestError extends Error {
-  /** The relay's reason. */
-  readonly reason: ControlErrorReason;
-  /**
-   * @param reason the relay's reason
-   * @param message the relay's sentence
-   */
-  constructor(reason: ControlErrorReason, message: string) {
-    super(message);
-    this.name = "ControlRequestError";
-    this.reason = reason;
-  }
-}
-
-/** Reads the relay's first frame: `welcome`, or `refused` at accept. */
-async function readWelcome(
-  conn: Deno.Conn,
-  name: string,
-  where: string,
-): Promise<{ welcome: WelcomeEvent; rest: Uint8Array }> {
-  let buf = new Uint8Array(1024);
-  let have = 0;
-  for (;;) {
-    let frame;
-    try {
-      frame = parseControlFrame(buf.subarray(0, have), MAX_WELCOME_BYTES);
-    } catch {
-      // A TLS record header (alert 0x15 or handshake 0x16, version 0x03): this port speaks TLS.
-      // No relay frame starts so (a frame from the relay starts with `|`).
-      if ((buf[0] === 0x15 || buf[0] === 0x16) && buf[1] === 0x03) {
-        throw new RegistrationError(
-          "tls_port",
-          registrationText(name, where, "this port serves TLS; connect with TLS"),
-        );
-      }
-      throw new RegistrationError(
-        "no_answer",
-        `Cannot register ${
-          JSON.stringify(name)
-        } at ${where}: the relay does not speak the control channel`,
-      );
-    }
-    if (frame !== undefined) {
-      const event = decodeEvent(frame.payload);
-      if (event.op === "refused") {
-        throw new RegistrationError(
-          event.reason,
-          registrationText(name, where, event.message),
-        );
-      }
-      if (event.op !== "welcome") {
-        throw new RegistrationError("no_answer", `Expected welcome from ${where}, got ${event.op}`);
-      }
-      return { welcome: event, rest: buf.slice(frame.consumed, have) };
-    }
-    if (have === buf.length) {
-      const grown = new Uint8Array(Math.min(buf.length * 4, MAX_WELCOME_BYTES + 32));
-      grown.set(buf);
-      buf = grown;
-    }
-    const n = await conn.read(buf.subarray(have));
-    if (n === null) {
-      throw new RegistrationError(
-        "no_answer",
-        `Cannot register ${
-          JSON.stringify(name)
-        } at ${where}: the relay closed the connection without answering (a relay older than the control channel?)`,
-      );
-    }
-    have += n;
-  }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
-}
-
-async function connectTo(hostname: string, options: RelayClientOptions): Promise<Deno.Conn> {
-  const tls = options.tls;
-  if (tls) {
-    const caCerts = typeof tls === "object" ? tls.caCerts : undefined;
-    return await Deno.connectTls({ hostname, port: options.port, caCerts });
-  }
-  const conn = await Deno.connect({ hostname, port: options.port });
-  conn.setNoDelay(true); // frames are batched already; Nagle would only add latency
-  return conn;
-}
-
-/** Races `promise` against `signal`; on abort runs `cleanup` and rejects. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal, cleanup: () => void): Promise<T> {
-  if (signal.aborted) {
-    cleanup();
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      cleanup();
-      reject(signal.reason);
-      // A connection that completes after the abort must not leak.
-      promise.then((value) => {
-        if (value && typeof (value as { close?: unknown }).close === "function") {
-          try {
-            (value as unknown as Deno.Conn).close();
-          } catch {
-            // Already closed.
-          }
-        }
-      }, () => {});
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }

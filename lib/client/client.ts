@@ -45,7 +45,8 @@ import {
   type RegistrationFailure,
   registrationText,
 } from "./errors.ts";
-import { abortable, closeQuietly, connectTo, readWelcome, writeAll } from "./handshake.ts";
+import { abortable, connectTo, readWelcome } from "./handshake.ts";
+import { closeQuietly, writeAll } from "../util/io.ts";
 
 export type { WelcomeEvent };
 export { ControlRequestError, RegistrationError, type RegistrationFailure };

@@ -7,6 +7,7 @@
 import { MAX_CONTROL_BYTES } from "../limits.ts";
 import { decodeEvent, parseControlFrame, type WelcomeEvent } from "../wire/control.ts";
 import { RegistrationError, registrationText } from "./errors.ts";
+import { closeQuietly } from "../util/io.ts";
 
 /** Largest first frame (the welcome) read before the client's decoder is set up. */
 export const MAX_WELCOME_BYTES = 16 * MAX_CONTROL_BYTES;
@@ -67,18 +68,6 @@ export async function readWelcome(
       );
     }
     have += n;
-  }
-}
-
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
-}
-
-export function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
   }
 }
 

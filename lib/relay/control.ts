@@ -44,6 +44,7 @@ import {
 import { encodeName, encodeRegister, type FrameSink, ProtocolError, SEP } from "../wire/relay.ts";
 import { Directory } from "./directory.ts";
 import { Presence, type Watcher } from "./presence.ts";
+import { closeQuietly } from "../util/io.ts";
 
 export { BYE_LINGER_MS };
 
@@ -675,13 +676,5 @@ export class Refuser {
   async close(): Promise<void> {
     for (const entry of [...this.#waiting]) entry.close();
     await Promise.allSettled([...this.#tasks]);
-  }
-}
-
-function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
   }
 }

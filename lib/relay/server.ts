@@ -33,6 +33,7 @@ import type { Page, PageRequest } from "./directory.ts";
 import { VERSION } from "../version.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
+import { sleep } from "../util/async.ts";
 
 /** Options of {@linkcode RelayServer.listen}. */
 export interface RelayServerOptions {
@@ -725,15 +726,3 @@ type Options =
     Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">
   >
   & Pick<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">;
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
-}

@@ -19,6 +19,7 @@ import { ReceiveWindow, SendWindow } from "./window.ts";
 import { concat } from "../util/bytes.ts";
 import { MAX_LENGTH_DIGITS, MAX_NAME_BYTES } from "../limits.ts";
 import { errorText } from "../util/async.ts";
+import { writeAll } from "../util/io.ts";
 
 /** The local end of a stream; `Deno.TcpConn` is one. */
 export interface StreamConn {
@@ -463,9 +464,4 @@ export class Stream {
     for (const part of parts) this.#unpin(part);
     return concat(parts);
   }
-}
-
-async function writeAll(conn: StreamConn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }

@@ -23,6 +23,8 @@ import {
 } from "./wire.ts";
 import { CpuMeter, rssBytes } from "../_shared/sysstat.ts";
 import { readLines } from "../_shared/processes.ts";
+import { closeQuietly, writeAll } from "../../lib/util/io.ts";
+import { sleep } from "../../lib/util/async.ts";
 
 const HOST = "127.0.0.1";
 
@@ -222,11 +224,6 @@ function timeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-}
-
 async function readExactly(conn: Deno.Conn, buf: Uint8Array, n: number): Promise<void> {
   let got = 0;
   while (got < n) {
@@ -326,14 +323,6 @@ async function openPairs(
     listener?.close();
   }
   return { pairs, close };
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
 }
 
 /** Reads whatever a sender is sent (NATS PINGs, errors) so an error reply is not missed. */
@@ -696,10 +685,6 @@ export async function runRegister(job: RegisterJob): Promise<RegisterResult> {
     if (sender) closeQuietly(sender);
     for (const c of conns) closeQuietly(c);
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Runs one job of any type. */

@@ -1,0 +1,66 @@
+/**
+ * The seam between one relay server and the names it does not hold itself: names held by
+ * other relay nodes (cluster mode on NATS, issue 14) or by other worker threads of the same
+ * process (`--threads`, issue 15). The server holds at most one `Mesh`; without one, nothing
+ * changes. Both implementations run the same stream layer (`lib/cluster/streams.ts`: pairs,
+ * credit, sequence numbers) over a different `NodeTransport` (NATS or MessagePorts) and a
+ * different claim authority (JetStream KV, or the main thread).
+ *
+ * ```
+ * register  local registry.claim ─► mesh.claim(name) ─► ok | name_taken | cluster_unavailable
+ * route     local holder?  ─► outbox (never touches the mesh)
+ *           mesh.holder(name) ─► open(node, key) ─► PairSender.send (credit = backpressure)
+ * receive   events.pair(receiver) ─► bound to the local holder at open ─► its outbox
+ * leave     registry.release ─► mesh.release(name)
+ * fenced    events.fenced(reason) ─► every client closed with that reason
+ * ```
+ *
+ * Rules every implementation keeps:
+ * - `holder()` answers from memory (no round trip per message) and never returns this node.
+ * - `generation` moves whenever any name changes hands anywhere, so a sender's cached
+ *   destination is checked against it exactly as against the local registry's generation.
+ * - A pair is bound to the receiving connection that held the name when the pair opened; when
+ *   that connection ends the pair closes (`receiver_closed`): data never reaches a later
+ *   holder of the name through an old pair.
+ * @module
+ */
+
+import type { PairReceiver } from "../cluster/pair_receiver.ts";
+import type { PairSender } from "../cluster/pair_sender.ts";
+
+/** The outcome of a mesh-wide claim. */
+export type MeshClaim =
+  | { ok: true }
+  | { ok: false; reason: "name_taken" | "cluster_unavailable" };
+
+/** What a mesh tells the server it belongs to. */
+export interface MeshEvents {
+  /** Another node opened a pair to a name held here: deliver it, or close it. */
+  pair(receiver: PairReceiver): void;
+  /** This node may no longer serve its names: close every client with `reason`. */
+  fenced(reason: "cluster_unavailable" | "lease_lost"): void;
+  /** A name held on another node came or went (`node` null: gone), for presence and `who`. */
+  changed(name: string, node: string | null): void;
+}
+
+/** Names held elsewhere, and the way to reach them. */
+export interface Mesh extends AsyncDisposable {
+  /** This node's name (cluster node name, or `<node>.w<i>` for a worker). */
+  readonly node: string;
+  /** Claims `name` mesh-wide for a connection here (after the local registry took it). */
+  claim(name: string): Promise<MeshClaim>;
+  /** Frees `name` mesh-wide; never throws (retries on its own until done or fenced). */
+  release(name: string): void;
+  /** The node holding `name`, if another node holds it; from memory. */
+  holder(name: string): string | undefined;
+  /** Moves whenever any name changes hands on any node. */
+  readonly generation: number;
+  /** Opens a sender→receiver pair to `node`; `key` names both ends (see the server). */
+  open(node: string, key: string): PairSender;
+  /** Every name held on other nodes, with its node (for `who` and the status page). */
+  remoteNames(): Iterable<[name: string, node: string]>;
+  /** Sets who gets the events (one listener; set before the server accepts clients). */
+  listen(events: MeshEvents): void;
+  /** Leaves: ends pairs, frees this node's names; safe to call twice. */
+  close(): Promise<void>;
+}

@@ -27,12 +27,43 @@
  * The total can pass the budget only by what senders had already read when they were told to
  * wait: at most one read buffer each (`MAX_READ_BYTES`). The total includes the slack of read
  * buffers that queued views keep alive ({@linkcode MemoryBudget.chargeSlack}).
+ *
+ * Several workers of one process (`--threads N`) share one budget through a
+ * {@linkcode SharedBudget}: each keeps its own total in memory (no atomic operation per
+ * charge) and publishes it to its slot of a `SharedArrayBuffer` whenever it moved by
+ * {@linkcode PUBLISH_STEP_BYTES}, reading the others' slots at the same moment. `usedBytes`
+ * is its own total plus the others' last published totals, so the process as a whole passes
+ * the budget by at most about two steps per worker on top of the read buffers above.
  * @module
  */
 
 import type { QueueShare } from "../io/outbox.ts";
 import type { SlackMeter } from "../io/buffer_pool.ts";
 import { GUARANTEED_QUEUE_BYTES } from "../limits.ts";
+
+/**
+ * Bytes a worker's own total may move before it publishes it to the shared slots and reads the
+ * others': small against the budget (256 MiB by default), large against one frame, so the
+ * shared memory is touched once per many charges.
+ */
+export const PUBLISH_STEP_BYTES = 64 * 1024;
+
+/** The slots through which the workers of one process share one budget. */
+export interface SharedBudget {
+  /** One BigInt64 slot per worker (`sharedBudgetBuffer`). */
+  buffer: SharedArrayBuffer;
+  /** This worker's slot. */
+  slot: number;
+}
+
+/** A buffer of slots for `workers` workers sharing one budget. */
+export function sharedBudgetBuffer(workers: number): SharedArrayBuffer {
+  // One 64-byte cache line per slot, so a worker's publish does not slow the others' reads.
+  return new SharedArrayBuffer(workers * 64);
+}
+
+/** Words of a BigInt64Array between two slots (one cache line). */
+const SLOT_STRIDE = 8;
 
 /** What the budget holds for one IP's receivers. */
 class IpGroup {
@@ -52,14 +83,22 @@ export interface MemoryBudgetOptions {
    * @default {GUARANTEED_QUEUE_BYTES}
    */
   guaranteedBytes?: number;
+  /** Share the budget with the other workers of this process (`--threads`). */
+  shared?: SharedBudget;
 }
 
 /** The global memory budget of a relay. */
 export class MemoryBudget implements SlackMeter {
   /** Bytes all receivers may hold together; 0 when there is no global budget. */
   readonly budgetBytes: number;
-  /** Bytes held now, over all receivers. */
-  usedBytes = 0;
+  /** Bytes held now by this worker's receivers. */
+  #local = 0;
+  /** The other workers' totals as last read (0 without a shared budget). */
+  #others = 0;
+  /** `#local` as last published. */
+  #published = 0;
+  readonly #slots: BigInt64Array | undefined;
+  readonly #slot: number;
   readonly #maxPerReceiver: number;
   readonly #guaranteed: number;
   readonly #groups = new Map<string, IpGroup>();
@@ -71,6 +110,45 @@ export class MemoryBudget implements SlackMeter {
       options.guaranteedBytes ?? GUARANTEED_QUEUE_BYTES,
       options.maxPerReceiverBytes,
     );
+    this.#slots = options.shared ? new BigInt64Array(options.shared.buffer) : undefined;
+    this.#slot = (options.shared?.slot ?? 0) * SLOT_STRIDE;
+  }
+
+  /** Bytes held now, over all receivers (of every worker, with a shared budget). */
+  get usedBytes(): number {
+    return this.#local + this.#others;
+  }
+
+  /** Bytes held now by this worker's receivers alone. */
+  get localBytes(): number {
+    return this.#local;
+  }
+
+  /** Adds `bytes` (negative: gives them back) to this worker's total. */
+  add(bytes: number): void {
+    this.#local += bytes;
+    if (
+      this.#slots !== undefined && Math.abs(this.#local - this.#published) >= PUBLISH_STEP_BYTES
+    ) {
+      this.sync();
+    }
+  }
+
+  /**
+   * Publishes this worker's total and reads the others' (on its own after every
+   * {@linkcode PUBLISH_STEP_BYTES}; the server also calls it from its timeout sweep, so a quiet
+   * worker sees the others' totals fall).
+   */
+  sync(): void {
+    const slots = this.#slots;
+    if (slots === undefined) return;
+    this.#published = this.#local;
+    Atomics.store(slots, this.#slot, BigInt(this.#local));
+    let others = 0;
+    for (let at = 0; at < slots.length; at += SLOT_STRIDE) {
+      if (at !== this.#slot) others += Number(Atomics.load(slots, at));
+    }
+    this.#others = others;
   }
 
   /**
@@ -79,7 +157,7 @@ export class MemoryBudget implements SlackMeter {
    * budget bounds real memory, not only queued bytes. Not charged to any receiver or IP.
    */
   chargeSlack(bytes: number): void {
-    this.usedBytes += bytes;
+    this.add(bytes);
     this.slackBytes += bytes;
   }
 
@@ -131,7 +209,7 @@ export class ReceiverShare implements QueueShare {
 
   /** {@linkcode QueueShare}: the receiver's queue changed by `bytes`. */
   charge(bytes: number): void {
-    this.#budget.usedBytes += bytes;
+    this.#budget.add(bytes);
     this.#group.usedBytes += bytes;
   }
 

@@ -31,7 +31,7 @@ import { Registry } from "./registry.ts";
 import { ControlHub } from "./control.ts";
 import type { Page, PageRequest } from "./directory.ts";
 import { VERSION } from "../version.ts";
-import { MemoryBudget } from "./memory_budget.ts";
+import { MemoryBudget, type SharedBudget } from "./memory_budget.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import { sleep } from "../util/async.ts";
 
@@ -131,6 +131,14 @@ export interface RelayServerOptions {
    * @default {true}
    */
   listing?: boolean;
+  /**
+   * Share the listening port with other sockets that set it too (`SO_REUSEPORT`): the workers
+   * of `relay serve --threads N` each listen on the same port (needs `--unstable-net`).
+   * @default {false}
+   */
+  reusePort?: boolean;
+  /** Share `maxMemoryBytes` with the other workers of this process (`--threads`). */
+  sharedMemory?: SharedBudget;
 }
 
 /** A PEM certificate chain and its private key. */
@@ -257,6 +265,7 @@ export class RelayServer implements AsyncDisposable {
     this.#memory = new MemoryBudget({
       budgetBytes: options.maxMemoryBytes,
       maxPerReceiverBytes: options.maxBufferBytes,
+      shared: options.sharedMemory,
     });
     const registry = this.#registry;
     this.#control = new ControlHub({
@@ -277,13 +286,14 @@ export class RelayServer implements AsyncDisposable {
     if (options.registerRate) this.#registerRate = new RateLimiter(options.registerRate);
     this.#authFailures = new RateLimiter(options.authFailureRate);
     const { tls, tlsPort, hostname, port } = options;
+    const reuse = options.reusePort ? { reusePort: true } : {};
     if (tls && tlsPort === undefined) {
-      this.#secure = Deno.listenTls({ hostname, port, ...tls });
+      this.#secure = Deno.listenTls({ hostname, port, ...reuse, ...tls });
     } else {
-      this.#plain = Deno.listen({ hostname, port });
+      this.#plain = Deno.listen({ hostname, port, ...reuse });
       if (tls) {
         try {
-          this.#secure = Deno.listenTls({ hostname, port: tlsPort!, ...tls });
+          this.#secure = Deno.listenTls({ hostname, port: tlsPort!, ...reuse, ...tls });
         } catch (error) {
           this.#plain.close();
           throw error;
@@ -330,6 +340,8 @@ export class RelayServer implements AsyncDisposable {
       tlsPort: options.tlsPort,
       auth: options.auth,
       registerRate: options.registerRate,
+      reusePort: options.reusePort ?? false,
+      sharedMemory: options.sharedMemory,
     };
     for (const [key, value] of Object.entries(full)) {
       if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
@@ -399,7 +411,8 @@ export class RelayServer implements AsyncDisposable {
     await this.#acceptLoops.get(old);
     // Shutdown may have begun while the old listener closed: then nothing is reopened.
     if (this.#stop.signal.aborted) return;
-    this.#secure = Deno.listenTls({ hostname, port, ...tls });
+    const reuse = this.#options.reusePort ? { reusePort: true } : {};
+    this.#secure = Deno.listenTls({ hostname, port, ...reuse, ...tls });
     this.#startAccepting(this.#secure);
     this.#log.info("TLS certificate reloaded");
   }
@@ -611,6 +624,7 @@ export class RelayServer implements AsyncDisposable {
       }
       c.outbox.trim();
     }
+    this.#memory.sync(); // a quiet worker sees the other workers' queues drain
     this.#summarise(now);
   }
 
@@ -723,6 +737,6 @@ export class RelayServer implements AsyncDisposable {
 
 type Options =
   & Required<
-    Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">
+    Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory">
   >
-  & Pick<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate">;
+  & Pick<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory">;

@@ -34,6 +34,7 @@ import {
 } from "../wire/tunnel.ts";
 import { TUNNEL_MAX_PEERS } from "../limits.ts";
 import { toHex } from "../util/bytes.ts";
+import { type Aead, AEAD_KEY_BYTES, type AeadKey, selectAead } from "./aead.ts";
 
 /**
  * Authenticated encryption of packets. A session with a cipher sends and accepts only
@@ -98,7 +99,7 @@ const UNKNOWN_HEX = toHex(UNKNOWN_SESSION);
 
 /** Counter state of one key. */
 interface KeyState {
-  key: Promise<CryptoKey>;
+  key: Promise<AeadKey>;
   /** Sending: the next counter. Receiving: the last counter authenticated, -1n before any. */
   counter: bigint;
 }
@@ -168,12 +169,18 @@ export interface SecretCipherOptions {
    * @default {NEW_PAIR_REFILL_MS}
    */
   newPairRefillMs?: number;
+  /**
+   * The AES-256-GCM implementation (tests pick one; both make the same bytes).
+   * @default {selectAead()}: OpenSSL through FFI when allowed and present, else WebCrypto
+   */
+  aead?: Aead | Promise<Aead>;
 }
 
 /** Seals and opens packets for one tunnel name with keys derived from a shared secret. */
 export class SecretCipher implements PacketCipher {
   readonly #name: string;
   readonly #base: Promise<CryptoKey>;
+  readonly #aead: Promise<Aead>;
   readonly #peers = new Map<string, PeerKeys>();
   readonly #buckets = new Map<string, Bucket>();
   readonly #allPeers = new Bucket(ALL_PEERS_BURST, ALL_PEERS_REFILL_MS);
@@ -195,8 +202,9 @@ export class SecretCipher implements PacketCipher {
     this.#name = name;
     this.#burst = options.newPairsBurst ?? NEW_PAIRS_BURST;
     this.#refillMs = options.newPairRefillMs ?? NEW_PAIR_REFILL_MS;
+    this.#aead = Promise.resolve(options.aead ?? selectAead());
     this.#base = crypto.subtle.importKey("raw", secret as BufferSource, "HKDF", false, [
-      "deriveKey",
+      "deriveBits",
     ]);
   }
 
@@ -218,17 +226,20 @@ export class SecretCipher implements PacketCipher {
   ): Promise<Uint8Array> {
     const state = this.#sendState(peer, sender, receiver);
     const counter = state.counter++;
-    const header = new Uint8Array(SEALED_HEADER_BYTES);
+    // Header and ciphertext are written straight into the packet: no copy of the sealed bytes.
+    const out = new Uint8Array(headroom + SEALED_HEADER_BYTES + frames.length + TAG_BYTES);
+    const header = out.subarray(headroom, headroom + SEALED_HEADER_BYTES);
     writePacketHeader(header, PACKET_SEALED, sender, receiver);
-    new DataView(header.buffer).setBigUint64(PACKET_HEADER_BYTES, counter);
-    const sealed = await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv: nonce(counter), additionalData: header, tagLength: TAG_BYTES * 8 },
-      await state.key,
-      frames as BufferSource,
+    new DataView(out.buffer).setBigUint64(headroom + PACKET_HEADER_BYTES, counter);
+    const key = await state.key;
+    const aead = await this.#aead;
+    await aead.seal(
+      key,
+      nonce(counter),
+      header,
+      frames,
+      out.subarray(headroom + SEALED_HEADER_BYTES),
     );
-    const out = new Uint8Array(headroom + SEALED_HEADER_BYTES + sealed.byteLength);
-    out.set(header, headroom);
-    out.set(new Uint8Array(sealed), headroom + SEALED_HEADER_BYTES);
     return out.subarray(headroom);
   }
 
@@ -257,7 +268,7 @@ export class SecretCipher implements PacketCipher {
   #lastOpen: Promise<void> = Promise.resolve();
 
   /** The key of a known pair, refusing a counter already authenticated under it. */
-  #knownKey(peer: string, pair: string, counter: bigint): Promise<CryptoKey> | undefined {
+  #knownKey(peer: string, pair: string, counter: bigint): Promise<AeadKey> | undefined {
     const known = this.#peers.get(peer)?.recv.get(pair);
     if (known && counter <= known.counter) {
       throw new Error(`Replayed or reordered packet (counter ${counter})`);
@@ -296,17 +307,15 @@ export class SecretCipher implements PacketCipher {
       }
       key = this.#derive(peer, this.#name, header.sender, header.receiver);
     }
-    let plain: ArrayBuffer;
+    let plain: Uint8Array;
+    const aead = await this.#aead;
+    const opening = await key;
     try {
-      plain = await crypto.subtle.decrypt(
-        {
-          name: "AES-GCM",
-          iv: nonce(counter),
-          additionalData: packet.subarray(0, SEALED_HEADER_BYTES) as BufferSource,
-          tagLength: TAG_BYTES * 8,
-        },
-        await key,
-        packet.subarray(SEALED_HEADER_BYTES) as BufferSource,
+      plain = await aead.open(
+        opening,
+        nonce(counter),
+        packet.subarray(0, SEALED_HEADER_BYTES),
+        packet.subarray(SEALED_HEADER_BYTES),
       );
     } catch {
       throw new Error("Packet failed authentication (another secret, or tampered with)");
@@ -325,7 +334,7 @@ export class SecretCipher implements PacketCipher {
       if (owner.recv.size >= MAX_KEYS_PER_PEER) this.#evict(owner, owner.recv, true);
       owner.recv.set(pair, { key, counter });
     }
-    return new Uint8Array(plain);
+    return plain;
   }
 
   /** Retires the keys and counters of an ended session of `peer`: it is never accepted again. */
@@ -406,7 +415,7 @@ export class SecretCipher implements PacketCipher {
     to: string,
     sender: Uint8Array,
     receiver: Uint8Array,
-  ): Promise<CryptoKey> {
+  ): Promise<AeadKey> {
     this.#derivations++;
     const salt = new Uint8Array(2 * SESSION_ID_BYTES);
     salt.set(sender);
@@ -419,13 +428,20 @@ export class SecretCipher implements PacketCipher {
     info.set(fromBytes, INFO_PREFIX.length + 1);
     info[INFO_PREFIX.length + 1 + fromBytes.length] = toBytes.length;
     info.set(toBytes, INFO_PREFIX.length + 2 + fromBytes.length);
-    return await crypto.subtle.deriveKey(
-      { name: "HKDF", hash: "SHA-256", salt, info },
-      await this.#base,
-      { name: "AES-GCM", length: 256 },
-      false,
-      ["encrypt", "decrypt"],
+    // deriveBits then import gives the key deriveKey(AES-GCM, 256) would (WebCrypto defines
+    // it so), so peers on either engine, or an older release, derive the same key.
+    const raw = new Uint8Array(
+      await crypto.subtle.deriveBits(
+        { name: "HKDF", hash: "SHA-256", salt, info },
+        await this.#base,
+        AEAD_KEY_BYTES * 8,
+      ),
     );
+    try {
+      return await (await this.#aead).importKey(raw);
+    } finally {
+      raw.fill(0);
+    }
   }
 }
 

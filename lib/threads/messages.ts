@@ -1,0 +1,82 @@
+/**
+ * The messages between the main thread of a multi-threaded relay and its workers, over each
+ * worker's own `postMessage` channel (data between workers goes over their MessagePorts, never
+ * through here).
+ *
+ * ```
+ * main ─ start ──────────▶ worker    (options, shared buffers, ports to the other workers)
+ * main ◀───────── ready ── worker    (or failed: the reason it could not listen)
+ * main ◀── changed name ── worker ─▶ main ─ changed name ─▶ every other worker
+ * main ─ stats / reload ─▶ worker ─▶ main ◀ stats / reloaded (answered by id)
+ * main ◀─────────── log ── worker    (records written once, by the main thread)
+ * main ─ close ──────────▶ worker ─▶ main ◀ closed
+ * ```
+ * @module
+ */
+
+import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
+
+/** Server options that cross to a worker (plain data; the auth policy goes as its file). */
+export type WorkerServerOptions = Omit<
+  RelayServerOptions,
+  "auth" | "sharedMemory" | "reusePort"
+>;
+
+/** The first message to a worker. */
+export interface StartMessage {
+  type: "start";
+  /** This worker's index. */
+  index: number;
+  /** Its server's options (with the port already chosen by the main thread). */
+  options: WorkerServerOptions;
+  /** The auth file to load, if any. */
+  auth?: { path: string; requireAuth: boolean };
+  /** Lowest level of the log records to send to the main thread. */
+  logLevel: string;
+  /** The process's name table. */
+  table: SharedArrayBuffer;
+  /** The process's memory budget slots. */
+  budget: SharedArrayBuffer;
+  /** One port per other worker, keyed by node name. */
+  peers: Record<string, MessagePort>;
+}
+
+/** What the main thread sends a running worker. */
+export type ToWorker =
+  | StartMessage
+  | { type: "changed"; name: string }
+  | { type: "stats"; id: number }
+  | { type: "reload"; id: number; tls?: TlsCertificate; auth: boolean }
+  | { type: "close" };
+
+/** A worker's counters, with its mesh's. */
+export interface WorkerStats {
+  /** The server's counters. */
+  relay: RelayStats;
+  /** Pairs open to and from other workers. */
+  pairs: { sending: number; receiving: number };
+}
+
+/** What a worker sends the main thread. */
+export type FromWorker =
+  | { type: "ready"; port: number; tlsPort?: number }
+  | { type: "failed"; error: string; code?: string }
+  | { type: "changed"; name: string }
+  | { type: "stats"; id: number; stats: WorkerStats }
+  | { type: "reloaded"; id: number; error?: string; authNames?: number }
+  | { type: "log"; record: WorkerLogRecord }
+  | { type: "closed" };
+
+/** A log record as it crosses threads. */
+export interface WorkerLogRecord {
+  /** The logger's category. */
+  category: readonly string[];
+  /** Its level. */
+  level: "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+  /** The message template. */
+  rawMessage: string;
+  /** The template's values and other properties (plain data). */
+  properties: Record<string, unknown>;
+  /** When it was logged, in ms since the epoch. */
+  timestamp: number;
+}

@@ -1,0 +1,307 @@
+/**
+ * One namespace for the workers of a relay process (`--threads N`): a hash table of names in a
+ * `SharedArrayBuffer` that every worker maps. A claim or a release is a few memory operations
+ * under a spin lock, not a round trip to another thread, so registering stays as cheap as with
+ * one thread; `holder()` reads memory, and `generation` moves on every change anywhere.
+ *
+ * ```
+ * header  Int32 [lock, generation, live, tombstones]
+ * slot i  Int32 [state, owner, hash, length] + MAX_NAME_BYTES name bytes (padded to 4)
+ *         state: 0 empty, 1 live, 2 tombstone (a freed name; probes go on past it)
+ * claim   lock → probe from hash(name) → live & same bytes? taken : write slot → generation++
+ * release lock → find live slot owned by the caller → tombstone → generation++
+ * ```
+ *
+ * The lock is held for one probe sequence (no allocation, no await), so a worker never waits
+ * for long; open addressing with linear probing, rebuilt in place when tombstones pile up.
+ * @module
+ */
+
+import { MAX_NAME_BYTES } from "../limits.ts";
+
+const LOCK = 0;
+const GENERATION = 1;
+const LIVE = 2;
+const TOMBSTONES = 3;
+const HEADER_WORDS = 4;
+
+const STATE = 0;
+const OWNER = 1;
+const HASH = 2;
+const LENGTH = 3;
+const SLOT_META_WORDS = 4;
+/** Words per slot: the metadata, then the name bytes rounded up to whole words. */
+const SLOT_WORDS = SLOT_META_WORDS + Math.ceil(MAX_NAME_BYTES / 4);
+
+const EMPTY = 0;
+const USED = 1;
+const FREED = 2;
+
+/** Spins before a waiter yields with `Atomics.wait` for a moment (workers only). */
+const SPINS_BEFORE_WAIT = 1_000;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Bytes of a table for at most `names` names at once (twice as many slots: short probes). */
+export function nameTableBytes(names: number): number {
+  return (HEADER_WORDS + slotsFor(names) * SLOT_WORDS) * 4;
+}
+
+function slotsFor(names: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(16, names * 2)));
+}
+
+/** A view of the shared name table; each thread makes its own over the same buffer. */
+export class NameTable {
+  readonly #words: Int32Array;
+  readonly #bytes: Uint8Array;
+  readonly #slots: number;
+  readonly #scratch = new Uint8Array(MAX_NAME_BYTES * 3 + 3);
+
+  /**
+   * @param buffer a buffer of {@linkcode nameTableBytes} bytes, zeroed when first shared
+   */
+  constructor(buffer: SharedArrayBuffer) {
+    this.#words = new Int32Array(buffer);
+    this.#bytes = new Uint8Array(buffer);
+    this.#slots = (this.#words.length - HEADER_WORDS) / SLOT_WORDS;
+    if (!Number.isInteger(this.#slots) || (this.#slots & (this.#slots - 1)) !== 0) {
+      throw new RangeError("Name table buffer has the wrong size");
+    }
+  }
+
+  /** A new table for at most `names` names at once. */
+  static create(names: number): NameTable {
+    return new NameTable(new SharedArrayBuffer(nameTableBytes(names)));
+  }
+
+  /** The shared buffer, to hand to workers. */
+  get buffer(): SharedArrayBuffer {
+    return this.#words.buffer as SharedArrayBuffer;
+  }
+
+  /** Moves on every claim and release by any thread. */
+  get generation(): number {
+    return Atomics.load(this.#words, GENERATION);
+  }
+
+  /** Names held now, over all owners. */
+  get size(): number {
+    return Atomics.load(this.#words, LIVE);
+  }
+
+  /**
+   * Claims `name` for `owner`; false when any owner holds it already (or the table is full).
+   * @throws {RangeError} when the name is longer than `MAX_NAME_BYTES`
+   */
+  claim(name: string, owner: number): boolean {
+    const length = this.#encode(name);
+    const hash = hashBytes(this.#scratch, length);
+    this.#lock();
+    try {
+      const live = this.#words[LIVE];
+      if (live + 1 > this.#slots / 2) return false; // full: refuse rather than probe forever
+      if (live + this.#words[TOMBSTONES] + 1 > (this.#slots * 3) / 4) this.#rebuild();
+      let free = -1;
+      for (
+        let i = hash & (this.#slots - 1), n = 0;
+        n < this.#slots;
+        i = (i + 1) & (this.#slots - 1), n++
+      ) {
+        const at = HEADER_WORDS + i * SLOT_WORDS;
+        const state = this.#words[at + STATE];
+        if (state === EMPTY) {
+          if (free < 0) free = at;
+          break;
+        }
+        if (state === FREED) {
+          if (free < 0) free = at;
+          continue;
+        }
+        if (this.#same(at, hash, length)) return false;
+      }
+      if (free < 0) return false;
+      if (this.#words[free + STATE] === FREED) this.#words[TOMBSTONES]--;
+      this.#words[free + OWNER] = owner;
+      this.#words[free + HASH] = hash;
+      this.#words[free + LENGTH] = length;
+      this.#bytes.set(this.#scratch.subarray(0, length), (free + SLOT_META_WORDS) * 4);
+      this.#words[free + STATE] = USED;
+      this.#words[LIVE]++;
+      Atomics.add(this.#words, GENERATION, 1);
+      return true;
+    } finally {
+      this.#unlock();
+    }
+  }
+
+  /** Frees `name` if `owner` holds it; returns whether it did. */
+  release(name: string, owner: number): boolean {
+    const length = this.#encode(name);
+    const hash = hashBytes(this.#scratch, length);
+    this.#lock();
+    try {
+      const at = this.#find(hash, length);
+      if (at < 0 || this.#words[at + OWNER] !== owner) return false;
+      this.#words[at + STATE] = FREED;
+      this.#words[LIVE]--;
+      this.#words[TOMBSTONES]++;
+      Atomics.add(this.#words, GENERATION, 1);
+      return true;
+    } finally {
+      this.#unlock();
+    }
+  }
+
+  /** Frees every name of `owner` (a worker that stopped); returns the names freed. */
+  releaseAll(owner: number): string[] {
+    const freed: string[] = [];
+    this.#lock();
+    try {
+      for (let i = 0; i < this.#slots; i++) {
+        const at = HEADER_WORDS + i * SLOT_WORDS;
+        if (this.#words[at + STATE] !== USED || this.#words[at + OWNER] !== owner) continue;
+        freed.push(this.#nameAt(at));
+        this.#words[at + STATE] = FREED;
+        this.#words[LIVE]--;
+        this.#words[TOMBSTONES]++;
+      }
+      if (freed.length > 0) Atomics.add(this.#words, GENERATION, 1);
+    } finally {
+      this.#unlock();
+    }
+    return freed;
+  }
+
+  /** The owner holding `name`, if any. */
+  holder(name: string): number | undefined {
+    let length: number;
+    try {
+      length = this.#encode(name);
+    } catch {
+      return undefined; // too long to be anyone's name
+    }
+    const hash = hashBytes(this.#scratch, length);
+    this.#lock();
+    try {
+      const at = this.#find(hash, length);
+      return at < 0 ? undefined : this.#words[at + OWNER];
+    } finally {
+      this.#unlock();
+    }
+  }
+
+  /** Every name and its owner (for `who` across workers); skips `except`'s names. */
+  entries(except = -1): [name: string, owner: number][] {
+    const out: [string, number][] = [];
+    this.#lock();
+    try {
+      for (let i = 0; i < this.#slots; i++) {
+        const at = HEADER_WORDS + i * SLOT_WORDS;
+        if (this.#words[at + STATE] !== USED) continue;
+        const owner = this.#words[at + OWNER];
+        if (owner !== except) out.push([this.#nameAt(at), owner]);
+      }
+    } finally {
+      this.#unlock();
+    }
+    return out;
+  }
+
+  #encode(name: string): number {
+    const { read, written } = encoder.encodeInto(name, this.#scratch);
+    if (read < name.length || written > MAX_NAME_BYTES) {
+      throw new RangeError(`Name is longer than ${MAX_NAME_BYTES} bytes`);
+    }
+    return written;
+  }
+
+  #find(hash: number, length: number): number {
+    for (
+      let i = hash & (this.#slots - 1), n = 0;
+      n < this.#slots;
+      i = (i + 1) & (this.#slots - 1), n++
+    ) {
+      const at = HEADER_WORDS + i * SLOT_WORDS;
+      const state = this.#words[at + STATE];
+      if (state === EMPTY) return -1;
+      if (state === USED && this.#same(at, hash, length)) return at;
+    }
+    return -1;
+  }
+
+  #same(at: number, hash: number, length: number): boolean {
+    if (this.#words[at + HASH] !== hash || this.#words[at + LENGTH] !== length) return false;
+    const start = (at + SLOT_META_WORDS) * 4;
+    const bytes = this.#bytes;
+    const scratch = this.#scratch;
+    for (let j = 0; j < length; j++) if (bytes[start + j] !== scratch[j]) return false;
+    return true;
+  }
+
+  #nameAt(at: number): string {
+    const start = (at + SLOT_META_WORDS) * 4;
+    // decode() does not take shared memory: copy the name out first.
+    return decoder.decode(this.#bytes.slice(start, start + this.#words[at + LENGTH]));
+  }
+
+  /** Re-inserts the live slots so tombstones stop lengthening probes (under the lock). */
+  #rebuild(): void {
+    const live: { owner: number; hash: number; bytes: Uint8Array }[] = [];
+    for (let i = 0; i < this.#slots; i++) {
+      const at = HEADER_WORDS + i * SLOT_WORDS;
+      if (this.#words[at + STATE] === USED) {
+        const start = (at + SLOT_META_WORDS) * 4;
+        live.push({
+          owner: this.#words[at + OWNER],
+          hash: this.#words[at + HASH],
+          bytes: this.#bytes.slice(start, start + this.#words[at + LENGTH]),
+        });
+      }
+      this.#words[at + STATE] = EMPTY;
+    }
+    for (const { owner, hash, bytes } of live) {
+      let i = hash & (this.#slots - 1);
+      while (this.#words[HEADER_WORDS + i * SLOT_WORDS + STATE] !== EMPTY) {
+        i = (i + 1) & (this.#slots - 1);
+      }
+      const at = HEADER_WORDS + i * SLOT_WORDS;
+      this.#words[at + OWNER] = owner;
+      this.#words[at + HASH] = hash;
+      this.#words[at + LENGTH] = bytes.length;
+      this.#bytes.set(bytes, (at + SLOT_META_WORDS) * 4);
+      this.#words[at + STATE] = USED;
+    }
+    this.#words[TOMBSTONES] = 0;
+  }
+
+  #lock(): void {
+    const words = this.#words;
+    let spins = 0;
+    while (Atomics.compareExchange(words, LOCK, 0, 1) !== 0) {
+      if (++spins < SPINS_BEFORE_WAIT) continue;
+      spins = 0;
+      // The holder never blocks inside; a worker may sleep a moment, the main thread spins.
+      try {
+        Atomics.wait(words, LOCK, 1, 1);
+      } catch {
+        // Atomics.wait is not allowed on this thread: keep spinning.
+      }
+    }
+  }
+
+  #unlock(): void {
+    Atomics.store(this.#words, LOCK, 0);
+  }
+}
+
+/** FNV-1a over the first `length` bytes. */
+function hashBytes(bytes: Uint8Array, length: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < length; i++) {
+    h ^= bytes[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  return h | 0; // signed, as the table's Int32 words hold it
+}

@@ -1,0 +1,444 @@
+/**
+ * One relay on every core (`relay serve --threads N`): the main thread starts N module workers,
+ * each a {@linkcode RelayServer} listening on the same port with `reusePort` (the kernel spreads
+ * new connections over them; TCP and TLS alike), each owning its connections. The main thread
+ * holds no connection: it picks the port, shares the name table and the memory budget
+ * (`SharedArrayBuffer`s), wires a MessagePort between every two workers, passes name hints on,
+ * writes the workers' log records, gathers their counters, forwards reloads, and stops them.
+ *
+ * ```
+ *             ┌─ worker w0: RelayServer(reusePort) + WorkerMesh ─┐
+ * :8080 ──────┼─ worker w1: …                                    ┼── MessagePorts (pairs)
+ *  (kernel)   └─ worker w2: …                                    ┘
+ * shared      name table (one namespace) · memory budget slots
+ * main        start · hints · logs · stats · SIGHUP reload · stop · crash = stop loudly
+ * ```
+ *
+ * A worker that fails (an uncaught error) is not restarted: its connections and the pairs to it
+ * are gone, so the relay stops with an error (the main thread logs it and
+ * {@linkcode ThreadedRelay.failed} settles) and the process supervisor restarts it whole,
+ * rather than carry on as a silent half-relay.
+ * @module
+ */
+
+import { getLogger, type Logger } from "@logtape/logtape";
+import {
+  MESSAGE_SIZE_BUCKETS_BYTES,
+  type RelayServerOptions,
+  type RelayStats,
+  type TlsCertificate,
+} from "../relay/server.ts";
+import { DEFAULT_PORT, MAX_CONNECTIONS, MAX_MEMORY_BYTES, MAX_WHO_LIMIT } from "../limits.ts";
+import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
+import { sharedBudgetBuffer } from "../relay/memory_budget.ts";
+import type { FromWorker, StartMessage, WorkerServerOptions, WorkerStats } from "./messages.ts";
+import { NameTable } from "./name_table.ts";
+import { workerNode } from "./worker_mesh.ts";
+
+/** Time a worker has to listen and say so. */
+const WORKER_START_TIMEOUT_MS = 10_000;
+/** Time a worker has to answer a stats or reload request. */
+const WORKER_REPLY_TIMEOUT_MS = 5_000;
+/** Time a worker has to stop after its shutdown grace, before it is terminated. */
+const WORKER_STOP_MARGIN_MS = 5_000;
+
+/** Options of {@linkcode ThreadedRelay.listen}. */
+export interface ThreadedRelayOptions extends Omit<RelayServerOptions, "auth" | "sharedMemory"> {
+  /** Workers to start (at least 1). */
+  threads: number;
+  /** The auth file each worker loads (`--auth-file`), and whether names must be in it. */
+  authFile?: { path: string; requireAuth: boolean };
+  /**
+   * Lowest level of the workers' log records.
+   * @default {"info"}
+   */
+  logLevel?: string;
+}
+
+/** Counters of a multi-threaded relay: the sum over its workers, and each worker's. */
+export interface ThreadedStats extends RelayStats {
+  /** Each worker's own counters, by index. */
+  workers: WorkerStats[];
+}
+
+interface Pending {
+  resolve(message: FromWorker): void;
+  reject(error: Error): void;
+}
+
+/** A relay that runs on N worker threads and looks like one. */
+export class ThreadedRelay implements AsyncDisposable {
+  /** Workers running. */
+  readonly threads: number;
+  /** The port of the plaintext listener, or of the TLS one when TLS is all it serves. */
+  readonly port: number;
+  /** The port of the TLS listener, if any. */
+  readonly tlsPort: number | undefined;
+  /** The address the relay listens on. */
+  readonly hostname: string;
+  /** Settles with the error of the first worker that failed (the relay then stops). */
+  readonly failed: Promise<Error>;
+  readonly #workers: Worker[];
+  readonly #table: NameTable;
+  readonly #budget: BigInt64Array;
+  readonly #budgetBytes: number;
+  readonly #graceMs: number;
+  readonly #log: Logger = getLogger(["relay", "threads"]);
+  readonly #pending = new Map<number, Pending>();
+  readonly #closed: Promise<void>[] = [];
+  #nextId = 1;
+  #fail!: (error: Error) => void;
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    options: ThreadedRelayOptions,
+    ports: { port: number; tlsPort?: number },
+    table: NameTable,
+    budget: SharedArrayBuffer,
+  ) {
+    this.threads = options.threads;
+    this.port = ports.port;
+    this.tlsPort = ports.tlsPort;
+    this.hostname = options.hostname ?? "0.0.0.0";
+    this.#table = table;
+    this.#budget = new BigInt64Array(budget);
+    this.#budgetBytes = options.maxMemoryBytes ?? MAX_MEMORY_BYTES;
+    this.#graceMs = options.shutdownGraceMs ?? 0;
+    this.failed = new Promise((resolve) => this.#fail = resolve);
+    this.#workers = [];
+  }
+
+  /**
+   * Starts `threads` workers on `hostname:port` (and `tlsPort`), resolved to a free port first
+   * when it is 0.
+   * @throws {RangeError} when `threads` is not a positive integer
+   * @throws {Deno.errors.AddrInUse} and other listen errors, from the main thread's check or
+   *   from a worker
+   */
+  static async listen(options: ThreadedRelayOptions): Promise<ThreadedRelay> {
+    const threads = options.threads;
+    if (!Number.isInteger(threads) || threads < 1) {
+      throw new RangeError(`Invalid threads: ${threads}`);
+    }
+    const hostname = options.hostname ?? "0.0.0.0";
+    const ports = choosePorts(hostname, options);
+    const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+    const table = NameTable.create(maxConnections);
+    const budget = sharedBudgetBuffer(threads);
+    const relay = new ThreadedRelay(options, ports, table, budget);
+    try {
+      await relay.#start(options, ports, budget, maxConnections);
+    } catch (error) {
+      await relay.#stopWorkers();
+      throw error;
+    }
+    const announce = getLogger(ANNOUNCE_CATEGORY);
+    if (options.tls && options.tlsPort === undefined) {
+      announce.info("Listening on {hostname}:{port} (TLS) with {threads} threads", {
+        hostname,
+        port: ports.port,
+        threads,
+      });
+    } else {
+      announce.info("Listening on {hostname}:{port} with {threads} threads", {
+        hostname,
+        port: ports.port,
+        threads,
+      });
+      if (ports.tlsPort !== undefined) {
+        announce.info("Listening on {hostname}:{port} (TLS)", { hostname, port: ports.tlsPort });
+      }
+    }
+    return relay;
+  }
+
+  async #start(
+    options: ThreadedRelayOptions,
+    ports: { port: number; tlsPort?: number },
+    budget: SharedArrayBuffer,
+    maxConnections: number,
+  ): Promise<void> {
+    const threads = options.threads;
+    const nodes = Array.from({ length: threads }, (_, i) => workerNode(i));
+    const peers = nodes.map(() => ({} as Record<string, MessagePort>));
+    for (let i = 0; i < threads; i++) {
+      for (let j = i + 1; j < threads; j++) {
+        const channel = new MessageChannel();
+        peers[i][nodes[j]] = channel.port1;
+        peers[j][nodes[i]] = channel.port2;
+      }
+    }
+    const {
+      threads: _threads,
+      authFile,
+      logLevel,
+      reusePort: _reuse,
+      ...rest
+    } = options;
+    const serverOptions: WorkerServerOptions = {
+      ...rest,
+      hostname: options.hostname ?? "0.0.0.0",
+      port: ports.port,
+      tlsPort: ports.tlsPort,
+      // Each worker refuses past its part, so the process as a whole keeps the limit.
+      maxConnections: Math.ceil(maxConnections / threads),
+    };
+    const ready: Promise<void>[] = [];
+    for (let i = 0; i < threads; i++) {
+      const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+      this.#workers.push(worker);
+      ready.push(this.#watch(worker, i));
+      const start: StartMessage = {
+        type: "start",
+        index: i,
+        options: serverOptions,
+        auth: authFile,
+        logLevel: logLevel ?? "info",
+        table: this.#table.buffer,
+        budget,
+        peers: peers[i],
+      };
+      worker.postMessage(start, Object.values(peers[i]));
+    }
+    await Promise.all(ready);
+  }
+
+  /** Follows one worker's messages; resolves once it listens. */
+  #watch(worker: Worker, index: number): Promise<void> {
+    const log = this.#log;
+    let closed!: () => void;
+    this.#closed.push(new Promise<void>((resolve) => closed = resolve));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`Worker ${index} did not start in ${WORKER_START_TIMEOUT_MS} ms`)),
+        WORKER_START_TIMEOUT_MS,
+      );
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const m = event.data;
+        switch (m.type) {
+          case "ready":
+            clearTimeout(timer);
+            resolve();
+            return;
+          case "failed": {
+            clearTimeout(timer);
+            const error = listenError(m.error, m.code);
+            reject(error);
+            return;
+          }
+          case "changed":
+            for (let j = 0; j < this.#workers.length; j++) {
+              if (j !== index) this.#workers[j].postMessage({ type: "changed", name: m.name });
+            }
+            return;
+          case "log": {
+            const r = m.record;
+            getLogger(r.category).emit({
+              level: r.level,
+              message: [r.rawMessage],
+              rawMessage: r.rawMessage,
+              timestamp: r.timestamp,
+              properties: { ...r.properties, worker: index },
+            });
+            return;
+          }
+          case "closed":
+            closed();
+            return;
+          case "stats":
+          case "reloaded": {
+            const pending = this.#pending.get(m.id);
+            this.#pending.delete(m.id);
+            pending?.resolve(m);
+            return;
+          }
+        }
+      };
+      worker.onerror = (event: ErrorEvent) => {
+        event.preventDefault();
+        clearTimeout(timer);
+        const error = new Error(`Worker ${index} failed: ${event.message}`);
+        reject(error);
+        closed();
+        if (this.#closing) return;
+        log.error("Worker {index} failed, stopping the relay: {error}", {
+          index,
+          error: event.message,
+        });
+        this.#fail(error);
+      };
+    });
+  }
+
+  /** Asks every worker and waits for each answer. */
+  async #ask(message: (id: number) => unknown): Promise<FromWorker[]> {
+    return await Promise.all(this.#workers.map((worker, index) => {
+      const id = this.#nextId++;
+      return new Promise<FromWorker>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          this.#pending.delete(id);
+          reject(new Error(`Worker ${index} did not answer in ${WORKER_REPLY_TIMEOUT_MS} ms`));
+        }, WORKER_REPLY_TIMEOUT_MS);
+        this.#pending.set(id, {
+          resolve: (m) => {
+            clearTimeout(timer);
+            resolve(m);
+          },
+          reject,
+        });
+        worker.postMessage(message(id));
+      });
+    }));
+  }
+
+  /** The counters of every worker, and their sum (the memory budget from the shared slots). */
+  async stats(): Promise<ThreadedStats> {
+    const answers = await this.#ask((id) => ({ type: "stats", id }));
+    const workers = answers.map((m) => (m as Extract<FromWorker, { type: "stats" }>).stats);
+    return { ...sumStats(workers.map((w) => w.relay), this.memoryUsedBytes()), workers };
+  }
+
+  /** Bytes held for receivers over every worker, as last published to the shared slots. */
+  memoryUsedBytes(): number {
+    let used = 0;
+    for (let at = 0; at < this.#budget.length; at += 8) {
+      used += Number(Atomics.load(this.#budget, at));
+    }
+    return used;
+  }
+
+  /** The memory budget of the whole process (0: none). */
+  get memoryBudgetBytes(): number {
+    return this.#budgetBytes;
+  }
+
+  /** The worker holding `name`, if anyone does (tests place clients on workers with it). */
+  workerOf(name: string): number | undefined {
+    return this.#table.holder(name);
+  }
+
+  /** Names registered now over every worker, sorted by their UTF-8 bytes. */
+  names(prefix = "", limit = MAX_WHO_LIMIT): string[] {
+    const encoder = new TextEncoder();
+    return this.#table.entries()
+      .map(([name]) => name)
+      .filter((name) => name.startsWith(prefix))
+      .map((name) => ({ name, bytes: encoder.encode(name) }))
+      .sort((a, b) => compareBytes(a.bytes, b.bytes))
+      .slice(0, limit)
+      .map((entry) => entry.name);
+  }
+
+  /**
+   * Replaces the TLS certificate in every worker and reloads the auth file (SIGHUP); the first
+   * worker's error, if any, is thrown (a bad certificate is refused by every worker alike).
+   * @returns the owned names in the reloaded auth file, if there is one
+   */
+  async reload(reload: { tls?: TlsCertificate; auth: boolean }): Promise<number | undefined> {
+    const answers = await this.#ask((id) => ({ type: "reload", id, ...reload }));
+    let names: number | undefined;
+    for (const m of answers as Extract<FromWorker, { type: "reloaded" }>[]) {
+      if (m.error) throw new Error(m.error);
+      names = m.authNames;
+    }
+    return names;
+  }
+
+  /** Stops every worker (each gives queued data the shutdown grace). Safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= this.#stopWorkers();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode ThreadedRelay.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #stopWorkers(): Promise<void> {
+    this.#closing ??= Promise.resolve();
+    for (const worker of this.#workers) {
+      try {
+        worker.postMessage({ type: "close" });
+      } catch {
+        // Already gone.
+      }
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(this.#closed),
+      new Promise((resolve) => timer = setTimeout(resolve, this.#graceMs + WORKER_STOP_MARGIN_MS)),
+    ]);
+    clearTimeout(timer);
+    for (const worker of this.#workers) worker.terminate();
+    for (const pending of this.#pending.values()) pending.reject(new Error("Relay stopped"));
+    this.#pending.clear();
+    this.#log.info("Stopped {threads} threads", { threads: this.threads });
+  }
+}
+
+/**
+ * Resolves port 0 to a free port, and checks a given one is free (a port held by another
+ * `reusePort` group of the same user would otherwise be shared with it silently).
+ */
+function choosePorts(
+  hostname: string,
+  options: ThreadedRelayOptions,
+): { port: number; tlsPort?: number } {
+  const pick = (port: number) => {
+    const probe = Deno.listen({ hostname, port });
+    const chosen = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    return chosen;
+  };
+  const port = pick(options.port ?? DEFAULT_PORT);
+  const tlsPort = options.tls && options.tlsPort !== undefined ? pick(options.tlsPort) : undefined;
+  return { port, tlsPort };
+}
+
+/** A worker's listen failure as the error class the single-thread relay would throw. */
+function listenError(message: string, code: string | undefined): Error {
+  const Class = code && code in Deno.errors
+    ? (Deno.errors as unknown as Record<string, new (m: string) => Error>)[code]
+    : Error;
+  return new Class(message.replace(/^\w+: /, ""));
+}
+
+/** The sum of the workers' counters. */
+export function sumStats(all: RelayStats[], usedBytes: number): RelayStats {
+  const out: RelayStats = {
+    connections: 0,
+    registered: 0,
+    accepted: 0,
+    refused: {},
+    messages: 0,
+    bytes: 0,
+    dropped: {},
+    disconnects: {},
+    memory: { usedBytes, budgetBytes: all[0]?.memory.budgetBytes ?? 0 },
+    queuedBytes: 0,
+    messageSizes: new Array<number>(MESSAGE_SIZE_BUCKETS_BYTES.length + 1).fill(0),
+  };
+  const add = (into: Record<string, number>, from: Record<string, number | undefined>) => {
+    for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + (v ?? 0);
+  };
+  for (const s of all) {
+    out.connections += s.connections;
+    out.registered += s.registered;
+    out.accepted += s.accepted;
+    out.messages += s.messages;
+    out.bytes += s.bytes;
+    out.queuedBytes += s.queuedBytes;
+    add(out.refused, s.refused);
+    add(out.dropped, s.dropped);
+    add(out.disconnects as Record<string, number>, s.disconnects);
+    s.messageSizes.forEach((n, i) => out.messageSizes[i] += n);
+  }
+  return out;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}

@@ -1,0 +1,147 @@
+/**
+ * The {@linkcode Mesh} of one worker of a multi-threaded relay (`relay serve --threads N`):
+ * names come from the process-wide {@linkcode NameTable} in shared memory, data goes to other
+ * workers over the cluster's stream layer on MessagePorts (the same pairs, credit and sequence
+ * numbers as between cluster nodes on NATS).
+ *
+ * ```
+ * claim    table.claim(name, me)          (shared memory, no round trip) → hint to the others
+ * holder   table.holder(name)             (shared memory)
+ * route    streams.open("w2", key) ─ PortTransport (transferred ArrayBuffers) ─▶ worker 2
+ * changed  hint "name" from the main thread → re-read the table → events.changed(name, node)
+ * ```
+ *
+ * Hints only say which name to look at again: the table is the truth, so hints that cross on
+ * their way through the main thread can never leave a stale holder behind.
+ * @module
+ */
+
+import type { Mesh, MeshClaim, MeshEvents } from "../relay/mesh.ts";
+import type { PairSender } from "../cluster/pair_sender.ts";
+import type { PairReceiver } from "../cluster/pair_receiver.ts";
+import { ClusterStreams } from "../cluster/streams.ts";
+import { PortTransport } from "../cluster/port_transport.ts";
+import { NameTable } from "./name_table.ts";
+
+/** The node name of worker `index`. */
+export function workerNode(index: number): string {
+  return `w${index}`;
+}
+
+/** Options of a {@linkcode WorkerMesh}. */
+export interface WorkerMeshOptions {
+  /** This worker's index (0 … threads − 1). */
+  index: number;
+  /** The process's name table. */
+  table: SharedArrayBuffer;
+  /** One port per other worker, keyed by its node name. */
+  peers: Map<string, MessagePort>;
+  /** Posts a hint that `name` changed hands (to the main thread, which tells the others). */
+  hint(name: string): void;
+  /** Largest message between workers (the relay's message limit). */
+  maxMessageBytes: number;
+}
+
+/** A worker's view of the other workers' names, and the way to reach them. */
+export class WorkerMesh implements Mesh {
+  /** This worker's node name. */
+  readonly node: string;
+  readonly #index: number;
+  readonly #table: NameTable;
+  readonly #transport: PortTransport;
+  readonly #streams: ClusterStreams;
+  readonly #hint: (name: string) => void;
+  /** Names held by other workers as last told to the listener. */
+  readonly #known = new Map<string, string>();
+  #events: MeshEvents | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: WorkerMeshOptions) {
+    this.#index = options.index;
+    this.node = workerNode(options.index);
+    this.#table = new NameTable(options.table);
+    this.#hint = options.hint;
+    this.#transport = new PortTransport(this.node, options.peers);
+    this.#streams = new ClusterStreams(this.#transport, {
+      maxMessageBytes: options.maxMessageBytes,
+      onPair: (receiver) => this.#pair(receiver),
+    });
+  }
+
+  /** Claims `name` process-wide; answers at once (shared memory). */
+  claim(name: string): Promise<MeshClaim> {
+    if (this.#closing) return Promise.resolve({ ok: false, reason: "cluster_unavailable" });
+    if (!this.#table.claim(name, this.#index)) {
+      return Promise.resolve({ ok: false, reason: "name_taken" });
+    }
+    this.#hint(name);
+    return Promise.resolve({ ok: true });
+  }
+
+  /** Frees `name` process-wide, if this worker holds it. */
+  release(name: string): void {
+    if (this.#table.release(name, this.#index)) this.#hint(name);
+  }
+
+  /** The worker holding `name`, when it is another worker. */
+  holder(name: string): string | undefined {
+    const owner = this.#table.holder(name);
+    return owner === undefined || owner === this.#index ? undefined : workerNode(owner);
+  }
+
+  /** Moves on every claim and release in any worker. */
+  get generation(): number {
+    return this.#table.generation;
+  }
+
+  /** Opens a pair to another worker. */
+  open(node: string, key: string): PairSender {
+    return this.#streams.open(node, key);
+  }
+
+  /** Every name held by the other workers. */
+  remoteNames(): Iterable<[name: string, node: string]> {
+    return this.#table.entries(this.#index).map(([name, owner]) => [name, workerNode(owner)]);
+  }
+
+  /** Sets who gets pairs and name changes. */
+  listen(events: MeshEvents): void {
+    this.#events = events;
+  }
+
+  /** A hint from another worker: look at `name` again, and tell the listener if it moved. */
+  changed(name: string): void {
+    const owner = this.#table.holder(name);
+    const node = owner === undefined || owner === this.#index ? null : workerNode(owner);
+    const before = this.#known.get(name) ?? null;
+    if (node === before) return;
+    if (node === null) this.#known.delete(name);
+    else this.#known.set(name, node);
+    this.#events?.changed(name, node);
+  }
+
+  /** Pairs open in each direction (for tests and stats). */
+  get openPairs(): { sending: number; receiving: number } {
+    return this.#streams.openPairs;
+  }
+
+  #pair(receiver: PairReceiver): void {
+    if (this.#events && !this.#closing) this.#events.pair(receiver);
+    else receiver.close("receiver_closed");
+  }
+
+  /** Ends every pair, frees this worker's names; safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#streams.close();
+      await this.#transport.close();
+      for (const name of this.#table.releaseAll(this.#index)) this.#hint(name);
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

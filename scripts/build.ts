@@ -147,6 +147,11 @@ async function buildTarget(target: BuildTarget, ctx: BuildContext): Promise<Outc
       "--output",
       partial,
       ...PERMISSION_FLAGS,
+      // `--threads`: reusePort listeners are unstable in Deno 2.9, and the worker module is
+      // loaded by URL at run time, so compile cannot find it without being told.
+      "--unstable-net",
+      "--include",
+      "lib/threads/worker.ts",
       "main.ts",
     ],
     cwd: ROOT,

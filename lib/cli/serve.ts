@@ -21,6 +21,8 @@ import { setupLogging } from "./log.ts";
 import { type Rate, RelayServer, type TlsCertificate } from "../relay/server.ts";
 import { WebServer } from "../web/server.ts";
 import { describeError, logFlags, onShutdownSignal, parseCommand } from "./common.ts";
+import { serveThreaded } from "./serve_threads.ts";
+import { DEFAULT_THREADS } from "../threads/threads.ts";
 
 /** Time queued data gets to go out on SIGINT/SIGTERM before connections are closed. */
 const SHUTDOWN_GRACE_MS = 2_000;
@@ -45,6 +47,14 @@ export const SERVE_FLAGS: readonly Flag[] = [
     type: "port",
     default: String(DEFAULT_PORT),
     help: "TCP port; 0 picks any free port",
+    group: "Listening",
+  },
+  {
+    name: "threads",
+    env: "RELAY_THREADS",
+    type: "count",
+    default: String(DEFAULT_THREADS),
+    help: "worker threads sharing the port and one namespace; 1 runs no workers",
     group: "Listening",
   },
   {
@@ -322,6 +332,33 @@ export async function main(args: string[]): Promise<number> {
   });
   const log = getLogger(["relay", "serve"]);
   const tls = await readTls();
+  const threads = flags.count("threads")!;
+  if (threads > 1) {
+    if (flags.port("http-port") !== undefined) {
+      throw new UsageError("--http-port needs --threads 1 (the HTTP side runs on one thread)");
+    }
+    if (auth) {
+      log.info("Auth file {file}: {count} owned names", { file: authFile, count: auth.size });
+    }
+    return await serveThreaded({
+      options: {
+        ...options,
+        tls,
+        tlsPort,
+        threads,
+        authFile: authFile === undefined
+          ? undefined
+          : { path: authFile, requireAuth: flags.boolean("require-auth") },
+        logLevel: flags.string("log-level"),
+      },
+      readTls,
+      auth: auth !== undefined,
+      signal,
+      settings: settingsText(flags),
+      listenFailure: (error) =>
+        new ListenError(listenFailure(error, hostname, port, tls ? tlsPort : undefined)),
+    });
+  }
   let listening: RelayServer;
   try {
     listening = await RelayServer.listen({ ...options, tls, tlsPort, auth });

@@ -46,6 +46,8 @@ const MAX_POOLED_TAILS = 1024;
 const SMALL_TAILS: Uint8Array[] = [];
 /** Pieces are copied together into one write only up to this size; larger ones go alone. */
 const COPY_BATCH_BYTES = 32 * 1024;
+/** Payloads up to this size are copied byte by byte, which beats a `set` call on short ones. */
+const SMALL_COPY_BYTES = 64;
 const EMPTY = new Uint8Array(0);
 
 /** One frame in an outbox. Owned by the outbox; senders hold it only to append. */
@@ -206,16 +208,32 @@ export class Outbox {
 
   /**
    * Like {@linkcode Outbox.pushFrame} with the header already encoded (`{name}|{len}|`): a
-   * sender of many equal-length frames encodes it once instead of once per frame.
+   * sender of many equal-length frames encodes it once instead of once per frame. The payload
+   * is `source[start, start + length)` (all of `source` by default), so a caller need not make
+   * a view of its read buffer per frame.
    */
-  pushHeaded(header: Uint8Array, payload: Uint8Array): void {
+  pushHeaded(
+    header: Uint8Array,
+    source: Uint8Array,
+    start = 0,
+    length = source.length - start,
+  ): void {
     if (this.#closed) return;
-    const at = this.#reserve(header.length + payload.length);
-    // Short headers byte by byte: a `set` call costs more than the copy for a few bytes.
+    const at = this.#reserve(header.length + length);
+    // Short headers and payloads byte by byte: a `set` call (and the view it needs) costs
+    // more than the copy for a few dozen bytes.
     const tail = this.#tail;
     if (header.length <= 16) { for (let i = 0; i < header.length; i++) tail[at + i] = header[i]; }
     else tail.set(header, at);
-    tail.set(payload, at + header.length);
+    const to = at + header.length;
+    if (length <= SMALL_COPY_BYTES) {
+      for (let i = 0; i < length; i++) tail[to + i] = source[start + i];
+    } else {
+      tail.set(
+        start === 0 && length === source.length ? source : source.subarray(start, start + length),
+        to,
+      );
+    }
   }
 
   /** Makes room for `size` bytes at the end of the tail frame; returns where they go. */

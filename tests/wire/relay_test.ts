@@ -49,6 +49,22 @@ function recorder() {
   return { frames, sink };
 }
 
+/** A {@linkcode recorder} whose sink also takes whole frames in one `frame` call (the fast path). */
+function wholeRecorder() {
+  const { frames, sink } = recorder();
+  const counts = { whole: 0 };
+  sink.frame = (chunk, nameStart, nameEnd, payloadStart, length) => {
+    assert.ok(nameStart <= nameEnd && nameEnd < payloadStart, "offsets in order");
+    assert.ok(payloadStart + length <= chunk.length, "payload inside the chunk");
+    counts.whole++;
+    frames.push({
+      name: dec.decode(chunk.subarray(nameStart, nameEnd)),
+      payload: chunk.slice(payloadStart, payloadStart + length),
+    });
+  };
+  return { frames, sink, counts };
+}
+
 function assertProtocolError(fn: () => unknown, code: ProtocolErrorCode) {
   assert.throws(fn, (error: unknown) => {
     assert.ok(error instanceof ProtocolError, `expected ProtocolError, got ${error}`);
@@ -225,6 +241,17 @@ Deno.test("FrameParser reports headers and payloads", async (t) => {
       );
       assert.equal(parser.midFrame, false);
     });
+    await t.step(`${what}, to a sink that takes whole frames`, () => {
+      const { frames, sink, counts } = wholeRecorder();
+      const parser = new FrameParser();
+      parser.push(bytes(input), sink);
+      assert.deepEqual(
+        frames.map((f) => ({ name: f.name, payload: dec.decode(f.payload) })),
+        expected,
+      );
+      assert.equal(counts.whole, expected.length, "every frame through the fast path");
+      assert.equal(parser.midFrame, false);
+    });
   }
 });
 
@@ -249,6 +276,13 @@ Deno.test("FrameParser rejects bad headers before reading a payload", async (t) 
       const parser = new FrameParser({ maxMessageBytes });
       assertProtocolError(() => parser.push(bytes(input), sink), code);
       assert.ok(frames.every((f) => f.name !== "bob"), "no header reported for the bad frame");
+    });
+    await t.step(`rejects ${what}, to a sink that takes whole frames`, () => {
+      const { frames, sink } = wholeRecorder();
+      const parser = new FrameParser({ maxMessageBytes });
+      // Padding after the header, so the bad frame looks whole to the fast path.
+      assertProtocolError(() => parser.push(bytes(input + "x".repeat(40)), sink), code);
+      assert.ok(frames.every((f) => f.name !== "bob"), "no frame reported for the bad one");
     });
   }
   await t.step("a length of exactly the limit is accepted", () => {
@@ -322,9 +356,9 @@ function decodeChunks(chunks: Uint8Array[]) {
   return messages;
 }
 
-function parseChunks(chunks: Uint8Array[]) {
+function parseChunks(chunks: Uint8Array[], whole = false) {
   const parser = new FrameParser();
-  const { frames, sink } = recorder();
+  const { frames, sink } = whole ? wholeRecorder() : recorder();
   for (const c of chunks) parser.push(c, sink);
   assert.equal(parser.midFrame, false);
   return frames;
@@ -340,6 +374,7 @@ Deno.test("a stream split at every byte position decodes as the whole stream", a
       const chunks = [STREAM.slice(0, i), STREAM.slice(i)];
       assert.deepEqual(decodeChunks(chunks), EXPECTED, `MessageDecoder split at ${i}`);
       assert.deepEqual(parseChunks(chunks), EXPECTED, `FrameParser split at ${i}`);
+      assert.deepEqual(parseChunks(chunks, true), EXPECTED, `whole frames, split at ${i}`);
     }
   });
   await t.step("split twice at every pair of positions", () => {
@@ -347,6 +382,7 @@ Deno.test("a stream split at every byte position decodes as the whole stream", a
       for (let j = i; j <= STREAM.length; j++) {
         const chunks = [STREAM.slice(0, i), STREAM.slice(i, j), STREAM.slice(j)];
         assert.deepEqual(decodeChunks(chunks), EXPECTED, `split at ${i} and ${j}`);
+        assert.deepEqual(parseChunks(chunks, true), EXPECTED, `whole frames, ${i} and ${j}`);
       }
     }
   });

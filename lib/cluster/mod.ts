@@ -1,5 +1,6 @@
 /**
- * Cluster mode's building blocks (not wired into `relay serve` yet; see docs/CLUSTER.md).
+ * Cluster mode (`relay serve --cluster`, docs/CLUSTER.md): {@linkcode ClusterMesh} is the
+ * relay server's mesh on NATS, built from the blocks below.
  * Import this module only when cluster mode is on: it loads the NATS client. The root
  * `mod.ts` does not re-export it for that reason.
  *
@@ -10,6 +11,7 @@
  * @module
  */
 
+export { ClusterMesh, type ClusterMeshOptions } from "./mesh.ts";
 export { ClusterNode, type ClusterNodeOptions } from "./node.ts";
 export { ClusterStreams, type ClusterStreamsOptions, type ClusterStreamsStats } from "./streams.ts";
 export type { Chunk, PairReceiver } from "./pair_receiver.ts";

@@ -2,7 +2,7 @@
  * One relay node's membership in a cluster, put together: a NATS connection, the node's lease,
  * its name claims, the node transport and the stream layer. Fencing closes every pair with
  * `cluster_unavailable` and forgets the claims, then tells the relay (which closes its
- * clients). This is the piece `relay serve --cluster` will hold; it is not wired in yet.
+ * clients). `ClusterMesh` (mesh.ts) holds one and gives it to the relay server.
  *
  * ```
  * start   connect → lease (put) → claims bucket → directory (watch) → subscribe → streams
@@ -17,7 +17,7 @@
 
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { NameClaims } from "./claims.ts";
-import { NameDirectory } from "./directory.ts";
+import { type DirectoryChange, NameDirectory } from "./directory.ts";
 import { NodeLease } from "./lease.ts";
 import { LEASE_RENEW_MS } from "./limits.ts";
 import { NatsTransport } from "./nats_transport.ts";
@@ -48,6 +48,8 @@ export interface ClusterNodeOptions {
   onFenced?: (reason: FenceReason) => void;
   /** Extra nats.js connection options (credentials, TLS). */
   connection?: Partial<ConnectionOptions>;
+  /** Called for every claim and release the directory sees (names on every node). */
+  onNameChange?: DirectoryChange;
 }
 
 /** A relay node's cluster membership. */
@@ -152,7 +154,7 @@ export class ClusterNode implements AsyncDisposable {
         },
       });
       const claims = await NameClaims.open(nc, lease, { replicas: options.replicas });
-      directory = await NameDirectory.open(claims.kv);
+      directory = await NameDirectory.open(claims.kv, options.onNameChange);
       transport = await NatsTransport.open(nc, { node: options.node });
       const streams = new ClusterStreams(transport, {
         epoch: lease.epoch,

@@ -99,6 +99,27 @@ export class PairSender {
     return run;
   }
 
+  /**
+   * Sends one message at once if nothing is queued before it and it fits the credit and one
+   * chunk: its bytes are copied before this returns, so `message` may be a view of a buffer
+   * that is reused next. Otherwise sends nothing and returns false (use {@linkcode send} with
+   * bytes that stay unchanged).
+   */
+  trySend(message: Uint8Array): boolean {
+    if (
+      this.#pending !== 0 || this.#reason || message.length > this.#link.maxChunkBytes ||
+      (message.length > 0 && this.#credit.available < message.length)
+    ) return false;
+    if (message.length > 0) this.#credit.take(message.length);
+    this.#enqueueChunk(message, 0, message.length);
+    return true;
+  }
+
+  /** Whether sends are queued and waiting for credit. */
+  get waiting(): boolean {
+    return this.#pending > 0;
+  }
+
   #enqueueChunk(message: Uint8Array, offset: number, length: number): void {
     let flags = nextChunk(message.length, offset, Math.max(length, 1)).flags;
     if (!this.#opened) {

@@ -29,6 +29,7 @@ import { ControlError } from "../wire/control.ts";
 import { type FrameSink, SEP } from "../wire/relay.ts";
 
 import type { DisconnectReason } from "../wire/reasons.ts";
+import type { Mesh } from "./mesh.ts";
 
 export type { DisconnectReason };
 
@@ -64,6 +65,13 @@ export interface ConnectionHost {
   admit(conn: Connection, registration: Registration): Promise<DisconnectReason | undefined>;
   /** Claims the name for `conn`; false when taken. */
   claim(name: string, conn: Connection): boolean;
+  /**
+   * With a mesh (cluster mode, worker threads): claims the name there too, after
+   * {@linkcode claim}; resolves to a refusal (the local claim is then undone) or undefined.
+   */
+  claimMesh?(name: string, conn: Connection): Promise<"name_taken" | "cluster_unavailable" | undefined>;
+  /** Names held elsewhere (lib/relay/mesh.ts): the router sends to them through pairs. */
+  readonly mesh?: Mesh;
   /** Frees the connection's name. */
   release(name: string, conn: Connection): void;
   /** The registered connection with this name bytes, if any. */
@@ -271,6 +279,19 @@ export class Connection {
         this.close("name_taken", `Name ${JSON.stringify(registration.name)} is already registered`);
         return undefined;
       }
+      if (this.#host.claimMesh) {
+        const refused = await this.#host.claimMesh(registration.name, this);
+        if (this.#closed) return undefined;
+        if (refused) {
+          this.close(
+            refused,
+            refused === "name_taken"
+              ? `Name ${JSON.stringify(registration.name)} is already registered`
+              : `Name ${JSON.stringify(registration.name)} could not be claimed in the cluster`,
+          );
+          return undefined;
+        }
+      }
       this.name = registration.name;
       this.#router.registered(registration.name);
       this.#host.log.debug("Registered {name} ({remote})", {
@@ -360,7 +381,7 @@ export class Connection {
     this.#waiting = true;
     this.#heldSince = performance.now();
     try {
-      for (const dest of full) await dest.outbox.waitForRoom(this);
+      for (const dest of full) await dest.waitForRoom(this);
     } finally {
       this.#waiting = false;
       this.#heldSince = 0;
@@ -387,10 +408,16 @@ export class Connection {
       admit: (name, token) => host.admit(this, { name, token, consumed: 0 }),
       claim: (name) => {
         if (!host.claim(name, this)) return false;
-        this.name = name;
-        this.#router.registered(name);
-        host.log.debug("Registered {name} ({remote})", { id: this.id, remote: this.remote, name });
-        return true;
+        const registered = (): true => {
+          this.name = name;
+          this.#router.registered(name);
+          host.log.debug("Registered {name} ({remote})", { id: this.id, remote: this.remote, name });
+          return true;
+        };
+        if (!host.claimMesh) return registered();
+        return host.claimMesh(name, this).then((refused) =>
+          refused ?? (this.#closed ? "name_taken" : registered())
+        );
       },
       close: (reason, detail) => this.close(reason, detail),
       log: host.log,

@@ -149,8 +149,11 @@ export interface ControlPeer {
   touch(): void;
   /** Registration rate and ownership; a refusal reason or nothing. */
   admit(name: string, token: string | undefined): Promise<DisconnectReason | undefined>;
-  /** Claims the name (synchronous); false when taken. */
-  claim(name: string): boolean;
+  /**
+   * Claims the name: false when taken; with a mesh, a promise of `true` or the refusal (the
+   * name is claimed there too).
+   */
+  claim(name: string): boolean | Promise<true | "name_taken" | "cluster_unavailable">;
   /** Ends the connection. */
   close(reason: DisconnectReason, detail?: string): void;
   /** Logger, and who this is in log lines. */
@@ -175,6 +178,7 @@ const REFUSAL_DISCONNECT: Record<RegistrationReason, DisconnectReason> = {
   too_many_connections_per_ip: "bad_registration",
   unsupported_version: "bad_registration",
   register_timeout: "register_timeout",
+  cluster_unavailable: "cluster_unavailable",
 };
 
 /** Reasons that get no `bye`: the client left, or its stream cannot take one more frame. */
@@ -354,7 +358,19 @@ export class ControlSession implements Watcher {
       this.#refuse(reason, `${REGISTRATION_REASONS[reason]} for ${JSON.stringify(name)}`, id);
       return false;
     }
-    if (!peer.claim(name)) {
+    const claim = peer.claim(name);
+    // With a mesh the claim is asked of the cluster too.
+    const claimed = typeof claim === "boolean" ? claim : await claim;
+    if (peer.isClosed()) return false;
+    if (claimed === "cluster_unavailable") {
+      this.#refuse(
+        "cluster_unavailable",
+        `The name ${JSON.stringify(name)} could not be claimed in the cluster`,
+        id,
+      );
+      return false;
+    }
+    if (claimed !== true) {
       this.#refuse("name_taken", `The name ${JSON.stringify(name)} is already registered`, id);
       return false;
     }

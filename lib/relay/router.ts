@@ -9,7 +9,19 @@
  *   nobody has dest  ─► dropped: unknown_destination
  *   len < 16 KiB     ─► assembled whole, then copied into the receiver's queue
  *   larger           ─► streamed into the receiver's queue as it arrives (views, no copy)
+ *   held on another node (a mesh, see mesh.ts) ─► that node's pair (one per sender, name, node)
  * ```
+ *
+ * A name held on another node (cluster mode, worker threads) is reached through a
+ * {@linkcode PairSender} of the server's {@linkcode Mesh}: one pair per destination name and
+ * node, cached, and checked against the combined generation of the registry and the mesh
+ * before it is used again. Only the payload crosses (the receiving side writes the header, as
+ * its client wants it: framed or payload only). Whole messages go into the pair, which never
+ * interleaves them and keeps their order; a message that spans reads is assembled first (up to
+ * the relay's message limit, 16 MiB; when that is 16 KiB or more it is charged to the memory
+ * budget until the pair has copied it into packets). The reader waits for a pair without credit
+ * exactly as for a full local receiver: after each read, until the pair has taken every message
+ * routed to it. Local destinations never touch the mesh.
  *
  * A frame belongs to whoever holds the destination name when its header is read: if the name
  * changes hands mid-frame, the rest of that frame still goes to the connection it began on
@@ -23,11 +35,37 @@ import type { PooledBuffer } from "../io/buffer_pool.ts";
 import type { OutFrame } from "../io/outbox.ts";
 import { encodeHeader, type FrameSink, headerLength, writeHeader } from "../wire/relay.ts";
 import { bytesEqual } from "../util/bytes.ts";
-import { COPY_BELOW_BYTES } from "../limits.ts";
+import { COPY_BELOW_BYTES, MAX_PAIRS_PER_SENDER } from "../limits.ts";
 import type { Connection, ConnectionHost } from "./connection.ts";
+import type { PairSender } from "../cluster/pair_sender.ts";
+import type { PairCloseReason } from "../wire/reasons.ts";
+import type { Mesh } from "./mesh.ts";
 
 const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const SETTLED = Promise.resolve();
+
+/** Something a sender's reader waits on after a read: a full receiver, or a pair. */
+export interface RoomWaiter {
+  /** Resolves when `owner` may send more. */
+  waitForRoom(owner: unknown): Promise<void>;
+}
+
+/** Pair close reasons after which nothing sent on the pair was lost on the way. */
+const CLEAN_ENDS: ReadonlySet<PairCloseReason> = new Set(["sender_closed", "closed"]);
+
+/** A sender's pair to one name on one other node. */
+class RemoteRoute implements RoomWaiter {
+  /** Messages handed to the pair that it has not copied into packets yet. */
+  pending = 0;
+  /** Settles when every message handed to the pair so far has been copied into packets. */
+  tail: Promise<void> = SETTLED;
+  constructor(readonly name: string, readonly node: string, readonly pair: PairSender) {}
+  waitForRoom(): Promise<void> {
+    return this.tail;
+  }
+}
 
 /** Routing state of the frame being read. */
 const enum Route {
@@ -37,6 +75,8 @@ const enum Route {
   Whole,
   /** A large frame streamed into the receiver's queue as it arrives. */
   Stream,
+  /** A frame to a name on another node: whole, through its pair. */
+  Remote,
 }
 
 /** Routes the frames of one sending connection. Created by its {@linkcode Connection}. */
@@ -56,8 +96,8 @@ export class Router implements FrameSink {
   #wholeAt = 0;
   #frame: OutFrame | undefined;
   #frameLength = 0;
-  /** Receivers that went over their share while routing the current read. */
-  #full: Connection[] = [];
+  /** Receivers (and pairs) that went over their share while routing the current read. */
+  #full: RoomWaiter[] = [];
   /** The receiver of the last small frame, not yet checked against its share. */
   #unchecked: Connection | undefined;
   /** `name|len|` of this sender for frames of `#headerFor` bytes (most senders repeat sizes). */
@@ -72,6 +112,15 @@ export class Router implements FrameSink {
   #lastDestName: Uint8Array = EMPTY;
   #lastDest: Connection | undefined;
   #lastGeneration = -1;
+  /** Pairs to names on other nodes, by name (at most `MAX_PAIRS_PER_SENDER`). */
+  readonly #pairs = new Map<string, RemoteRoute>();
+  /** The pair of the frame being read, when its destination is on another node. */
+  #remote: RemoteRoute | undefined;
+  /** Bytes of the assembled remote frame charged to the memory budget. */
+  #charged = 0;
+  #lastRemoteName: Uint8Array = EMPTY;
+  #lastRemote: RemoteRoute | undefined;
+  #lastRemoteGeneration = -1;
 
   /**
    * @param sender the connection whose frames are routed
@@ -94,7 +143,7 @@ export class Router implements FrameSink {
   }
 
   /** Receivers that went over their share since the last call; the sender waits for them. */
-  takeFull(): Connection[] {
+  takeFull(): RoomWaiter[] {
     this.#check();
     if (this.#full.length === 0) return this.#full;
     const full = this.#full;
@@ -143,6 +192,7 @@ export class Router implements FrameSink {
     const dest = this.#lookup(name);
     if (dest !== this.#unchecked) this.#check();
     if (dest === undefined || dest.closed) {
+      if (this.#host.mesh && this.#remoteHeader(name, length, this.#host.mesh)) return;
       this.#mode = Route.Drop;
       this.#host.count("unknown_destination", length);
       this.#sender.control?.dropped(name); // opted in: tell the sender (rate-limited)
@@ -171,6 +221,7 @@ export class Router implements FrameSink {
   /** {@linkcode FrameSink}: payload bytes of the current frame. */
   payload(bytes: Uint8Array, end: boolean): void {
     const dest = this.#dest;
+    if (this.#mode === Route.Remote) return this.#remotePayload(bytes, end);
     if (this.#mode === Route.Drop || dest === undefined) return;
     const mode = this.#mode;
     if (mode === Route.Whole) {
@@ -240,7 +291,131 @@ export class Router implements FrameSink {
   }
 
   #checkDest(dest: Connection): void {
-    if (dest.outbox.overBudget(this.#sender) && !this.#full.includes(dest)) this.#full.push(dest);
+    const outbox = dest.outbox;
+    if (outbox.overBudget(this.#sender) && !this.#full.includes(outbox)) this.#full.push(outbox);
+  }
+
+  /** Begins a frame to a name held on another node; false when no node holds it. */
+  #remoteHeader(name: Uint8Array, length: number, mesh: Mesh): boolean {
+    const route = this.#remoteRoute(name, mesh);
+    if (route === undefined) return false;
+    this.#remote = route;
+    this.#mode = Route.Remote;
+    this.#frameLength = length;
+    this.#wholeAt = 0;
+    return true;
+  }
+
+  /** The pair to the node holding `name` now, opened or from the cache; undefined: nobody. */
+  #remoteRoute(name: Uint8Array, mesh: Mesh): RemoteRoute | undefined {
+    const generation = this.#host.generation;
+    const last = this.#lastRemote;
+    if (
+      last !== undefined && this.#lastRemoteGeneration === generation &&
+      last.pair.reason === undefined && bytesEqual(name, this.#lastRemoteName)
+    ) return last;
+    let text: string;
+    try {
+      text = strictDecoder.decode(name);
+    } catch {
+      return undefined; // not UTF-8: nobody can hold it
+    }
+    const node = mesh.holder(text);
+    if (node === undefined) return undefined;
+    let route = this.#pairs.get(text);
+    // The same node and a live pair: the pair stays valid even if the name changed hands
+    // there, because the receiving side closes a pair as soon as its receiver lets go of the
+    // name (mesh.ts), and data on a closed pair is dropped, never handed to a later holder.
+    if (route === undefined || route.node !== node || route.pair.reason !== undefined) {
+      if (route !== undefined) this.#retire(route);
+      if (this.#pairs.size >= MAX_PAIRS_PER_SENDER) {
+        this.#retire(this.#pairs.values().next().value!); // the oldest
+      }
+      const opened = new RemoteRoute(text, node, mesh.open(node, `${this.#sender.name}|${text}`));
+      opened.pair.closed.then((reason) => this.#pairClosed(opened, reason));
+      this.#pairs.set(text, opened);
+      route = opened;
+    }
+    this.#lastRemote = route;
+    this.#lastRemoteName = name.slice();
+    this.#lastRemoteGeneration = generation;
+    return route;
+  }
+
+  /** Payload bytes of a frame to another node: sent once whole. */
+  #remotePayload(bytes: Uint8Array, end: boolean): void {
+    const route = this.#remote!;
+    if (end && this.#wholeAt === 0) {
+      // The whole payload is in this read: sent now if the pair can copy it at once.
+      this.#remote = undefined;
+      this.#mode = Route.Drop;
+      if (route.pair.reason === undefined && route.pair.trySend(bytes)) {
+        this.#host.count("delivered", bytes.length);
+      } else {
+        this.#sendRemote(route, bytes.slice(), 0);
+      }
+      return;
+    }
+    if (this.#wholeAt === 0) {
+      this.#whole = new Uint8Array(this.#frameLength);
+      if (this.#frameLength >= COPY_BELOW_BYTES && this.#host.slack) {
+        this.#charged = this.#frameLength;
+        this.#host.slack.chargeSlack(this.#charged);
+      }
+    }
+    this.#whole.set(bytes, this.#wholeAt);
+    this.#wholeAt += bytes.length;
+    if (!end) return;
+    const whole = this.#whole;
+    const charged = this.#charged;
+    this.#whole = EMPTY;
+    this.#wholeAt = 0;
+    this.#charged = 0;
+    this.#remote = undefined;
+    this.#mode = Route.Drop;
+    this.#sendRemote(route, whole, charged);
+  }
+
+  /** Hands `message` (owned, unchanged until sent) to the pair; the reader waits for it. */
+  #sendRemote(route: RemoteRoute, message: Uint8Array, charged: number): void {
+    const pair = route.pair;
+    if (pair.reason !== undefined) {
+      if (charged > 0) this.#host.slack?.chargeSlack(-charged);
+      this.#host.count("receiver_gone", message.length);
+      this.#sender.control?.lost();
+      return;
+    }
+    this.#host.count("delivered", message.length);
+    route.pending++;
+    const sent = pair.send(message).catch(() => {}).finally(() => {
+      route.pending--;
+      if (charged > 0) this.#host.slack?.chargeSlack(-charged);
+    });
+    route.tail = sent;
+    if (!this.#full.includes(route)) this.#full.push(route);
+  }
+
+  /** A pair ended: forgotten; with data on the way, counted as a drop (and told, opted in). */
+  #pairClosed(route: RemoteRoute, reason: PairCloseReason): void {
+    if (this.#pairs.get(route.name) === route) this.#pairs.delete(route.name);
+    if (this.#lastRemote === route) this.#lastRemote = undefined;
+    if (CLEAN_ENDS.has(reason) || (reason === "receiver_closed" && route.pending === 0)) return;
+    this.#host.count("receiver_gone", 0);
+    this.#sender.control?.lost();
+    this.#host.log.debug("Pair from {name} to {dest} on {node} ended: {reason}", {
+      name: this.#sender.name,
+      dest: route.name,
+      node: route.node,
+      reason,
+    });
+  }
+
+  /** Ends a pair once every message handed to it has left (a clean end between messages). */
+  #retire(route: RemoteRoute): void {
+    if (this.#pairs.get(route.name) === route) this.#pairs.delete(route.name);
+    if (this.#lastRemote === route) this.#lastRemote = undefined;
+    if (route.pending === 0) route.pair.end();
+    else route.tail.then(() => route.pair.end());
   }
 
   /**
@@ -291,6 +466,8 @@ export class Router implements FrameSink {
   forget(): void {
     this.#lastDest = undefined;
     this.#lastGeneration = -1;
+    this.#lastRemote = undefined;
+    for (const route of [...this.#pairs.values()]) this.#retire(route);
   }
 
   /** Gives up the frame this client was streaming or assembling, if any. */
@@ -300,7 +477,11 @@ export class Router implements FrameSink {
     this.#frame = undefined;
     this.#dest = undefined;
     this.#whole = EMPTY;
+    this.#wholeAt = 0;
     this.#mode = Route.Drop;
+    this.#remote = undefined; // a remote frame is sent only once whole: nothing to undo
+    if (this.#charged > 0) this.#host.slack?.chargeSlack(-this.#charged);
+    this.#charged = 0;
     if (frame === undefined || dest === undefined) return;
     if (!dest.outbox.abort(frame)) {
       // Part of the frame is already on the receiver's wire: its stream cannot be repaired.

@@ -34,6 +34,8 @@ import { VERSION } from "../version.ts";
 import { MemoryBudget, type SharedBudget } from "./memory_budget.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import { sleep } from "../util/async.ts";
+import type { Mesh } from "./mesh.ts";
+import { MeshInbox } from "./mesh_inbox.ts";
 
 /** Options of {@linkcode RelayServer.listen}. */
 export interface RelayServerOptions {
@@ -139,6 +141,13 @@ export interface RelayServerOptions {
   reusePort?: boolean;
   /** Share `maxMemoryBytes` with the other workers of this process (`--threads`). */
   sharedMemory?: SharedBudget;
+  /**
+   * Names held on other nodes or workers (lib/relay/mesh.ts): cluster mode (`--cluster`) or
+   * `--threads`. Registrations are claimed on it too, frames to names it holds go through its
+   * pairs, and its fencing closes every client. The caller creates it and closes it after
+   * the server. Without one, nothing changes.
+   */
+  mesh?: Mesh;
 }
 
 /** A PEM certificate chain and its private key. */
@@ -187,6 +196,11 @@ export interface RelayStats {
   memory: { usedBytes: number; budgetBytes: number };
   /** Bytes queued for receivers now, over all connections. */
   queuedBytes: number;
+  /**
+   * With a mesh: this node's name, the names held elsewhere (by node), and the pairs from
+   * other nodes delivering here now.
+   */
+  mesh?: { node: string; remoteNames: Record<string, number>; pairsIn: number };
   /**
    * Delivered messages by payload size: `messageSizes[i]` counts those of at most
    * `MESSAGE_SIZE_BUCKETS_BYTES[i]` bytes (and more than the bound before); the last entry
@@ -250,6 +264,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #host: ConnectionHost;
   /** The control channel's shared state: welcome, presence, directory, refusals. */
   readonly #control: ControlHub;
+  /** Pairs from other nodes into local connections (with a mesh). */
+  readonly #inbox: MeshInbox | undefined;
   readonly #perIp: ConnectionCounter | undefined;
   readonly #registerRate: RateLimiter | undefined;
   readonly #authFailures: RateLimiter;
@@ -276,10 +292,26 @@ export class RelayServer implements AsyncDisposable {
       idleTimeoutMs: options.idleTimeoutMs,
       namesOwned: options.auth !== undefined,
       listing: options.listing,
-      names: () => Array.from(registry.values(), (c) => c.name!),
-      isOnline: (name) => registry.get(name) !== undefined,
+      names: () => {
+        const names = Array.from(registry.values(), (c) => c.name!);
+        if (options.mesh) for (const [name] of options.mesh.remoteNames()) names.push(name);
+        return names;
+      },
+      isOnline: (name) =>
+        registry.get(name)?.name !== undefined || options.mesh?.holder(name) !== undefined,
     });
+    const mesh = options.mesh;
+    if (mesh) {
+      this.#inbox = new MeshInbox({
+        holder: (name) => {
+          const conn = registry.get(name);
+          return conn?.name === undefined ? undefined : conn;
+        },
+        delivered: (bytes) => this.#host.count("delivered", bytes),
+      });
+    }
     this.#host = this.#makeHost();
+    if (mesh) this.#listenToMesh(mesh);
     if (options.maxConnectionsPerIp > 0) {
       this.#perIp = new ConnectionCounter({ maxPerKey: options.maxConnectionsPerIp });
     }
@@ -342,6 +374,7 @@ export class RelayServer implements AsyncDisposable {
       registerRate: options.registerRate,
       reusePort: options.reusePort ?? false,
       sharedMemory: options.sharedMemory,
+      mesh: options.mesh,
     };
     for (const [key, value] of Object.entries(full)) {
       if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
@@ -437,7 +470,16 @@ export class RelayServer implements AsyncDisposable {
       memory: { usedBytes: this.#memory.usedBytes, budgetBytes: this.#memory.budgetBytes },
       queuedBytes: [...this.#connections].reduce((sum, c) => sum + c.outbox.queuedBytes, 0),
       messageSizes: [...s.messageSizes],
+      mesh: this.#meshStats(),
     };
+  }
+
+  #meshStats(): RelayStats["mesh"] {
+    const mesh = this.#options.mesh;
+    if (!mesh) return undefined;
+    const remoteNames: Record<string, number> = {};
+    for (const [, node] of mesh.remoteNames()) remoteNames[node] = (remoteNames[node] ?? 0) + 1;
+    return { node: mesh.node, remoteNames, pairsIn: this.#inbox!.size };
   }
 
   /**
@@ -674,6 +716,33 @@ export class RelayServer implements AsyncDisposable {
     return "unauthorized";
   }
 
+  /** Takes the mesh's events: pairs to deliver, names elsewhere, fencing. */
+  #listenToMesh(mesh: Mesh): void {
+    const control = this.#control;
+    const inbox = this.#inbox!;
+    mesh.listen({
+      pair: (receiver) => {
+        if (this.#stop.signal.aborted) receiver.close("receiver_closed");
+        else inbox.accept(receiver);
+      },
+      changed: (name, node) => {
+        if (this.#registry.get(name) !== undefined) return; // held here: local events count
+        if (node === null) control.offline(name);
+        else control.online(name);
+      },
+      fenced: (reason) => {
+        this.#log.error("Cluster node {node} fenced ({reason}): closing every client", {
+          node: mesh.node,
+          reason,
+        });
+        const detail = reason === "lease_lost"
+          ? "Another process took this node's name in the cluster"
+          : "The relay lost its cluster";
+        for (const conn of [...this.#connections]) conn.close("cluster_unavailable", detail);
+      },
+    });
+  }
+
   /** What connections see of the server. */
   #makeHost(): ConnectionHost {
     const options = this.#options;
@@ -681,7 +750,10 @@ export class RelayServer implements AsyncDisposable {
     const registry = this.#registry;
     const memory = this.#memory;
     const control = this.#control;
+    const mesh = options.mesh;
+    const inbox = this.#inbox;
     return {
+      mesh,
       limits: {
         maxMessageBytes: options.maxMessageBytes,
         maxBufferBytes: options.maxBufferBytes,
@@ -692,29 +764,49 @@ export class RelayServer implements AsyncDisposable {
       admit: (conn, registration) => this.#admitRegistration(conn, registration),
       claim: (name, conn) => {
         if (!registry.claim(name, conn)) return false;
+        if (mesh) return true; // online once the mesh claim is in (claimMesh)
         this.#registeredCount++;
         control.online(name);
         return true;
       },
+      claimMesh: mesh && (async (name, conn) => {
+        const claim = await mesh.claim(name);
+        if (!claim.ok || conn.closed) {
+          registry.release(name, conn);
+          if (claim.ok) mesh.release(name);
+          return claim.ok ? undefined : claim.reason;
+        }
+        this.#registeredCount++;
+        control.online(name);
+        return undefined;
+      }),
       release: (name, conn) => {
         if (registry.get(name) !== conn) return;
         registry.release(name, conn);
         control.offline(name);
+        if (mesh) {
+          mesh.release(name);
+          inbox?.release(conn);
+        }
       },
       control,
+      // A cached destination is stale once a name changed hands here or anywhere in the mesh.
       get generation() {
-        return registry.generation;
+        return mesh ? registry.generation + mesh.generation : registry.generation;
       },
       share: (ip) => memory.budgetBytes > 0 ? memory.share(addressKey(ip)) : undefined,
       slack: memory.budgetBytes > 0 ? memory : undefined,
       lookup: (name) => {
         try {
-          return this.#registry.get(this.#decoder.decode(name));
+          const conn = this.#registry.get(this.#decoder.decode(name));
+          // Registered only once the mesh claim is in: until then, not a destination.
+          return conn?.name === undefined ? undefined : conn;
         } catch {
           return undefined; // not UTF-8: cannot be a registered name
         }
       },
       ended: (conn, reason) => {
+        inbox?.release(conn);
         this.#connections.delete(conn);
         this.#endedCount++;
         stats.disconnects[reason] = (stats.disconnects[reason] ?? 0) + 1;
@@ -737,6 +829,9 @@ export class RelayServer implements AsyncDisposable {
 
 type Options =
   & Required<
-    Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory">
+    Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh">
   >
-  & Pick<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory">;
+  & Pick<
+    RelayServerOptions,
+    "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh"
+  >;

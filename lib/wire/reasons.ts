@@ -36,6 +36,11 @@ export const DISCONNECT_REASONS = {
    * longer than the idle timeout (with a write timeout the receiver is dropped instead).
    */
   held_back: "The client was held back by a receiver that did not read",
+  /**
+   * Cluster mode: the node could not reach the cluster (its lease could not be renewed, or a
+   * name claim got no answer), so it stopped serving names rather than risk duplicates.
+   */
+  cluster_unavailable: "The relay cannot reach its cluster",
 } as const;
 
 /** Why a relay connection ended; counted per reason. */
@@ -88,6 +93,8 @@ export const REGISTRATION_REASONS = {
   unsupported_version: "The relay does not speak this control channel version",
   /** No registration within the register timeout. */
   register_timeout: "No registration within the register timeout",
+  /** Cluster mode: the name could not be claimed cluster-wide (the cluster did not answer). */
+  cluster_unavailable: "The relay cannot reach its cluster",
 } as const;
 
 /** Why a registration was refused. */
@@ -118,6 +125,44 @@ export const CONTROL_ERROR_REASONS = {
 
 /** Reason of a control-channel `error`. */
 export type ControlErrorReason = keyof typeof CONTROL_ERROR_REASONS;
+
+// ---- Cluster (lib/cluster/, docs/CLUSTER.md) ----
+
+/** Why a sender→receiver pair between two relay nodes (or worker threads) ended. */
+export const PAIR_CLOSE_REASONS = {
+  /** A chunk went missing between the nodes (sequence numbers skipped). */
+  sequence_gap: "A chunk between the nodes went missing",
+  /** The sender ended the pair in the middle of a message. */
+  sender_aborted: "The sender left in the middle of a message",
+  /** The receiving side closed the pair (its client left or was slow). */
+  receiver_closed: "The receiver closed the pair",
+  /** The sender ended the pair (its client left). */
+  sender_closed: "The sender closed the pair",
+  /** The other node broke the cluster protocol (bad frame, over credit, over size). */
+  protocol_error: "The other node broke the cluster protocol",
+  /** The link to the other node was lost and may have dropped data. */
+  transport_reset: "The link between the nodes was reset",
+  /** The other node left the cluster or restarted. */
+  peer_gone: "The other node left the cluster",
+  /** This node is fenced: it could not renew its lease. */
+  cluster_unavailable: "The cluster is unavailable",
+  /** The local stream layer was closed. */
+  closed: "The stream layer was closed",
+} as const;
+
+/** Why a pair ended. */
+export type PairCloseReason = keyof typeof PAIR_CLOSE_REASONS;
+
+/** Why a node fenced itself (stopped serving its names and closed its clients). */
+export const FENCE_REASONS = {
+  /** The lease could not be renewed before it expired (NATS or JetStream unreachable). */
+  cluster_unavailable: "The lease could not be renewed in time",
+  /** Another process took this node's lease (same node name) or it expired and was recreated. */
+  lease_lost: "Another process holds this node's lease",
+} as const;
+
+/** Why a node fenced itself. */
+export type FenceReason = keyof typeof FENCE_REASONS;
 
 // ---- Tunnel (lib/tunnel/) ----
 

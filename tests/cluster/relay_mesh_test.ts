@@ -1,0 +1,69 @@
+/**
+ * The relay server's mesh wiring (lib/relay/mesh.ts) on a real NATS server, in one process:
+ * two relay servers, each with a ClusterMesh, share one namespace.
+ */
+import assert from "node:assert/strict";
+import { ClusterMesh } from "../../lib/cluster/mesh.ts";
+import { RelayServer } from "../../lib/relay/server.ts";
+import { bytes, expectText, RawPeer, text, waitFor as waitUntil } from "../_helpers/relay.ts";
+import { NATS_SKIP, NatsServer } from "./_nats.ts";
+
+const timing = { leaseMs: 3_000, renewMs: 500 };
+
+async function node(url: string, name: string) {
+  const mesh = await ClusterMesh.start({ servers: [url], node: name, ...timing });
+  const server = await RelayServer.listen({ hostname: "127.0.0.1", port: 0, mesh });
+  return {
+    mesh,
+    server,
+    async [Symbol.asyncDispose]() {
+      await server.close();
+      await mesh.close();
+    },
+  };
+}
+
+Deno.test({
+  name: "relay servers on one NATS: names are unique across nodes and frames cross both ways",
+  ignore: NATS_SKIP !== undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using nats = await NatsServer.start();
+    await using a = await node(nats.url, "a");
+    await using b = await node(nats.url, "b");
+    await using alice = await RawPeer.connect(a.server.port, "alice");
+    await using bob = await RawPeer.connect(b.server.port, "bob");
+    await waitUntil(() => a.mesh.holder("bob") === "b" && b.mesh.holder("alice") === "a", 5_000);
+
+    await using dup = await RawPeer.connect(a.server.port, "bob");
+    await dup.closed();
+    assert.equal(a.server.stats().disconnects.name_taken, 1);
+
+    await alice.write("bob|5|hello");
+    await expectText(bob, "alice|5|hello");
+    await bob.write("alice|3|hey");
+    await expectText(alice, "bob|3|hey");
+
+    // A message larger than one NATS packet and than the pair's window.
+    const big = new Uint8Array(5 * 1024 * 1024).map((_, i) => i % 251);
+    const header = bytes(`alice|${big.length}|`);
+    await alice.write(bytes(`bob|${big.length}|`));
+    await alice.write(big);
+    assert.equal(text(await bob.read(header.length)), text(header));
+    const got = await bob.read(big.length, 20_000);
+    assert.deepEqual(got, big);
+
+    // Order: many small frames arrive in order.
+    let out = "";
+    let want = "";
+    for (let i = 0; i < 2000; i++) {
+      const p = String(i).padStart(4, "0");
+      out += `bob|4|${p}`;
+      want += `alice|4|${p}`;
+    }
+    await alice.write(out);
+    await expectText(bob, want, 10_000);
+    assert.ok(b.server.names().includes("alice"), "who spans nodes");
+  },
+});

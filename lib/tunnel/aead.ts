@@ -38,7 +38,8 @@ export interface Aead {
   importKey(raw: Uint8Array): Promise<AeadKey>;
   /**
    * Encrypts `plain` into `out`: the ciphertext, then the tag (`plain.length +
-   * AEAD_TAG_BYTES` bytes; `out` must not overlap `plain`).
+   * AEAD_TAG_BYTES` bytes). `out` either starts where `plain` does (sealed in place) or
+   * does not overlap it.
    */
   seal(
     key: AeadKey,

@@ -29,7 +29,7 @@ import { errorText } from "../util/async.ts";
 import { DATA_ROOM_BYTES, LINK_HEADROOM_BYTES, releaseDataBuffer, type Stream } from "./stream.ts";
 import { isData, type Peer, type Queued } from "./peer.ts";
 import type { TunnelLink } from "./link.ts";
-import type { PacketCipher } from "./crypto.ts";
+import { type PacketCipher, SEALED_HEADER_BYTES, TAG_BYTES } from "./crypto.ts";
 
 /** DATA frames at least this big are sent alone from their read buffer. */
 const ZERO_COPY_BYTES = 64 * 1024;
@@ -55,8 +55,10 @@ export interface EncodedPacket {
   /** The frames, back to back. */
   frames: Uint8Array;
   /**
-   * The packet: PACKET_HEADER_BYTES free, then `frames`; LINK_HEADROOM_BYTES free in front
-   * of it in its buffer, so the link can put its own header there too.
+   * The plain packet: PACKET_HEADER_BYTES free, then `frames`; at least LINK_HEADROOM_BYTES
+   * free in front of it in its buffer, so the link can put its own header there too.
+   * `frames` also has LINK_HEADROOM_BYTES + SEALED_HEADER_BYTES free in front of it and
+   * TAG_BYTES after it, so it can be sealed where it lies.
    */
   room: Uint8Array;
   /** Whether `room` is a lone DATA frame's own read buffer (released once sent). */
@@ -135,7 +137,7 @@ export function encodePacket(contents: PacketContents): EncodedPacket {
     writeFrameHeader(item.buffer, at, DATA, openerFlag(item.stream), item.stream.id, item.length);
     return {
       frames: item.buffer.subarray(at, DATA_ROOM_BYTES + item.length),
-      room: item.buffer.subarray(LINK_HEADROOM_BYTES, DATA_ROOM_BYTES + item.length),
+      room: item.buffer.subarray(at - PACKET_HEADER_BYTES, DATA_ROOM_BYTES + item.length),
       inPlace: true,
     };
   }
@@ -144,9 +146,10 @@ export function encodePacket(contents: PacketContents): EncodedPacket {
   for (const item of items) {
     size += isData(item) ? FRAME_HEADER_BYTES + item.length : frameLength(item.frame);
   }
-  // Headers written in front of the frames, not copied in behind them: one copy fewer.
-  const start = LINK_HEADROOM_BYTES + PACKET_HEADER_BYTES;
-  const out = new Uint8Array(start + size);
+  // Headers written in front of the frames, not copied in behind them: one copy fewer. The
+  // room fits a sealed header and tag, so a cipher seals it in place too.
+  const start = LINK_HEADROOM_BYTES + SEALED_HEADER_BYTES;
+  const out = new Uint8Array(start + size + TAG_BYTES);
   let offset = start;
   for (const f of frames) offset = writeFrame(out, offset, f);
   for (const item of items) {
@@ -166,8 +169,8 @@ export function encodePacket(contents: PacketContents): EncodedPacket {
     }
   }
   return {
-    frames: out.subarray(start),
-    room: out.subarray(LINK_HEADROOM_BYTES),
+    frames: out.subarray(start, start + size),
+    room: out.subarray(start - PACKET_HEADER_BYTES, start + size),
     inPlace: false,
   };
 }
@@ -276,7 +279,9 @@ export class PacketWriter {
         if (!await this.#send(next)) return;
       }
     } finally {
-      for (const out of inFlight) out.release();
+      // A buffer being sealed in place goes back only once its seal has settled: a stream
+      // must never read into a buffer the cipher still writes.
+      for (const out of inFlight) Promise.resolve(out.packet).then(out.release, out.release);
     }
   }
 
@@ -304,23 +309,21 @@ export class PacketWriter {
         encoded = encodePacket(contents);
       }
       if (cipher) {
+        // Sealed where the frames lie: a lone DATA frame in its read buffer (given back once
+        // the link has written it), anything else in the new buffer encodePacket made.
         const sealing = cipher.seal(
           peer.name,
           session,
           receiver,
           encoded.frames,
           LINK_HEADROOM_BYTES,
+          true,
         );
-        // The plain frames are free once sealed (the sealed packet is a new buffer).
-        const plain = contents;
-        if (plain) sealing.then(() => releasePacket(plain), () => releasePacket(plain));
-        return {
-          peer,
-          contents,
-          packet: sealing,
-          headroom: LINK_HEADROOM_BYTES,
-          release: NOTHING,
-        };
+        const held = contents;
+        if (held && !encoded.inPlace) releasePacket(held);
+        const release = held && encoded.inPlace ? () => releasePacket(held) : NOTHING;
+        // A failed seal is failed by #send, which gives the buffers back too.
+        return { peer, contents, packet: sealing, headroom: LINK_HEADROOM_BYTES, release };
       }
       writePacketHeader(encoded.room, PACKET_PLAIN, session, receiver);
       const held = contents;

@@ -10,10 +10,10 @@ import {
   FRAME_HEADER_BYTES,
   INITIAL_WINDOW_BYTES,
   MAX_DATA_BYTES,
-  PACKET_HEADER_BYTES,
   RESET_CODES,
   type ResetCodeValue,
 } from "../wire/tunnel.ts";
+import { SEALED_HEADER_BYTES, TAG_BYTES } from "./crypto.ts";
 import { TUNNEL_RESET_REASONS, type TunnelResetReason } from "../wire/reasons.ts";
 import { ReceiveWindow, SendWindow } from "./window.ts";
 import { concat } from "../util/bytes.ts";
@@ -41,16 +41,17 @@ export const LINK_HEADROOM_BYTES: number = MAX_NAME_BYTES + 2 + MAX_LENGTH_DIGIT
 
 /**
  * Bytes kept free in front of the data of a DATA buffer, so a lone DATA frame goes out as
- * one packet without a copy: the link, packet and frame headers are written in front of it.
+ * one packet without a copy: the link, packet (sealed: with its counter) and frame headers
+ * are written in front of it. Sealed packets also need TAG_BYTES after it.
  */
-export const DATA_ROOM_BYTES: number = LINK_HEADROOM_BYTES + PACKET_HEADER_BYTES +
+export const DATA_ROOM_BYTES: number = LINK_HEADROOM_BYTES + SEALED_HEADER_BYTES +
   FRAME_HEADER_BYTES;
 
 /** Reads shorter than this are copied into a fitting buffer and the big one reused. */
 const SMALL_READ_BYTES = 32 * 1024;
 
-/** Size of a stream read buffer: room for the headers, then one DATA body. */
-const DATA_BUFFER_BYTES = DATA_ROOM_BYTES + MAX_DATA_BYTES;
+/** Size of a stream read buffer: room for the headers, one DATA body, room for a tag. */
+const DATA_BUFFER_BYTES = DATA_ROOM_BYTES + MAX_DATA_BYTES + TAG_BYTES;
 /** Free read buffers kept for reuse (16 MiB at most). */
 const MAX_FREE_DATA_BUFFERS = 64;
 const freeDataBuffers: Uint8Array[] = [];

@@ -15,6 +15,7 @@
  */
 
 import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
+import type { ForwardedStats } from "./worker_mesh.ts";
 
 /** Server options that cross to a worker (plain data; the auth policy goes as its file). */
 export type WorkerServerOptions = Omit<
@@ -55,6 +56,8 @@ export interface WorkerStats {
   relay: RelayStats;
   /** Pairs open to and from other workers. */
   pairs: { sending: number; receiving: number };
+  /** Messages handed to other workers (counted as delivered by both workers' servers). */
+  forwarded: ForwardedStats;
 }
 
 /** What a worker sends the main thread. */

@@ -35,8 +35,11 @@ import type { FromWorker, StartMessage, WorkerServerOptions, WorkerStats } from 
 import { NameTable } from "./name_table.ts";
 import { workerNode } from "./worker_mesh.ts";
 
-/** Time a worker has to listen and say so. */
-const WORKER_START_TIMEOUT_MS = 10_000;
+/**
+ * Time a worker has to listen and say so: generous, because under `deno test` (which
+ * type-checks what a worker loads) the first worker of a run took over 10 s on this machine.
+ */
+const WORKER_START_TIMEOUT_MS = 60_000;
 /** Time a worker has to answer a stats or reload request. */
 const WORKER_REPLY_TIMEOUT_MS = 5_000;
 /** Time a worker has to stop after its shutdown grace, before it is terminated. */
@@ -295,7 +298,7 @@ export class ThreadedRelay implements AsyncDisposable {
   async stats(): Promise<ThreadedStats> {
     const answers = await this.#ask((id) => ({ type: "stats", id }));
     const workers = answers.map((m) => (m as Extract<FromWorker, { type: "stats" }>).stats);
-    return { ...sumStats(workers.map((w) => w.relay), this.memoryUsedBytes()), workers };
+    return { ...sumStats(workers, this.memoryUsedBytes()), workers };
   }
 
   /** Bytes held for receivers over every worker, as last published to the shared slots. */
@@ -404,8 +407,12 @@ function listenError(message: string, code: string | undefined): Error {
   return new Class(message.replace(/^\w+: /, ""));
 }
 
-/** The sum of the workers' counters. */
-export function sumStats(all: RelayStats[], usedBytes: number): RelayStats {
+/**
+ * The sum of the workers' counters, as one relay's: a message that crossed from one worker to
+ * another is counted by both servers as delivered, and once here.
+ */
+export function sumStats(workers: WorkerStats[], usedBytes: number): RelayStats {
+  const all = workers.map((w) => w.relay);
   const out: RelayStats = {
     connections: 0,
     registered: 0,
@@ -433,6 +440,11 @@ export function sumStats(all: RelayStats[], usedBytes: number): RelayStats {
     add(out.dropped, s.dropped);
     add(out.disconnects as Record<string, number>, s.disconnects);
     s.messageSizes.forEach((n, i) => out.messageSizes[i] += n);
+  }
+  for (const { forwarded } of workers) {
+    out.messages -= forwarded.messages;
+    out.bytes -= forwarded.bytes;
+    forwarded.messageSizes.forEach((n, i) => out.messageSizes[i] -= n);
   }
   return out;
 }

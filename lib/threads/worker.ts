@@ -96,7 +96,15 @@ async function start(message: StartMessage): Promise<void> {
         mesh.changed(m.name);
         return;
       case "stats":
-        post({ type: "stats", id: m.id, stats: { relay: server.stats(), pairs: mesh.openPairs } });
+        post({
+          type: "stats",
+          id: m.id,
+          stats: {
+            relay: server.stats(),
+            pairs: mesh.openPairs,
+            forwarded: mesh.forwarded,
+          },
+        });
         return;
       case "reload":
         reload(server, auth, m).then(

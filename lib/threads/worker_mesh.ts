@@ -22,6 +22,20 @@ import type { PairReceiver } from "../cluster/pair_receiver.ts";
 import { ClusterStreams } from "../cluster/streams.ts";
 import { PortTransport } from "../cluster/port_transport.ts";
 import { NameTable } from "./name_table.ts";
+import { MESSAGE_SIZE_BUCKETS_BYTES } from "../relay/server.ts";
+
+/**
+ * Messages this worker handed to pairs for other workers. The sending server counts them as
+ * delivered, and so does the receiving one: the process's total counts them once.
+ */
+export interface ForwardedStats {
+  /** Messages handed to pairs. */
+  messages: number;
+  /** Their payload bytes. */
+  bytes: number;
+  /** Their sizes, in the buckets of `RelayStats.messageSizes`. */
+  messageSizes: number[];
+}
 
 /** The node name of worker `index`. */
 export function workerNode(index: number): string {
@@ -55,6 +69,12 @@ export class WorkerMesh implements Mesh {
   readonly #known = new Map<string, string>();
   #events: MeshEvents | undefined;
   #closing: Promise<void> | undefined;
+  /** Messages handed to pairs (see {@linkcode ForwardedStats}). */
+  readonly forwarded: ForwardedStats = {
+    messages: 0,
+    bytes: 0,
+    messageSizes: new Array<number>(MESSAGE_SIZE_BUCKETS_BYTES.length + 1).fill(0),
+  };
 
   constructor(options: WorkerMeshOptions) {
     this.#index = options.index;
@@ -96,7 +116,34 @@ export class WorkerMesh implements Mesh {
 
   /** Opens a pair to another worker. */
   open(node: string, key: string): PairSender {
-    return this.#streams.open(node, key);
+    const pair = this.#streams.open(node, key);
+    // Counted where the server counts them (a message taken by the pair), so that the
+    // process's total can leave them out once.
+    const send = pair.send.bind(pair);
+    const trySend = pair.trySend.bind(pair);
+    pair.send = (message, signal) => {
+      this.#forward(message.length);
+      return send(message, signal);
+    };
+    pair.trySend = (message) => {
+      if (!trySend(message)) return false;
+      this.#forward(message.length);
+      return true;
+    };
+    return pair;
+  }
+
+  #forward(bytes: number): void {
+    const f = this.forwarded;
+    f.messages++;
+    f.bytes += bytes;
+    let bucket = 0;
+    while (
+      bucket < MESSAGE_SIZE_BUCKETS_BYTES.length && bytes > MESSAGE_SIZE_BUCKETS_BYTES[bucket]
+    ) {
+      bucket++;
+    }
+    f.messageSizes[bucket]++;
   }
 
   /** Every name held by the other workers. */

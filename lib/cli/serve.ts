@@ -23,6 +23,7 @@ import { WebServer } from "../web/server.ts";
 import { describeError, logFlags, onShutdownSignal, parseCommand } from "./common.ts";
 import { serveThreaded } from "./serve_threads.ts";
 import { DEFAULT_THREADS } from "../threads/threads.ts";
+import { CLUSTER_FLAGS, clusterSettings, joinCluster } from "./serve_cluster.ts";
 
 /** Time queued data gets to go out on SIGINT/SIGTERM before connections are closed. */
 const SHUTDOWN_GRACE_MS = 2_000;
@@ -200,6 +201,7 @@ export const SERVE_FLAGS: readonly Flag[] = [
     help: "whether clients may list who is online ('relay who'); watching names works either way",
     group: PUBLIC_GROUP,
   },
+  ...CLUSTER_FLAGS,
   {
     name: "http-port",
     env: "RELAY_HTTP_PORT",
@@ -333,6 +335,10 @@ export async function main(args: string[]): Promise<number> {
   const log = getLogger(["relay", "serve"]);
   const tls = await readTls();
   const threads = flags.count("threads")!;
+  const cluster = await clusterSettings(flags);
+  if (cluster && threads > 1) {
+    throw new UsageError("--cluster needs --threads 1 (one relay node per process for now)");
+  }
   if (threads > 1) {
     if (flags.port("http-port") !== undefined) {
       throw new UsageError("--http-port needs --threads 1 (the HTTP side runs on one thread)");
@@ -359,9 +365,11 @@ export async function main(args: string[]): Promise<number> {
         new ListenError(listenFailure(error, hostname, port, tls ? tlsPort : undefined)),
     });
   }
+  // Cluster mode: joined before listening, so no client registers a name the cluster has not seen.
+  await using mesh = cluster ? await joinCluster(cluster, log) : undefined;
   let listening: RelayServer;
   try {
-    listening = await RelayServer.listen({ ...options, tls, tlsPort, auth });
+    listening = await RelayServer.listen({ ...options, tls, tlsPort, auth, mesh });
   } catch (error) {
     throw new ListenError(listenFailure(error, hostname, port, tls ? tlsPort : undefined));
   }

@@ -49,7 +49,8 @@ export interface Aead {
     out: Uint8Array,
   ): void | Promise<void>;
   /**
-   * Decrypts `sealed` (ciphertext then tag) into a new array.
+   * Decrypts `sealed` (ciphertext then tag). The engine may decrypt in place: the result
+   * is then a view of `sealed`'s bytes, which are overwritten (also when the tag fails).
    * @throws {Error} when the tag does not match
    */
   open(
@@ -185,11 +186,13 @@ export function openSslAead(): Aead | undefined {
     open(key, nonce, aad, sealed) {
       if (sealed.length < AEAD_TAG_BYTES) throw new Error("Sealed data is too short");
       const length = sealed.length - AEAD_TAG_BYTES;
-      const plain = new Uint8Array(length);
+      // In place: a received packet is this side's alone, and a new buffer per packet (its
+      // allocation and page faults) cost about as much as a tenth of the decryption.
+      const plain = sealed.subarray(0, length);
       ok(s.EVP_DecryptInit_ex(dec, cipher, null, (key as RawKey).raw, nonce), "decrypt init");
       ok(s.EVP_DecryptUpdate(dec, null, outLength, aad, aad.length), "aad");
-      ok(s.EVP_DecryptUpdate(dec, plain, outLength, sealed.subarray(0, length), length), "decrypt");
       ok(s.EVP_CIPHER_CTX_ctrl(dec, GCM_SET_TAG, AEAD_TAG_BYTES, sealed.subarray(length)), "tag");
+      ok(s.EVP_DecryptUpdate(dec, plain, outLength, plain, length), "decrypt");
       if (s.EVP_DecryptFinal_ex(dec, plain.subarray(length), outLength) !== 1) {
         throw new Error("The tag does not match");
       }

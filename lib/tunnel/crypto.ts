@@ -58,8 +58,9 @@ export interface PacketCipher {
     inPlace?: boolean,
   ): Promise<Uint8Array>;
   /**
-   * Opens a sealed packet from `peer` (its header already decoded).
-   * @returns the plain frames
+   * Opens a sealed packet from `peer` (its header already decoded). The packet's bytes may
+   * be decrypted in place: the caller gives them up.
+   * @returns the plain frames (perhaps a view of `packet`)
    * @throws {Error} when the packet is forged, tampered with, replayed or refused unopened
    */
   open(peer: string, header: PacketHeader, packet: Uint8Array): Promise<Uint8Array>;

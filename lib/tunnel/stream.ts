@@ -60,7 +60,7 @@ const freeDataBuffers: Uint8Array[] = [];
  * A read buffer for a stream. Allocating and zeroing a fresh 256 KiB buffer for every read
  * was a tenth of a tunnel's time in profiles of bulk transfers, so sent ones come back here.
  */
-function takeDataBuffer(): Uint8Array {
+export function takeDataBuffer(): Uint8Array {
   return freeDataBuffers.pop() ?? new Uint8Array(DATA_BUFFER_BYTES);
 }
 

@@ -8,14 +8,25 @@ import {
   decodePacketHeader,
   FRAME_HEADER_BYTES,
   isUnknownSession,
+  MAX_DATA_BYTES,
   MAX_FRAMES_BYTES,
   newSessionId,
   PACKET_HEADER_BYTES,
 } from "../../lib/wire/tunnel.ts";
 import { encodePacket, MAX_SEALS_IN_FLIGHT, takePacket } from "../../lib/tunnel/packetizer.ts";
-import { createCipherFactory } from "../../lib/tunnel/crypto.ts";
+import {
+  createCipherFactory,
+  SEALED_HEADER_BYTES,
+  SecretCipher,
+  TAG_BYTES,
+} from "../../lib/tunnel/crypto.ts";
 import { Peer } from "../../lib/tunnel/peer.ts";
-import { DATA_ROOM_BYTES, Stream } from "../../lib/tunnel/stream.ts";
+import {
+  DATA_ROOM_BYTES,
+  LINK_HEADROOM_BYTES,
+  Stream,
+  takeDataBuffer,
+} from "../../lib/tunnel/stream.ts";
 import {
   assert,
   assertEquals,
@@ -201,4 +212,56 @@ Deno.test("sealed packets leave in counter order while several are sealed at onc
     assert(counters[i] > counters[i - 1], `counter ${counters[i]} after ${counters[i - 1]}`);
   }
   assertEquals(t.lab.stats()?.packetsDropped ?? {}, {});
+});
+
+Deno.test("a packet is sealed where its frames lie: in the DATA read buffer, or the one encodePacket made", async () => {
+  const cipher = new SecretCipher(
+    new TextEncoder().encode("a shared secret of 32 bytes or so"),
+    "me",
+  );
+  const peer = new Peer("lab");
+  peer.session = newSessionId();
+  const s = stubStream(1);
+  const big = { stream: s, buffer: takeDataBuffer(), length: MAX_DATA_BYTES };
+  big.buffer.fill(7, DATA_ROOM_BYTES, DATA_ROOM_BYTES + MAX_DATA_BYTES);
+  peer.data.push(big);
+  const encoded = encodePacket(takePacket(peer)!);
+  const me = newSessionId();
+  const sealed = await cipher.seal(
+    "lab",
+    me,
+    peer.session,
+    encoded.frames,
+    LINK_HEADROOM_BYTES,
+    true,
+  );
+  assert(sealed.buffer === big.buffer.buffer, "the big DATA was sealed into a new buffer");
+  assertEquals(sealed.byteOffset, LINK_HEADROOM_BYTES);
+  assertEquals(
+    sealed.length,
+    SEALED_HEADER_BYTES + FRAME_HEADER_BYTES + MAX_DATA_BYTES + TAG_BYTES,
+  );
+  assertEquals(decodePacketHeader(sealed).kind, 1);
+  peer.data.push(dataItem(s, 10), dataItem(s, 20));
+  const small = encodePacket(takePacket(peer)!);
+  const smallSealed = await cipher.seal(
+    "lab",
+    me,
+    peer.session,
+    small.frames,
+    LINK_HEADROOM_BYTES,
+    true,
+  );
+  assert(
+    smallSealed.buffer === small.frames.buffer,
+    "the new packet buffer was not sealed in place",
+  );
+  // Without room around them, or without inPlace, the frames are left alone.
+  const frames = small.frames.slice();
+  const copy = await cipher.seal("lab", me, peer.session, frames, LINK_HEADROOM_BYTES, true);
+  assert(copy.buffer !== frames.buffer);
+  const kept = small.frames.slice();
+  const notGiven = await cipher.seal("lab", me, peer.session, small.frames, LINK_HEADROOM_BYTES);
+  assert(notGiven.buffer !== small.frames.buffer);
+  assertEquals(small.frames, kept);
 });

@@ -39,8 +39,8 @@ Deno.test({
     await using _b = b;
     await using _c = c;
     await using alice = await RawPeer.connect(a.port, "alice");
-    await using bert = await RawPeer.connect(b.port, "bert");
-    await using carl = await RawPeer.connect(c.port, "carl");
+    await using _bert0 = await RawPeer.connect(b.port, "bert");
+    await using _carl0 = await RawPeer.connect(c.port, "carl");
     await waitForNames(a.port, ["alice", "bert", "carl"]);
 
     await t.step(

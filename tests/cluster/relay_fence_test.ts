@@ -106,7 +106,7 @@ Deno.test({
     let freeMs = -1;
     for (;;) {
       try {
-        await using again = await RelayClient.connect({ port: a.port, name: "bob" });
+        await using _again = await RelayClient.connect({ port: a.port, name: "bob" });
         freeMs = performance.now() - cutAt;
         break;
       } catch (error) {

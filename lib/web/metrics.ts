@@ -94,6 +94,39 @@ export class RelayMetrics {
         this.set({ version: VERSION }, 1);
       },
     });
+    // Cluster mode: which node this is, and the names its peers hold (by node).
+    new Gauge({
+      name: "relay_node_info",
+      help: "Always 1 in cluster mode; this node's name is a label",
+      labelNames: ["node"],
+      registers,
+      collect() {
+        this.reset();
+        const mesh = stat().mesh;
+        if (mesh) this.set({ node: mesh.node }, 1);
+      },
+    });
+    new Gauge({
+      name: "relay_cluster_remote_names",
+      help: "Names held on other cluster nodes, as this node sees them, by node",
+      labelNames: ["node"],
+      registers,
+      collect() {
+        this.reset();
+        const mesh = stat().mesh;
+        if (mesh) {
+          for (const [node, n] of Object.entries(mesh.remoteNames)) this.set({ node }, n);
+        }
+      },
+    });
+    new Gauge({
+      name: "relay_cluster_pairs_in",
+      help: "Pairs from other cluster nodes delivering to clients here now",
+      registers,
+      collect() {
+        this.set(stat().mesh?.pairsIn ?? 0);
+      },
+    });
     gauge(
       "relay_start_time_seconds",
       "When the relay started, seconds since the Unix epoch",

@@ -98,6 +98,16 @@ function chart(id, values, format) {
 
 function render(s) {
   $("version").textContent = s.version;
+  // Cluster mode: this node and the others with the names each holds.
+  const cluster = $("cluster");
+  if (cluster) {
+    const mesh = s.mesh;
+    cluster.textContent = mesh
+      ? `node ${mesh.node}` +
+        Object.entries(mesh.remoteNames).map(([node, n]) => ` · ${node}: ${number.format(n)} names`)
+          .join("")
+      : "";
+  }
   $("uptime").textContent = formatDuration(s.uptimeSeconds);
   const max = s.maxConnections;
   $("connections").textContent = number.format(s.connections);

@@ -200,3 +200,9 @@ export const CHECK_AFTER_MS = 1_000;
 
 /** A fenced node tries to join the cluster again this often (a new lease, a new epoch). */
 export const REJOIN_RETRY_MS = 1_000;
+
+/**
+ * How long `serve --cluster` keeps trying to join at start: NATS started beside it (a compose
+ * file) takes a few seconds to elect its JetStream leader.
+ */
+export const CLUSTER_JOIN_TIMEOUT_MS = 30_000;

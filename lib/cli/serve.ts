@@ -366,7 +366,7 @@ export async function main(args: string[]): Promise<number> {
     });
   }
   // Cluster mode: joined before listening, so no client registers a name the cluster has not seen.
-  await using mesh = cluster ? await joinCluster(cluster, log) : undefined;
+  await using mesh = cluster ? await joinCluster(cluster, log, signal) : undefined;
   let listening: RelayServer;
   try {
     listening = await RelayServer.listen({ ...options, tls, tlsPort, auth, mesh });

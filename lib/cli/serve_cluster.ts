@@ -8,7 +8,13 @@ import type { Logger } from "@logtape/logtape";
 import type { Flag, ParsedFlags } from "./flag_table.ts";
 import { UsageError } from "./flags.ts";
 import type { ClusterMesh } from "../cluster/mesh.ts";
-import { LEASE_RENEW_MS, LEASE_TTL_MS, MAX_NODE_NAME_BYTES } from "../limits.ts";
+import {
+  CLUSTER_JOIN_TIMEOUT_MS,
+  LEASE_RENEW_MS,
+  LEASE_TTL_MS,
+  MAX_NODE_NAME_BYTES,
+  REJOIN_RETRY_MS,
+} from "../limits.ts";
 import { describeError } from "./common.ts";
 
 const CLUSTER_GROUP = "Cluster mode on NATS (off by default; docs/CLUSTER.md)";
@@ -154,8 +160,17 @@ export class ClusterJoinError extends Error {
   }
 }
 
-/** Joins the cluster (loads the NATS client now); logs the join and every rejoin. */
-export async function joinCluster(settings: ClusterSettings, log: Logger): Promise<ClusterMesh> {
+/**
+ * Joins the cluster (loads the NATS client now); logs the join and every rejoin. NATS started
+ * at the same moment (a compose file) may not serve JetStream yet: joining is retried for
+ * `CLUSTER_JOIN_TIMEOUT_MS`, with a warning each time.
+ * @throws {ClusterJoinError} when the cluster could not be joined in that time
+ */
+export async function joinCluster(
+  settings: ClusterSettings,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<ClusterMesh> {
   const { ClusterMesh } = await import("../cluster/mesh.ts");
   const { credsAuthenticator } = await import("@nats-io/transport-node");
   const connection: Record<string, unknown> = {};
@@ -164,34 +179,42 @@ export async function joinCluster(settings: ClusterSettings, log: Logger): Promi
   }
   if (settings.tlsCa !== undefined) connection.tls = { ca: settings.tlsCa };
   let first = true;
-  try {
-    return await ClusterMesh.start({
-      servers: settings.servers,
-      node: settings.node,
-      replicas: settings.replicas,
-      connection,
-      onJoined: (node) => {
-        log.info(
-          "{how} cluster as node {node} via {server}: lease {lease} s, renewed every {renew} s",
-          {
-            how: first ? "Joined" : "Rejoined",
-            node: settings.node,
-            server: node.nc.getServer(),
-            lease: LEASE_TTL_MS / 1000,
-            renew: LEASE_RENEW_MS / 1000,
-          },
+  const deadline = performance.now() + CLUSTER_JOIN_TIMEOUT_MS;
+  for (;;) {
+    try {
+      return await ClusterMesh.start({
+        servers: settings.servers,
+        node: settings.node,
+        replicas: settings.replicas,
+        connection,
+        onJoined: (node) => {
+          log.info(
+            "{how} cluster as node {node} via {server}: lease {lease} s, renewed every {renew} s",
+            {
+              how: first ? "Joined" : "Rejoined",
+              node: settings.node,
+              server: node.nc.getServer(),
+              lease: LEASE_TTL_MS / 1000,
+              renew: LEASE_RENEW_MS / 1000,
+            },
+          );
+          first = false;
+        },
+        onRejoinFailed: (error) => {
+          log.warn("Rejoining the cluster failed, retrying: {error}", {
+            error: describeError(error),
+          });
+        },
+      });
+    } catch (error) {
+      const why = describeError(error);
+      if (performance.now() + REJOIN_RETRY_MS > deadline || signal?.aborted) {
+        throw new ClusterJoinError(
+          `Cannot join the cluster at ${settings.servers.join(",")}: ${why}`,
         );
-        first = false;
-      },
-      onRejoinFailed: (error) => {
-        log.warn("Rejoining the cluster failed, retrying: {error}", {
-          error: describeError(error),
-        });
-      },
-    });
-  } catch (error) {
-    throw new ClusterJoinError(
-      `Cannot join the cluster at ${settings.servers.join(",")}: ${describeError(error)}`,
-    );
+      }
+      log.warn("Cannot join the cluster yet ({error}); retrying", { error: why });
+      await new Promise((resolve) => setTimeout(resolve, REJOIN_RETRY_MS));
+    }
   }
 }

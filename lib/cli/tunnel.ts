@@ -11,6 +11,7 @@ import { KEEPALIVE_MS } from "../limits.ts";
 import { setupLogging } from "./log.ts";
 import { INITIAL_WINDOW_BYTES, MAX_WINDOW_BYTES } from "../wire/tunnel.ts";
 import { createCipherFactory } from "../tunnel/crypto.ts";
+import { selectAead } from "../tunnel/aead.ts";
 import { readSecret } from "./secret.ts";
 import type { Target } from "../tunnel/dial.ts";
 import {
@@ -311,6 +312,14 @@ export async function main(args: string[]): Promise<number> {
   const log = getLogger(["relay", "tunnel"]);
   if (secret === undefined) {
     log.info("No --secret-file: tunnel frames cross the relay unencrypted");
+  } else {
+    // Which AES-GCM is in use: WebCrypto's is several times slower (see lib/tunnel/aead.ts).
+    const aead = await selectAead();
+    log.info("End-to-end encryption: AES-256-GCM with {engine}", {
+      engine: aead.name === "openssl"
+        ? "OpenSSL"
+        : "WebCrypto (OpenSSL's libcrypto 3 is faster: it needs --allow-ffi)",
+    });
   }
   const keepaliveMs = client.keepaliveMs ?? KEEPALIVE_MS;
   const link = relayLinkFactory(client);

@@ -50,6 +50,13 @@ export const DATA_ROOM_BYTES: number = LINK_HEADROOM_BYTES + SEALED_HEADER_BYTES
 /** Reads shorter than this are copied into a fitting buffer and the big one reused. */
 const SMALL_READ_BYTES = 32 * 1024;
 
+/**
+ * Read buffer of a quiet stream (idle, or interactive: its reads are short). A pending read
+ * holds its buffer, so a thousand idle streams reading into full DATA buffers held 256 MiB;
+ * with these, 16 MiB. A read that fills it switches the stream to full DATA buffers.
+ */
+const QUIET_READ_BYTES = 16 * 1024;
+
 /** Size of a stream read buffer: room for the headers, one DATA body, room for a tag. */
 const DATA_BUFFER_BYTES = DATA_ROOM_BYTES + MAX_DATA_BYTES + TAG_BYTES;
 /** Free read buffers kept for reuse (16 MiB at most). */
@@ -384,14 +391,20 @@ export class Stream {
   }
 
   async #readPump(conn: StreamConn): Promise<void> {
-    let buffer: Uint8Array | undefined;
+    /** A full DATA buffer from the pool, while reads are large. */
+    let big: Uint8Array | undefined;
+    /** This stream's own small buffer, while reads are short (see QUIET_READ_BYTES). */
+    let quiet: Uint8Array | undefined;
+    let busy = false;
     try {
       while (true) {
         // Awaited only when out of credit: a promise turn per read is a request's cost.
         if (this.#send.credit <= 0) await this.#send.available();
         if (this.#isClosed()) return;
-        const room = Math.min(this.#send.credit, MAX_DATA_BYTES);
-        buffer ??= takeDataBuffer();
+        const room = Math.min(this.#send.credit, busy ? MAX_DATA_BYTES : QUIET_READ_BYTES);
+        const buffer = busy
+          ? (big ??= takeDataBuffer())
+          : (quiet ??= new Uint8Array(DATA_ROOM_BYTES + QUIET_READ_BYTES));
         const n = await conn.read(buffer.subarray(DATA_ROOM_BYTES, DATA_ROOM_BYTES + room));
         if (this.#isClosed()) return;
         if (n === null) {
@@ -409,13 +422,24 @@ export class Stream {
         } else {
           // The session keeps this buffer until it is sent; read into a new one.
           this.#owner.sendData(this, buffer, n);
-          buffer = undefined;
+          big = undefined;
+        }
+        if (!busy && n === QUIET_READ_BYTES) {
+          busy = true; // it filled the small buffer: more is waiting, read big
+        } else if (busy && n < QUIET_READ_BYTES) {
+          // Short again: back to the small buffer, the big one back to the pool.
+          busy = false;
+          if (big) releaseDataBuffer(big);
+          big = undefined;
         }
       }
     } catch (error) {
       if (!this.#isClosed()) {
         this.reset("local_failed", `Local connection failed: ${errorText(error)}`);
       }
+    } finally {
+      // No read is pending any more: the buffer can serve another stream.
+      if (big) releaseDataBuffer(big);
     }
   }
 

@@ -150,3 +150,36 @@ Deno.test("a large DATA body is written from the buffer it arrived in, and small
   assertEquals(stream.pinnedBytes, 0);
   stream.abort("shutdown");
 });
+
+Deno.test("a quiet stream's pending read holds a small buffer; one that fills it reads big, and back", async () => {
+  // Reads are answered from a script: each asks for `p.length` bytes and gets `sizes[i]`.
+  const sizes = [10, 16 * KiB, 200 * KiB, 100, 5];
+  const asked: number[] = [];
+  const sent: number[] = [];
+  let next!: () => void;
+  const done = new Promise<void>((resolve) => next = resolve);
+  const conn: StreamConn = {
+    read(p) {
+      asked.push(p.length);
+      const n = sizes.shift();
+      if (n === undefined) {
+        next();
+        return new Promise(() => {}); // then idle: this read stays pending
+      }
+      return Promise.resolve(Math.min(n, p.length));
+    },
+    write: (p) => Promise.resolve(p.length),
+    closeWrite: () => Promise.resolve(),
+    close() {},
+  };
+  const owner = {
+    ...fakeOwner(),
+    sendData: (_s: Stream, _b: Uint8Array, n: number) => void sent.push(n),
+  };
+  const stream = acceptor(owner, conn, 2 * 1024 * KiB);
+  await withDeadline(done, 5_000, "the scripted reads");
+  // Small first; the read that filled 16 KiB switches to 256 KiB reads until a short one.
+  assertEquals(asked, [16 * KiB, 16 * KiB, 256 * KiB, 256 * KiB, 16 * KiB, 16 * KiB]);
+  assertEquals(sent, [10, 16 * KiB, 200 * KiB, 100, 5]);
+  stream.abort("shutdown");
+});

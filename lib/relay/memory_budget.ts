@@ -127,8 +127,11 @@ export class MemoryBudget implements SlackMeter {
   /** Adds `bytes` (negative: gives them back) to this worker's total. */
   add(bytes: number): void {
     this.#local += bytes;
+    // Published at every step, and at once when this worker's queues are empty again.
     if (
-      this.#slots !== undefined && Math.abs(this.#local - this.#published) >= PUBLISH_STEP_BYTES
+      this.#slots !== undefined &&
+      (Math.abs(this.#local - this.#published) >= PUBLISH_STEP_BYTES ||
+        (this.#local === 0 && this.#published !== 0))
     ) {
       this.sync();
     }

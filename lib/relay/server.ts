@@ -142,12 +142,25 @@ export interface RelayServerOptions {
   /** Share `maxMemoryBytes` with the other workers of this process (`--threads`). */
   sharedMemory?: SharedBudget;
   /**
+   * Count connections against `maxConnections` together with the other workers of this
+   * process (`--threads`), instead of this server's own count.
+   */
+  connectionGate?: ConnectionGate;
+  /**
    * Names held on other nodes or workers (lib/relay/mesh.ts): cluster mode (`--cluster`) or
    * `--threads`. Registrations are claimed on it too, frames to names it holds go through its
    * pairs, and its fencing closes every client. The caller creates it and closes it after
    * the server. Without one, nothing changes.
    */
   mesh?: Mesh;
+}
+
+/** A connection count shared by several servers (the workers of one process). */
+export interface ConnectionGate {
+  /** Takes one connection; false when the shared limit is reached. */
+  tryAcquire(): boolean;
+  /** Gives one back. */
+  release(): void;
 }
 
 /** A PEM certificate chain and its private key. */
@@ -375,6 +388,7 @@ export class RelayServer implements AsyncDisposable {
       reusePort: options.reusePort ?? false,
       sharedMemory: options.sharedMemory,
       mesh: options.mesh,
+      connectionGate: options.connectionGate,
     };
     for (const [key, value] of Object.entries(full)) {
       if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
@@ -588,7 +602,8 @@ export class RelayServer implements AsyncDisposable {
       this.#refuse(conn, "server_shutdown");
       return;
     }
-    if (this.#connections.size >= this.#options.maxConnections) {
+    const gate = this.#options.connectionGate;
+    if (gate ? !gate.tryAcquire() : this.#connections.size >= this.#options.maxConnections) {
       this.#refuse(conn, "too_many_connections");
       return;
     }
@@ -596,6 +611,7 @@ export class RelayServer implements AsyncDisposable {
     if (this.#perIp) {
       lease = this.#perIp.tryAcquire(addressKey((conn.remoteAddr as Deno.NetAddr).hostname));
       if (!lease) {
+        gate?.release();
         this.#refuse(conn, "too_many_connections_per_ip");
         return;
       }
@@ -807,7 +823,7 @@ export class RelayServer implements AsyncDisposable {
       },
       ended: (conn, reason) => {
         inbox?.release(conn);
-        this.#connections.delete(conn);
+        if (this.#connections.delete(conn)) this.#options.connectionGate?.release();
         this.#endedCount++;
         stats.disconnects[reason] = (stats.disconnects[reason] ?? 0) + 1;
       },
@@ -829,9 +845,12 @@ export class RelayServer implements AsyncDisposable {
 
 type Options =
   & Required<
-    Omit<RelayServerOptions, "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh">
+    Omit<
+      RelayServerOptions,
+      "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh" | "connectionGate"
+    >
   >
   & Pick<
     RelayServerOptions,
-    "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh"
+    "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh" | "connectionGate"
   >;

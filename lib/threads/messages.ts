@@ -15,12 +15,12 @@
  */
 
 import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
-import type { ForwardedStats } from "./worker_mesh.ts";
+import type { CrossedStats } from "./worker_mesh.ts";
 
 /** Server options that cross to a worker (plain data; the auth policy goes as its file). */
 export type WorkerServerOptions = Omit<
   RelayServerOptions,
-  "auth" | "sharedMemory" | "reusePort"
+  "auth" | "sharedMemory" | "reusePort" | "connectionGate" | "mesh"
 >;
 
 /** The first message to a worker. */
@@ -38,8 +38,12 @@ export interface StartMessage {
   table: SharedArrayBuffer;
   /** The process's memory budget slots. */
   budget: SharedArrayBuffer;
+  /** The process's connection count (`--max-connections` for all workers together). */
+  connections: SharedArrayBuffer;
   /** One port per other worker, keyed by node name. */
   peers: Record<string, MessagePort>;
+  /** Where the worker writes its answer to `statsNow` (see `reply_box.ts`). */
+  replyBox: SharedArrayBuffer;
 }
 
 /** What the main thread sends a running worker. */
@@ -47,6 +51,8 @@ export type ToWorker =
   | StartMessage
   | { type: "changed"; name: string }
   | { type: "stats"; id: number }
+  | { type: "statsNow" }
+  | { type: "quiet"; id: number }
   | { type: "reload"; id: number; tls?: TlsCertificate; auth: boolean }
   | { type: "close" };
 
@@ -56,8 +62,8 @@ export interface WorkerStats {
   relay: RelayStats;
   /** Pairs open to and from other workers. */
   pairs: { sending: number; receiving: number };
-  /** Messages handed to other workers (counted as delivered by both workers' servers). */
-  forwarded: ForwardedStats;
+  /** Messages taken from other workers (counted as delivered by both workers' servers). */
+  crossed: CrossedStats;
 }
 
 /** What a worker sends the main thread. */
@@ -66,7 +72,8 @@ export type FromWorker =
   | { type: "failed"; error: string; code?: string }
   | { type: "changed"; name: string }
   | { type: "stats"; id: number; stats: WorkerStats }
-  | { type: "reloaded"; id: number; error?: string; authNames?: number }
+  | { type: "quiet"; id: number; quiet: boolean }
+  | { type: "reloaded"; id: number; error?: string; errorName?: string; authNames?: number }
   | { type: "log"; record: WorkerLogRecord }
   | { type: "closed" };
 

@@ -33,7 +33,11 @@ import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import { sharedBudgetBuffer } from "../relay/memory_budget.ts";
 import type { FromWorker, StartMessage, WorkerServerOptions, WorkerStats } from "./messages.ts";
 import { NameTable } from "./name_table.ts";
+import { Directory, type Page, type PageRequest } from "../relay/directory.ts";
 import { workerNode } from "./worker_mesh.ts";
+import { clearReply, readReply, replyBox } from "./reply_box.ts";
+import { connectionGateBuffer } from "./connection_gate.ts";
+import { sleep } from "../util/async.ts";
 
 /**
  * Time a worker has to listen and say so: generous, because under `deno test` (which
@@ -42,6 +46,10 @@ import { workerNode } from "./worker_mesh.ts";
 const WORKER_START_TIMEOUT_MS = 60_000;
 /** Time a worker has to answer a stats or reload request. */
 const WORKER_REPLY_TIMEOUT_MS = 5_000;
+/** Consecutive quiet answers that end the wait for data between workers at shutdown. */
+const SETTLE_QUIET_ROUNDS = 3;
+/** Pause between two shutdown quiet checks while data is still moving. */
+const SETTLE_POLL_MS = 10;
 /** Time a worker has to stop after its shutdown grace, before it is terminated. */
 const WORKER_STOP_MARGIN_MS = 5_000;
 
@@ -82,6 +90,9 @@ export class ThreadedRelay implements AsyncDisposable {
   /** Settles with the error of the first worker that failed (the relay then stops). */
   readonly failed: Promise<Error>;
   readonly #workers: Worker[];
+  readonly #boxes: SharedArrayBuffer[] = [];
+  readonly #directory: Directory;
+  #directoryGeneration = -1;
   readonly #table: NameTable;
   readonly #budget: BigInt64Array;
   readonly #budgetBytes: number;
@@ -109,6 +120,7 @@ export class ThreadedRelay implements AsyncDisposable {
     this.#graceMs = options.shutdownGraceMs ?? 0;
     this.failed = new Promise((resolve) => this.#fail = resolve);
     this.#workers = [];
+    this.#directory = new Directory(() => table.entries().map(([name]) => name));
   }
 
   /**
@@ -183,13 +195,14 @@ export class ThreadedRelay implements AsyncDisposable {
       hostname: options.hostname ?? "0.0.0.0",
       port: ports.port,
       tlsPort: ports.tlsPort,
-      // Each worker refuses past its part, so the process as a whole keeps the limit.
-      maxConnections: Math.ceil(maxConnections / threads),
+      maxConnections, // counted for all workers together (SharedConnectionGate)
     };
+    const connections = connectionGateBuffer();
     const ready: Promise<void>[] = [];
     for (let i = 0; i < threads; i++) {
       const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
       this.#workers.push(worker);
+      this.#boxes.push(replyBox());
       ready.push(this.#watch(worker, i));
       const start: StartMessage = {
         type: "start",
@@ -199,7 +212,9 @@ export class ThreadedRelay implements AsyncDisposable {
         logLevel: logLevel ?? "info",
         table: this.#table.buffer,
         budget,
+        connections,
         peers: peers[i],
+        replyBox: this.#boxes[i],
       };
       worker.postMessage(start, Object.values(peers[i]));
     }
@@ -249,6 +264,7 @@ export class ThreadedRelay implements AsyncDisposable {
             closed();
             return;
           case "stats":
+          case "quiet":
           case "reloaded": {
             const pending = this.#pending.get(m.id);
             this.#pending.delete(m.id);
@@ -301,6 +317,25 @@ export class ThreadedRelay implements AsyncDisposable {
     return { ...sumStats(workers, this.memoryUsedBytes()), workers };
   }
 
+  /**
+   * The same counters without awaiting: blocks this thread (`Atomics.wait`) until every worker
+   * has answered, for at most `WORKER_REPLY_TIMEOUT_MS`.
+   * @throws {Error} when a worker does not answer in time
+   */
+  statsNow(): ThreadedStats {
+    for (const box of this.#boxes) clearReply(box);
+    for (const worker of this.#workers) worker.postMessage({ type: "statsNow" });
+    const deadline = performance.now() + WORKER_REPLY_TIMEOUT_MS;
+    const workers = this.#boxes.map((box, i) => {
+      try {
+        return readReply<WorkerStats>(box, deadline);
+      } catch {
+        throw new Error(`Worker ${i} did not answer in ${WORKER_REPLY_TIMEOUT_MS} ms`);
+      }
+    });
+    return { ...sumStats(workers, this.memoryUsedBytes()), workers };
+  }
+
   /** Bytes held for receivers over every worker, as last published to the shared slots. */
   memoryUsedBytes(): number {
     let used = 0;
@@ -322,14 +357,17 @@ export class ThreadedRelay implements AsyncDisposable {
 
   /** Names registered now over every worker, sorted by their UTF-8 bytes. */
   names(prefix = "", limit = MAX_WHO_LIMIT): string[] {
-    const encoder = new TextEncoder();
-    return this.#table.entries()
-      .map(([name]) => name)
-      .filter((name) => name.startsWith(prefix))
-      .map((name) => ({ name, bytes: encoder.encode(name) }))
-      .sort((a, b) => compareBytes(a.bytes, b.bytes))
-      .slice(0, limit)
-      .map((entry) => entry.name);
+    return this.namesPage({ prefix, limit, maxJsonBytes: Infinity }).names;
+  }
+
+  /** One page of the names registered now over every worker, as `who` answers it. */
+  namesPage(request: PageRequest): Page {
+    const generation = this.#table.generation;
+    if (generation !== this.#directoryGeneration) {
+      this.#directoryGeneration = generation;
+      this.#directory.changed();
+    }
+    return this.#directory.page(request);
   }
 
   /**
@@ -341,7 +379,9 @@ export class ThreadedRelay implements AsyncDisposable {
     const answers = await this.#ask((id) => ({ type: "reload", id, ...reload }));
     let names: number | undefined;
     for (const m of answers as Extract<FromWorker, { type: "reloaded" }>[]) {
-      if (m.error) throw new Error(m.error);
+      if (m.error !== undefined) {
+        throw m.errorName === "TypeError" ? new TypeError(m.error) : new Error(m.error);
+      }
       names = m.authNames;
     }
     return names;
@@ -353,6 +393,26 @@ export class ThreadedRelay implements AsyncDisposable {
     return this.#closing;
   }
 
+  /**
+   * Waits (until `deadline`) for data between workers to arrive: each worker's server waits
+   * for its own queues in its grace, but a message still in a pair would be lost when its
+   * worker stops first. Quiet means no queued bytes and no pair with data, three times in a
+   * row (so that a packet posted just before one answer is seen by the next).
+   */
+  async #settle(deadline: number): Promise<void> {
+    for (let quiet = 0; quiet < SETTLE_QUIET_ROUNDS && performance.now() < deadline;) {
+      let answers: FromWorker[];
+      try {
+        answers = await this.#ask((id) => ({ type: "quiet", id }));
+      } catch {
+        return; // a worker that does not answer is stopped anyway
+      }
+      const all = answers.every((m) => (m as Extract<FromWorker, { type: "quiet" }>).quiet);
+      quiet = all ? quiet + 1 : 0;
+      if (!all) await sleep(SETTLE_POLL_MS);
+    }
+  }
+
   /** Same as {@linkcode ThreadedRelay.close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
@@ -360,6 +420,8 @@ export class ThreadedRelay implements AsyncDisposable {
 
   async #stopWorkers(): Promise<void> {
     this.#closing ??= Promise.resolve();
+    const started = performance.now();
+    if (this.#graceMs > 0) await this.#settle(started + this.#graceMs);
     for (const worker of this.#workers) {
       try {
         worker.postMessage({ type: "close" });
@@ -441,16 +503,10 @@ export function sumStats(workers: WorkerStats[], usedBytes: number): RelayStats 
     add(out.disconnects as Record<string, number>, s.disconnects);
     s.messageSizes.forEach((n, i) => out.messageSizes[i] += n);
   }
-  for (const { forwarded } of workers) {
-    out.messages -= forwarded.messages;
-    out.bytes -= forwarded.bytes;
-    forwarded.messageSizes.forEach((n, i) => out.messageSizes[i] -= n);
+  for (const { crossed } of workers) {
+    out.messages -= crossed.messages;
+    out.bytes -= crossed.bytes;
+    crossed.messageSizes.forEach((n, i) => out.messageSizes[i] -= n);
   }
   return out;
-}
-
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
-  return a.length - b.length;
 }

@@ -15,8 +15,17 @@ import { configure, type LogRecord } from "@logtape/logtape";
 import { AuthPolicy } from "../relay/auth.ts";
 import { RelayServer } from "../relay/server.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
-import type { FromWorker, StartMessage, ToWorker, WorkerLogRecord } from "./messages.ts";
+import type {
+  FromWorker,
+  StartMessage,
+  ToWorker,
+  WorkerLogRecord,
+  WorkerStats,
+} from "./messages.ts";
+import { writeReply } from "./reply_box.ts";
 import { WorkerMesh } from "./worker_mesh.ts";
+import { SharedConnectionGate } from "./connection_gate.ts";
+import { MAX_CONNECTIONS } from "../limits.ts";
 
 const scope = globalThis as unknown as {
   onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
@@ -79,6 +88,10 @@ async function start(message: StartMessage): Promise<void> {
       mesh,
       reusePort: true,
       sharedMemory: { buffer: message.budget, slot: message.index },
+      connectionGate: new SharedConnectionGate(
+        message.connections,
+        message.options.maxConnections ?? MAX_CONNECTIONS,
+      ),
     });
   } catch (error) {
     await mesh.close();
@@ -89,27 +102,40 @@ async function start(message: StartMessage): Promise<void> {
     });
     return;
   }
+  const workerStats = (): WorkerStats => ({
+    relay: server.stats(),
+    pairs: mesh.openPairs,
+    crossed: mesh.crossed,
+  });
   scope.onmessage = (event) => {
     const m = event.data;
     switch (m.type) {
       case "changed":
         mesh.changed(m.name);
         return;
+      case "quiet":
+        post({ type: "quiet", id: m.id, quiet: server.stats().queuedBytes === 0 && !mesh.busy });
+        return;
+      case "statsNow":
+        writeReply(message.replyBox, workerStats());
+        return;
       case "stats":
         post({
           type: "stats",
           id: m.id,
-          stats: {
-            relay: server.stats(),
-            pairs: mesh.openPairs,
-            forwarded: mesh.forwarded,
-          },
+          stats: workerStats(),
         });
         return;
       case "reload":
         reload(server, auth, m).then(
           (authNames) => post({ type: "reloaded", id: m.id, authNames }),
-          (error) => post({ type: "reloaded", id: m.id, error: (error as Error).message }),
+          (error) =>
+            post({
+              type: "reloaded",
+              id: m.id,
+              error: (error as Error).message,
+              errorName: (error as Error).name,
+            }),
         );
         return;
       case "close":

@@ -18,18 +18,19 @@
 
 import type { Mesh, MeshClaim, MeshEvents } from "../relay/mesh.ts";
 import type { PairSender } from "../cluster/pair_sender.ts";
-import type { PairReceiver } from "../cluster/pair_receiver.ts";
+import type { Chunk, PairReceiver } from "../cluster/pair_receiver.ts";
 import { ClusterStreams } from "../cluster/streams.ts";
 import { PortTransport } from "../cluster/port_transport.ts";
 import { NameTable } from "./name_table.ts";
 import { MESSAGE_SIZE_BUCKETS_BYTES } from "../relay/server.ts";
 
 /**
- * Messages this worker handed to pairs for other workers. The sending server counts them as
- * delivered, and so does the receiving one: the process's total counts them once.
+ * Messages this worker took from pairs of other workers. The sending server counts them as
+ * delivered when it routes them (as for a local receiver), and the receiving one again when it
+ * queues them: the process's total counts them once, when routed.
  */
-export interface ForwardedStats {
-  /** Messages handed to pairs. */
+export interface CrossedStats {
+  /** Messages taken from pairs (their last chunk). */
   messages: number;
   /** Their payload bytes. */
   bytes: number;
@@ -69,8 +70,12 @@ export class WorkerMesh implements Mesh {
   readonly #known = new Map<string, string>();
   #events: MeshEvents | undefined;
   #closing: Promise<void> | undefined;
-  /** Messages handed to pairs (see {@linkcode ForwardedStats}). */
-  readonly forwarded: ForwardedStats = {
+  /** Pairs from other workers that are open or still hold bytes. */
+  readonly #receivers = new Set<PairReceiver>();
+  /** Sends to other workers not yet copied into packets. */
+  #sending = 0;
+  /** Messages taken from pairs (see {@linkcode CrossedStats}). */
+  readonly crossed: CrossedStats = {
     messages: 0,
     bytes: 0,
     messageSizes: new Array<number>(MESSAGE_SIZE_BUCKETS_BYTES.length + 1).fill(0),
@@ -117,24 +122,34 @@ export class WorkerMesh implements Mesh {
   /** Opens a pair to another worker. */
   open(node: string, key: string): PairSender {
     const pair = this.#streams.open(node, key);
-    // Counted where the server counts them (a message taken by the pair), so that the
-    // process's total can leave them out once.
+    // Followed so that a shutdown can wait for data on its way between workers (`busy`).
     const send = pair.send.bind(pair);
-    const trySend = pair.trySend.bind(pair);
     pair.send = (message, signal) => {
-      this.#forward(message.length);
-      return send(message, signal);
-    };
-    pair.trySend = (message) => {
-      if (!trySend(message)) return false;
-      this.#forward(message.length);
-      return true;
+      this.#sending++;
+      const sent = send(message, signal);
+      sent.then(() => this.#sending--, () => this.#sending--);
+      return sent;
     };
     return pair;
   }
 
-  #forward(bytes: number): void {
-    const f = this.forwarded;
+  /** Whether data is on its way to or from another worker here (pairs not yet drained). */
+  get busy(): boolean {
+    if (this.#sending > 0) return true;
+    for (const r of this.#receivers) {
+      if (r.bufferedBytes > 0) return true;
+      if (r.reason !== undefined) this.#receivers.delete(r);
+    }
+    return false;
+  }
+
+  #counted<T extends Chunk | null | undefined>(chunk: T): T {
+    if (chunk?.last) this.#count(chunk.total);
+    return chunk;
+  }
+
+  #count(bytes: number): void {
+    const f = this.crossed;
     f.messages++;
     f.bytes += bytes;
     let bucket = 0;
@@ -173,6 +188,14 @@ export class WorkerMesh implements Mesh {
   }
 
   #pair(receiver: PairReceiver): void {
+    // Each message read off the pair is counted, so the process's total can leave it out once
+    // (the server queues it right after reading; one read after its receiver left is the
+    // only one not queued, and then it is not counted by the receiving server either).
+    const read = receiver.read.bind(receiver);
+    const tryRead = receiver.tryRead.bind(receiver);
+    receiver.read = async (signal) => this.#counted(await read(signal));
+    receiver.tryRead = () => this.#counted(tryRead());
+    this.#receivers.add(receiver);
     if (this.#events && !this.#closing) this.#events.pair(receiver);
     else receiver.close("receiver_closed");
   }

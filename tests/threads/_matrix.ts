@@ -1,0 +1,108 @@
+/**
+ * Runs the relay's own test suites against a multi-worker relay: `RelayServer.listen` is
+ * replaced by a {@linkcode ThreadedRelay} with the same surface (a synchronous `stats()`
+ * through `statsNow`), and every test is renamed `[threads N] …`. Import this first, then the
+ * suites (see `matrix_test.ts`).
+ *
+ * Tests that cannot run across threads are ignored by name, each with the reason: they hand
+ * the server in-memory connections (`serve(MemoryConn)`), pass an in-memory auth policy, or
+ * check limits that are kept per worker (see docs/SELF_HOSTING.md, "Threads").
+ * @module
+ */
+
+import {
+  RelayServer,
+  type RelayServerOptions,
+  type TlsCertificate,
+} from "../../lib/relay/server.ts";
+import type { Page, PageRequest } from "../../lib/relay/directory.ts";
+import { ThreadedRelay } from "../../lib/threads/threaded_relay.ts";
+
+/** A ThreadedRelay shaped like the RelayServer the suites were written for. */
+class ThreadedTestRelay implements AsyncDisposable {
+  readonly #relay: ThreadedRelay;
+  constructor(relay: ThreadedRelay) {
+    this.#relay = relay;
+  }
+  get port(): number {
+    return this.#relay.port;
+  }
+  get tlsPort(): number | undefined {
+    return this.#relay.tlsPort;
+  }
+  get hostname(): string {
+    return this.#relay.hostname;
+  }
+  get auth(): undefined {
+    return undefined;
+  }
+  stats() {
+    return this.#relay.statsNow();
+  }
+  names(prefix?: string, limit?: number): string[] {
+    return this.#relay.names(prefix, limit);
+  }
+  namesPage(request: PageRequest): Page {
+    return this.#relay.namesPage(request);
+  }
+  async setCertificate(tls: TlsCertificate): Promise<void> {
+    await this.#relay.reload({ tls, auth: false });
+  }
+  serve(): void {
+    throw new Error("An in-memory connection cannot cross to a worker");
+  }
+  close(): Promise<void> {
+    return this.#relay.close();
+  }
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Why each ignored test cannot run against workers. */
+export type Skips = Record<string, string>;
+
+/**
+ * From now on, `RelayServer.listen` starts `threads` workers, and `Deno.test` renames every
+ * test and ignores those in `skips`.
+ */
+export function useThreads(threads: number, skips: Skips): void {
+  const listen = RelayServer.listen;
+  RelayServer.listen = (options: RelayServerOptions = {}) => {
+    if (options.auth) {
+      return Promise.reject(new TypeError("An in-memory auth policy cannot cross to a worker"));
+    }
+    void listen;
+    return ThreadedRelay.listen({ ...options, threads })
+      .then((relay) => new ThreadedTestRelay(relay) as unknown as RelayServer);
+  };
+  const test = Deno.test;
+  const seen = new Set<string>();
+  const wrapped = (...args: unknown[]) => {
+    let definition: Deno.TestDefinition;
+    if (typeof args[0] === "string") {
+      definition = typeof args[1] === "function"
+        ? { name: args[0], fn: args[1] as Deno.TestDefinition["fn"] }
+        : { ...(args[1] as object), name: args[0], fn: args[2] as Deno.TestDefinition["fn"] };
+    } else if (typeof args[0] === "function") {
+      const fn = args[0] as Deno.TestDefinition["fn"];
+      definition = { name: fn.name, fn };
+    } else {
+      definition = args[0] as Deno.TestDefinition;
+    }
+    seen.add(definition.name);
+    const skip = skips[definition.name];
+    return test({
+      ...definition,
+      name: `[threads ${threads}] ${definition.name}`,
+      ignore: definition.ignore || skip !== undefined,
+    });
+  };
+  Object.assign(wrapped, { ignore: test.ignore, only: test.only });
+  (Deno as { test: unknown }).test = wrapped;
+  // A skip that names no test is a stale list: say so rather than hide it.
+  globalThis.addEventListener("load", () => {
+    const stale = Object.keys(skips).filter((name) => !seen.has(name));
+    if (stale.length > 0) throw new Error(`Skips name no test: ${stale.join("; ")}`);
+  });
+}

@@ -30,12 +30,14 @@ import {
   type SuiteOptions,
 } from "./bench/scenarios.ts";
 import { type HotFunction, summariseProfile } from "./bench/profile.ts";
+import { SCALING_SCENARIOS } from "./bench/scaling_threads.ts";
 
 const HELP = `deno task bench [options]: the relay and tunnel against nats-server, socat and ssh -L
 
 Options:
   --only LIST         comma-separated groups to run: ${GROUPS.join(", ")} [all];
                       or single message scenarios: ${MESSAGE_SCENARIOS.join(", ")}
+                      or single scaling rows: ${SCALING_SCENARIOS.join(", ")}
   --duration DUR      counted time of each measurement [2s]
   --warmup DUR        uncounted time before each measurement [500ms]
   --repeat N          measurements per row, interleaved; the median is reported [1]
@@ -118,12 +120,15 @@ function parseOptions(args: string[]) {
       if (MESSAGE_SCENARIOS.includes(name)) {
         messageScenarios.add(name);
         groups.add("msgs");
+      } else if (SCALING_SCENARIOS.includes(name)) {
+        messageScenarios.add(name);
+        groups.add("scaling");
       } else if ((GROUPS as readonly string[]).includes(name)) {
         groups.add(name as Group);
       } else {
         throw new UsageError(
           `Invalid --only ${JSON.stringify(name)}: expected some of ${
-            [...GROUPS, ...MESSAGE_SCENARIOS].join(", ")
+            [...GROUPS, ...MESSAGE_SCENARIOS, ...SCALING_SCENARIOS].join(", ")
           }`,
         );
       }

@@ -68,6 +68,8 @@ export interface RelayOptions extends ProjectOptions {
    * @default false
    */
   defaultLogLevel?: boolean;
+  /** More `relay serve` flags (`--threads 1`). */
+  args?: string[];
 }
 
 /** Options of {@linkcode startTunnels}. */
@@ -145,6 +147,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<Running> {
       "--port",
       String(port),
       ...(options.defaultLogLevel ? [] : ["--log-level", "warning"]),
+      ...(options.args ?? []),
     ], { raiseFdLimit: true, cwd: PROJECT_ROOT });
     try {
       // The Listening line is logged at info, below the level chosen: wait for the port instead.

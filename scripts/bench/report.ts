@@ -6,6 +6,7 @@
  */
 
 import type { HotFunction } from "./profile.ts";
+import { threadsTable } from "./scaling_threads.ts";
 import type { Row, ScenarioResult } from "./scenarios.ts";
 
 /** How a target compares the subject's figure. */
@@ -562,6 +563,19 @@ export function consoleReport(scenarios: ScenarioResult[], targets: TargetResult
       "  " + cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ");
     lines.push(line(scaling.header), ...scaling.rows.map(line));
   }
+  const threads = threadsTable(scenarios, formatValue);
+  if (threads) {
+    lines.push("", threads.title);
+    const widths = threads.header.map((h, i) =>
+      Math.max(h.length, ...threads.rows.map((r) => r[i].length))
+    );
+    const line = (cells: string[]) =>
+      "  " + cells.map((c, i) => i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ");
+    lines.push(line(threads.header), ...threads.rows.map(line));
+    lines.push(
+      threads.misses.length ? `  goals missed: ${threads.misses.join("; ")}` : "  goals met",
+    );
+  }
   for (const [issue, list] of targetsByIssue(targets)) {
     lines.push("", `Targets of issue ${issue}`);
     const titleWidth = Math.max(32, ...list.map((t) => t.title.length));
@@ -660,6 +674,20 @@ export function markdownReport(
       `| ${scaling.header.join(" | ")} |`,
       `|---|${scaling.header.slice(1).map(() => "---:").join("|")}|`,
       ...scaling.rows.map((r) => `| ${r.join(" | ")} |`),
+      "",
+    );
+  }
+  const threads = threadsTable(scenarios, formatValue);
+  if (threads) {
+    md.push(`## ${threads.title}`, "");
+    md.push(
+      "Goals (issue 15): the relay on every core at least nats-server at every row, and no row below its --threads 1 figure. CPU is the server process's, all threads, in % of one core.",
+      "",
+      `| ${threads.header.join(" | ")} |`,
+      `|---|${threads.header.slice(1).map(() => "---:").join("|")}|`,
+      ...threads.rows.map((r) => `| ${r.join(" | ")} |`),
+      "",
+      threads.misses.length ? `Goals missed: ${threads.misses.join("; ")}.` : "Every goal met.",
       "",
     );
   }

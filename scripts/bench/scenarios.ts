@@ -6,6 +6,7 @@
  */
 
 import { join } from "node:path";
+import { runScaling } from "./scaling_threads.ts";
 import type {
   FlowJob,
   FlowResult,
@@ -34,7 +35,16 @@ import { CpuMeter } from "../_shared/sysstat.ts";
 import { formatValue } from "./report.ts";
 
 /** Scenario groups, in run order; `--only` takes these names. */
-export const GROUPS = ["msgs", "bulk", "latency", "idle", "register", "tunnel", "http"] as const;
+export const GROUPS = [
+  "msgs",
+  "bulk",
+  "latency",
+  "idle",
+  "register",
+  "tunnel",
+  "http",
+  "scaling",
+] as const;
 
 /** A scenario group name. */
 export type Group = typeof GROUPS[number];
@@ -131,7 +141,7 @@ export function missingTools(): { tool: string; pkg: string }[] {
 }
 
 /** A system of a scenario: how to start it once per group, and the job for it. */
-interface System<P> {
+export interface System<P> {
   system: string;
   role: Role;
   /** The started system, or why it is not there. */
@@ -152,7 +162,7 @@ const KIB = 1024;
 export const OPTIONAL_PEERS = ["nats-server", "socat", "ssh", "wrk"] as const;
 
 /** `start()`, or an {@linkcode Unavailable} when `--without` leaves `tool` out. */
-function optional<P>(
+export function optional<P>(
   options: SuiteOptions,
   tool: typeof OPTIONAL_PEERS[number],
   start: () => Promise<P>,
@@ -161,7 +171,7 @@ function optional<P>(
   return () => Promise.reject(new Unavailable(`${tool} left out by --without`));
 }
 
-async function tryStart<P>(start: () => Promise<P>): Promise<P | Error> {
+export async function tryStart<P>(start: () => Promise<P>): Promise<P | Error> {
   try {
     return await start();
   } catch (err) {
@@ -191,7 +201,7 @@ interface Sample {
  * Measures every available system `repeat` times, interleaved (relay, peer, …, relay, peer, …)
  * so that a burst of load from elsewhere on the machine hits all of them alike.
  */
-async function measureRows<P>(
+export async function measureRows<P>(
   options: SuiteOptions,
   systems: System<P>[],
   unit: string,
@@ -260,7 +270,7 @@ async function measureRows<P>(
 }
 
 /** Generator job fields that point a flow or latency job at one system (or at itself). */
-interface Endpoint {
+export interface Endpoint {
   protocol: FlowJob["protocol"];
   port?: number;
   listenPort?: number;
@@ -269,17 +279,22 @@ interface Endpoint {
 
 const DIRECT: Endpoint = { protocol: "raw", pids: [] };
 
-function relayTarget(r: Running): Endpoint {
+export function relayTarget(r: Running): Endpoint {
   return { protocol: "relay", port: r.port, pids: r.pids };
 }
-function natsTarget(r: Running): Endpoint {
+export function natsTarget(r: Running): Endpoint {
   return { protocol: "nats", port: r.port, pids: r.pids };
 }
 function forwarderTarget(r: Running, sinkPort: number): Endpoint {
   return { protocol: "raw", port: r.port, listenPort: sinkPort, pids: r.pids };
 }
 
-function flowJob(options: SuiteOptions, target: Endpoint, payloadBytes: number, pairs: number) {
+export function flowJob(
+  options: SuiteOptions,
+  target: Endpoint,
+  payloadBytes: number,
+  pairs: number,
+) {
   const job: FlowJob = {
     kind: "flow",
     ...target,
@@ -293,15 +308,15 @@ function flowJob(options: SuiteOptions, target: Endpoint, payloadBytes: number, 
   return job;
 }
 
-function flowSample(r: FlowResult, value: number): Sample {
+export function flowSample(r: FlowResult, value: number): Sample {
   return { value, detail: { serverCpu: r.serverCpu, generatorCpu: r.generatorCpu } };
 }
 
-function projectOptions(options: SuiteOptions, name: string): ProjectOptions {
+export function projectOptions(options: SuiteOptions, name: string): ProjectOptions {
   return { profileDir: options.profileDir, profileName: name };
 }
 
-async function stopAll(peers: unknown[]): Promise<void> {
+export async function stopAll(peers: unknown[]): Promise<void> {
   await Promise.all(
     peers.map((peer) =>
       peer && typeof peer === "object" && "stop" in peer ? (peer as Running).stop() : undefined
@@ -309,12 +324,12 @@ async function stopAll(peers: unknown[]): Promise<void> {
   );
 }
 
-function describe(size: number): string {
+export function describe(size: number): string {
   if (size >= KIB * KIB && size % (KIB * KIB) === 0) return `${size / KIB / KIB} MiB`;
   return size >= KIB ? `${size / KIB} KiB` : `${size} B`;
 }
 
-function mapPeer<P, T>(peer: P | Error, f: (p: P) => T): T | Error {
+export function mapPeer<P, T>(peer: P | Error, f: (p: P) => T): T | Error {
   return peer instanceof Error ? peer : f(peer);
 }
 
@@ -385,7 +400,7 @@ const CEILINGS_UP_TO_PAIRS = 8;
 const MAX_TOTAL_WINDOW_BYTES = 64 * 1024 * 1024;
 
 /** A sender's window with `pairs` senders: the chosen window, capped by the total. */
-function windowFor(options: SuiteOptions, pairs: number): number {
+export function windowFor(options: SuiteOptions, pairs: number): number {
   return Math.min(options.windowBytes, Math.floor(MAX_TOTAL_WINDOW_BYTES / pairs));
 }
 
@@ -963,6 +978,7 @@ export async function runSuite(
   if (want("latency")) await timed("latency", () => runLatency(gen, options));
   if (want("idle")) await timed("idle", () => runIdle(gen, options));
   if (want("register")) await timed("register", () => runRegister(gen, options));
+  if (want("scaling")) await timed("scaling", () => runScaling(gen, options));
   if (want("tunnel") || want("http")) {
     await timed(
       "tunnel",

@@ -31,10 +31,16 @@ export const MAX_EVENT_STREAMS = 100;
 /** How long the port may stay busy after a TLS reload closes the old listener. */
 const REBIND_TIMEOUT_MS = 2_000;
 
+/**
+ * What the HTTP side uses of a relay: a {@linkcode RelayServer}, or the view of a relay on
+ * several worker threads that one of them serves the web from (`--threads`).
+ */
+export type WebRelay = Pick<RelayServer, "stats" | "names" | "namesPage" | "serve">;
+
 /** Options of {@linkcode WebServer.listen}. */
 export interface WebServerOptions {
   /** The relay to show and to serve `/ws` with. */
-  relay: RelayServer;
+  relay: WebRelay;
   /**
    * Address to listen on.
    * @default {"127.0.0.1"}
@@ -89,7 +95,7 @@ export interface WebServerOptions {
  * ```
  */
 export class WebServer implements AsyncDisposable {
-  readonly #relay: RelayServer;
+  readonly #relay: WebRelay;
   readonly #options: WebServerOptions;
   readonly #token: HttpToken | undefined;
   readonly #origins: Set<string>;

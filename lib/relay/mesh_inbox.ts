@@ -6,8 +6,9 @@
  *
  * ```
  * pair opens (key "sender|dest") ─► the local holder of dest now? no ─► close receiver_closed
- * chunk FIRST+LAST  ─► pushHeaded (copied into the queue, like a small local frame)
- * longer message    ─► begin(header) … append(chunk) … append(last, end)  (never interleaved)
+ * small, one chunk ─► pushHeaded (copied into the queue, like a small local frame)
+ * otherwise         ─► begin(header) … append(chunk) … append(last, end)  (views of the
+ *                      packets, no copy; never interleaved)
  * queue over budget ─► stop reading the pair until it drains: credit goes back only as the
  *                      client takes bytes, so the sender on the other node waits
  * holder lets go    ─► its pairs close receiver_closed (a later holder gets new pairs)
@@ -20,6 +21,7 @@
 import type { Outbox, OutFrame } from "../io/outbox.ts";
 import type { PairReceiver } from "../cluster/pair_receiver.ts";
 import { encodeHeader } from "../wire/relay.ts";
+import { COPY_BELOW_BYTES } from "../limits.ts";
 import type { Connection } from "./connection.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -92,11 +94,13 @@ export class MeshInbox {
         if (chunk === undefined) chunk = await receiver.read();
         if (chunk === null) return;
         if (conn.closed) return receiver.close("receiver_closed");
-        if (chunk.first && chunk.last) {
+        if (chunk.first && chunk.last && chunk.total < COPY_BELOW_BYTES) {
+          // Small and whole: copied into the queue's buffer, like a small local frame.
           if (conn.framed) outbox.pushHeaded(encodeHeader(sender, chunk.total), chunk.bytes);
           else outbox.pushFrame(undefined, chunk.bytes);
           this.#host.delivered(chunk.total);
         } else {
+          // Larger: queued as views of the packets (no copy), a chunk at a time.
           if (chunk.first) {
             total = chunk.total;
             frame = outbox.begin(receiver, conn.framed ? encodeHeader(sender, total) : EMPTY);

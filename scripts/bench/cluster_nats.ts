@@ -1,9 +1,21 @@
 /**
- * Cluster stream layer vs raw nats.js, between two processes through one local nats-server:
- * 64 B messages/s and 64 KiB MB/s. Not yet part of `deno task bench` (cluster mode is not
- * wired into the relay); run by hand:
+ * Cluster mode against raw nats.js, between two processes through one local nats-server (with
+ * JetStream, for the relay nodes' names and leases): 64 B messages/s, 64 KiB MB/s and the 64 B
+ * round trip, for
  *
- *   deno run -A scripts/bench/cluster_nats.ts [--small N] [--large N]
+ * - `raw`: nats.js publish/subscribe, no flow control;
+ * - `stream`: the cluster stream layer alone (`ClusterStreams` pairs over `NatsTransport`);
+ * - `relay`: two `relay serve --cluster` nodes, the sender a relay client of node a and the
+ *   receiver a relay client of node b (the whole cross-node path);
+ * - `local`: both clients on node a (a cluster node's local path: NATS is not touched).
+ *
+ * `deno task bench --only cluster` runs it (scripts/bench/cluster.ts); by hand:
+ *
+ *   deno run -A scripts/bench/cluster_nats.ts [--small N] [--large N] [--json]
+ *
+ * One nats-server rather than three: the figures compare the relay's path with raw nats.js
+ * through the same server, and on a 2-core machine two more servers (and their routes) would
+ * only add CPU contention to both. The cross-server hop is measured by the tests.
  *
  * Each throughput row: a receiver process subscribes (raw) or opens a ClusterStreams node (stream), a
  * sender process blasts N messages, the receiver times first to last message. Raw nats.js has
@@ -28,7 +40,39 @@ const IDLE_GIVE_UP_MS = 5_000;
 /** How long a child gets to report. */
 const ROW_TIMEOUT_MS = 120_000;
 
-type Mode = "raw" | "stream";
+type Mode = "raw" | "stream" | "relay" | "local";
+
+/** Relay node ports, for the relay modes (`--relay-a`, `--relay-b`). */
+const relayPorts = { a: 0, b: 0 };
+
+const encoder = new TextEncoder();
+
+/** The relay port a side connects to: the receiver on b cross-node, on a locally. */
+function portFor(mode: Mode, side: "send" | "recv"): number {
+  return side === "send" || mode === "local" ? relayPorts.a : relayPorts.b;
+}
+
+/** A relay client: connects, registers `name`, and gives the connection. */
+async function relayClient(mode: Mode, side: "send" | "recv", name: string): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: portFor(mode, side) });
+  conn.setNoDelay(true);
+  await writeAll(conn, encoder.encode(`${name}|`));
+  return conn;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
+/** Reads exactly `buf.length` bytes; false at end of input. */
+async function readFull(conn: Deno.Conn, buf: Uint8Array): Promise<boolean> {
+  for (let at = 0; at < buf.length;) {
+    const n = await conn.read(buf.subarray(at));
+    if (n === null) return false;
+    at += n;
+  }
+  return true;
+}
 
 interface RowResult {
   received: number;
@@ -58,11 +102,33 @@ async function receiver(url: string, mode: Mode, count: number, size: number): P
     lastAt = performance.now();
     last = Date.now();
   };
-  let done: () => void;
+  let done!: () => void;
   const finished = new Promise<void>((r) => done = r);
   let streams: ClusterStreams | undefined;
   let transport: NatsTransport | undefined;
-  if (mode === "raw") {
+  if (mode === "relay" || mode === "local") {
+    const conn = await relayClient(mode, "recv", "recv");
+    const frameBytes = `send|${size}|`.length + size;
+    (async () => {
+      const buf = new Uint8Array(256 * 1024);
+      let carry = 0;
+      for (;;) {
+        const n = await conn.read(buf).catch(() => null);
+        if (n === null) return done();
+        carry += n;
+        while (carry >= frameBytes) {
+          carry -= frameBytes;
+          seen(size);
+          if (received === count) {
+            conn.close();
+            return done();
+          }
+        }
+      }
+    })();
+    // The name reaches the other node's directory within milliseconds; a margin.
+    await new Promise((r) => setTimeout(r, 500));
+  } else if (mode === "raw") {
     nc.subscribe("bench.raw", {
       callback: (_e, msg) => {
         seen(msg.data.length);
@@ -102,7 +168,22 @@ async function receiver(url: string, mode: Mode, count: number, size: number): P
 
 async function sender(url: string, mode: Mode, count: number, size: number): Promise<void> {
   const nc = await connect({ servers: url });
-  if (mode === "raw") {
+  if (mode === "relay" || mode === "local") {
+    const conn = await relayClient(mode, "send", "send");
+    const frame = encoder.encode(`recv|${size}|`);
+    const frameBytes = frame.length + size;
+    const perBatch = Math.max(1, Math.floor(256 * 1024 / frameBytes));
+    const batch = new Uint8Array(perBatch * frameBytes);
+    for (let i = 0; i < perBatch; i++) batch.set(frame, i * frameBytes);
+    for (let sent = 0; sent < count;) {
+      const n = Math.min(perBatch, count - sent);
+      await writeAll(conn, batch.subarray(0, n * frameBytes));
+      sent += n;
+    }
+    // Stay connected until everything is out of the relay (the receiver counts it).
+    await new Promise((r) => setTimeout(r, 2_000));
+    conn.close();
+  } else if (mode === "raw") {
     for (let i = 0; i < count; i++) {
       // A fresh payload each time: publish() keeps a reference until it is written.
       nc.publish("bench.raw", new Uint8Array(size));
@@ -127,7 +208,16 @@ function child(
   args: string[],
 ): { process: Deno.ChildProcess; lines: AsyncIterator<string> } {
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", SELF, ...args],
+    args: [
+      "run",
+      "--allow-all",
+      SELF,
+      "--relay-a",
+      String(relayPorts.a),
+      "--relay-b",
+      String(relayPorts.b),
+      ...args,
+    ],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -158,12 +248,37 @@ async function nextLine(lines: AsyncIterator<string>, what: string): Promise<str
   }
 }
 
+/** Server processes whose CPU counts in every row: nats-server and the relay nodes. */
+const servers = { nats: 0, a: 0, b: 0 };
+
+/** CPU time of a process so far, in ms (Linux; 0 elsewhere). */
+function processCpuMs(pid: number): number {
+  try {
+    const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+    return ticks * 10; // USER_HZ is 100 on Linux
+  } catch {
+    return 0;
+  }
+}
+
+/** The servers a mode goes through. */
+function serversOf(mode: Mode): number[] {
+  if (mode === "relay") return [servers.nats, servers.a, servers.b];
+  if (mode === "local") return [servers.a];
+  return [servers.nats];
+}
+
 async function row(url: string, mode: Mode, count: number, size: number): Promise<RowResult> {
   const recv = child(["--role", "recv", url, mode, String(count), String(size)]);
   await nextLine(recv.lines, "ready line");
+  const serverCpu = () => serversOf(mode).reduce((sum, pid) => sum + processCpuMs(pid), 0);
+  const before = serverCpu();
   const send = child(["--role", "send", url, mode, String(count), String(size)]);
   const result = JSON.parse(await nextLine(recv.lines, "result")) as RowResult;
   result.cpuMs += JSON.parse(await nextLine(send.lines, "sender CPU")).cpuMs;
+  // The servers' CPU until the receiver's result (the sender's linger is idle time).
+  result.cpuMs += serverCpu() - before;
   await send.process.status;
   await recv.process.status;
   return result;
@@ -177,9 +292,21 @@ async function echo(url: string, mode: Mode): Promise<void> {
   const nc = await connect({ servers: url });
   let transport: NatsTransport | undefined;
   let streams: ClusterStreams | undefined;
-  let done: () => void;
+  let done!: () => void;
   const finished = new Promise<void>((r) => done = r);
-  if (mode === "raw") {
+  if (mode === "relay" || mode === "local") {
+    const conn = await relayClient(mode, "recv", "echo");
+    const frame = new Uint8Array("ping|64|".length + 64);
+    (async () => {
+      while (await readFull(conn, frame)) {
+        const last = frame[frame.length - 64] === 0xff;
+        await writeAll(conn, frame); // `ping|64|…` back to ping
+        if (last) break;
+      }
+      done();
+    })();
+    await new Promise((r) => setTimeout(r, 500));
+  } else if (mode === "raw") {
     nc.subscribe("bench.ping", {
       callback: (_e, msg) => {
         nc.publish("bench.pong", msg.data.slice());
@@ -214,7 +341,21 @@ async function ping(url: string, mode: Mode): Promise<void> {
   const nc = await connect({ servers: url });
   const times: number[] = [];
   const payload = () => new Uint8Array(64);
-  if (mode === "raw") {
+  if (mode === "relay" || mode === "local") {
+    const conn = await relayClient(mode, "send", "ping");
+    await new Promise((r) => setTimeout(r, 500));
+    const reply = new Uint8Array("echo|64|".length + 64);
+    for (let i = 0; i <= ROUND_TRIPS; i++) {
+      const frame = new Uint8Array("echo|64|".length + 64);
+      frame.set(encoder.encode("echo|64|"));
+      if (i === ROUND_TRIPS) frame[frame.length - 64] = 0xff;
+      const t = performance.now();
+      await writeAll(conn, frame);
+      if (!await readFull(conn, reply)) throw new Error("The relay closed the connection");
+      times.push(performance.now() - t);
+    }
+    conn.close();
+  } else if (mode === "raw") {
     const replies = nc.subscribe("bench.pong");
     await nc.flush();
     const it = replies[Symbol.asyncIterator]();
@@ -268,6 +409,144 @@ async function rttRow(url: string, mode: Mode): Promise<{ p50: number; p99: numb
   return result;
 }
 
+/** One figure of the cluster rows, as `--json` prints it. */
+export interface ClusterFigures {
+  /** Messages/s at 64 B, by mode. */
+  small: Partial<Record<Mode, number>>;
+  /** MB/s at 64 KiB, by mode. */
+  large: Partial<Record<Mode, number>>;
+  /** Round trip p50 and p99 at 64 B in µs, by mode. */
+  rtt: Partial<Record<Mode, { p50: number; p99: number }>>;
+  /**
+   * Per-CPU-second figures, by row and mode: CPU of the sender, the receiver and every server
+   * on the path (nats-server; the relay nodes) together.
+   */
+  perCpu: { small: Partial<Record<Mode, number>>; large: Partial<Record<Mode, number>> };
+  /** Messages that did not arrive (raw nats.js has no flow control), by row and mode. */
+  lost: { small: Partial<Record<Mode, number>>; large: Partial<Record<Mode, number>> };
+}
+
+/** When set, the relay nodes write CPU profiles here (`BENCH_RELAY_PROFILE`). */
+const PROFILE_DIR = Deno.env.get("BENCH_RELAY_PROFILE");
+
+const MODES: readonly Mode[] = ["raw", "stream", "relay", "local"];
+
+/** Starts nats-server with JetStream in `dir`; resolves to its client URL. */
+async function startNats(dir: string): Promise<{ url: string; process: Deno.ChildProcess }> {
+  const process = new Deno.Command("nats-server", {
+    args: ["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", join(dir, "js"), "--ports_file_dir", dir],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  for (let i = 0; i < 400; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    for (const e of Deno.readDirSync(dir)) {
+      if (e.name.endsWith(".ports")) {
+        const url = JSON.parse(Deno.readTextFileSync(join(dir, e.name))).nats?.[0];
+        if (url) return { url, process };
+      }
+    }
+  }
+  process.kill("SIGKILL");
+  throw new Error("nats-server did not start");
+}
+
+/** Starts `relay serve --cluster url --node-name node` on a free port; resolves to its port. */
+async function startRelayNode(url: string, node: string) {
+  const main = fileURLToPath(new URL("../../main.ts", import.meta.url));
+  const process = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      ...(PROFILE_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROFILE_DIR}`] : []),
+      main,
+      "serve",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--cluster",
+      url,
+      "--node-name",
+      node,
+      "--log-level",
+      "info",
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines = process.stderr.pipeThrough(new TextDecoderStream())[Symbol.asyncIterator]();
+  let text = "";
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const r = await lines.next();
+    if (r.done) break;
+    text += r.value;
+    const m = /Listening on \S+:(\d+)/.exec(text);
+    if (m) {
+      // Keep draining its log so it never blocks on a full pipe.
+      (async () => {
+        for (;;) if ((await lines.next()).done) return;
+      })();
+      return { port: Number(m[1]), process };
+    }
+  }
+  process.kill("SIGKILL");
+  throw new Error(`relay node ${node} did not start: ${text.trim().split("\n").at(-1)}`);
+}
+
+/** Measures every mode; `modes` picks some. */
+export async function measureCluster(
+  small: number,
+  large: number,
+  modes: readonly Mode[] = MODES,
+): Promise<ClusterFigures> {
+  const dir = await Deno.makeTempDir({ prefix: "relay_bench_cluster_" });
+  const nats = await startNats(dir);
+  const nodes: Deno.ChildProcess[] = [];
+  try {
+    const [a, b] = await Promise.all([
+      startRelayNode(nats.url, "bench-a"),
+      startRelayNode(nats.url, "bench-b"),
+    ]);
+    nodes.push(a.process, b.process);
+    servers.nats = nats.process.pid;
+    servers.a = a.process.pid;
+    servers.b = b.process.pid;
+    relayPorts.a = a.port;
+    relayPorts.b = b.port;
+    const figures: ClusterFigures = {
+      small: {},
+      large: {},
+      rtt: {},
+      perCpu: { small: {}, large: {} },
+      lost: { small: {}, large: {} },
+    };
+    for (const [key, count, size] of [["small", small, 64], ["large", large, 65536]] as const) {
+      for (const mode of modes) {
+        const r = await row(nats.url, mode, count, size);
+        figures[key][mode] = size === 64
+          ? r.received / (r.ms / 1000)
+          : r.bytes / 1e6 / (r.ms / 1000);
+        figures.perCpu[key][mode] = (size === 64 ? r.received : r.bytes / 1e6) / (r.cpuMs / 1000);
+        figures.lost[key][mode] = count - r.received;
+      }
+    }
+    for (const mode of modes) figures.rtt[mode] = await rttRow(nats.url, mode);
+    return figures;
+  } finally {
+    for (const node of nodes) {
+      try {
+        node.kill("SIGTERM");
+      } catch { /* gone */ }
+      await node.status;
+    }
+    nats.process.kill("SIGKILL");
+    await nats.process.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     args: Deno.args,
@@ -275,9 +554,15 @@ async function main(): Promise<void> {
       role: { type: "string" },
       small: { type: "string", default: "500000" },
       large: { type: "string", default: "4000" },
+      "relay-a": { type: "string", default: "0" },
+      "relay-b": { type: "string", default: "0" },
+      json: { type: "boolean", default: false },
+      modes: { type: "string", default: MODES.join(",") },
     },
     allowPositionals: true,
   });
+  relayPorts.a = Number(values["relay-a"]);
+  relayPorts.b = Number(values["relay-b"]);
   if (values.role) {
     const [url, mode, count, size] = positionals;
     if (values.role === "echo") return echo(url, mode as Mode);
@@ -285,69 +570,42 @@ async function main(): Promise<void> {
     const run = values.role === "recv" ? receiver : sender;
     return run(url, mode as Mode, Number(count), Number(size));
   }
-  const dir = await Deno.makeTempDir({ prefix: "relay_bench_nats_" });
-  const server = new Deno.Command("nats-server", {
-    args: ["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir", dir],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  try {
-    let url: string | undefined;
-    for (let i = 0; i < 200 && !url; i++) {
-      await new Promise((r) => setTimeout(r, 25));
-      for (const e of Deno.readDirSync(dir)) {
-        if (e.name.endsWith(".ports")) {
-          url = JSON.parse(Deno.readTextFileSync(join(dir, e.name))).nats?.[0];
-        }
-      }
-    }
-    if (!url) throw new Error("nats-server did not start");
-    const small = Number(values.small);
-    const large = Number(values.large);
-    console.log("Wall clock (receiver's first to last message), and per CPU-second of sender and");
-    console.log("receiver together (less sensitive to a busy machine):");
-    console.log(
-      "| row | raw nats.js | stream layer | ratio | raw / CPU-s | stream / CPU-s | ratio |",
-    );
-    console.log("|---|---|---|---|---|---|---|");
-    for (
-      const [label, count, size] of [["64 B msgs/s", small, 64], [
-        "64 KiB MB/s",
-        large,
-        65536,
-      ]] as const
-    ) {
-      const raw = await row(url, "raw", count, size);
-      const stream = await row(url, "stream", count, size);
-      const figure = (r: RowResult) =>
-        size === 64 ? r.received / (r.ms / 1000) : r.bytes / 1e6 / (r.ms / 1000);
-      const fmt = (r: RowResult) =>
-        `${size === 64 ? (figure(r) / 1e6).toFixed(2) + " M" : figure(r).toFixed(0)}` +
-        (r.received < count ? ` (${r.received}/${count} arrived)` : "");
-      const perCpu = (r: RowResult) =>
-        (size === 64 ? r.received / 1e6 : r.bytes / 1e6) / (r.cpuMs / 1000);
-      const cpuFmt = (r: RowResult) =>
-        size === 64 ? `${perCpu(r).toFixed(2)} M` : perCpu(r).toFixed(0);
-      const ratio = (a: number, b: number) => (a / b).toFixed(2);
-      console.log(
-        `| ${label} | ${fmt(raw)} | ${fmt(stream)} | ${ratio(figure(stream), figure(raw))} ` +
-          `| ${cpuFmt(raw)} | ${cpuFmt(stream)} | ${ratio(perCpu(stream), perCpu(raw))} |`,
-      );
-    }
-    const raw = await rttRow(url, "raw");
-    const stream = await rttRow(url, "stream");
-    const us = (r: { p50: number; p99: number }) =>
-      `${r.p50.toFixed(0)} µs (p99 ${r.p99.toFixed(0)})`;
-    console.log(
-      `| round trip p50, 64 B | ${us(raw)} | ${us(stream)} | ${
-        (stream.p50 / raw.p50).toFixed(2)
-      } | | | |`,
-    );
-  } finally {
-    server.kill("SIGKILL");
-    await server.status;
-    await Deno.remove(dir, { recursive: true });
+  const modes = values.modes.split(",").filter((m): m is Mode => MODES.includes(m as Mode));
+  const f = await measureCluster(Number(values.small), Number(values.large), modes);
+  if (values.json) {
+    console.log(JSON.stringify(f));
+    return;
   }
+  const names: Record<Mode, string> = {
+    raw: "raw nats.js",
+    stream: "stream layer",
+    relay: "relay cross-node",
+    local: "relay same node",
+  };
+  console.log(`| row | ${MODES.map((m) => names[m]).join(" | ")} | cross-node / raw |`);
+  console.log(`|---|${MODES.map(() => "---|").join("")}---|`);
+  const cell = (v: number | undefined, small: boolean) =>
+    v === undefined ? "–" : small ? `${(v / 1e6).toFixed(2)} M` : v.toFixed(0);
+  for (const [label, key] of [["64 B msgs/s", "small"], ["64 KiB MB/s", "large"]] as const) {
+    const row = f[key];
+    console.log(
+      `| ${label} | ${MODES.map((m) => cell(row[m], key === "small")).join(" | ")} | ${
+        (row.relay! / row.raw!).toFixed(2)
+      } |`,
+    );
+    const cpu = f.perCpu[key];
+    console.log(
+      `| ${label} per CPU-s | ${MODES.map((m) => cell(cpu[m], key === "small")).join(" | ")} | ${
+        (cpu.relay! / cpu.raw!).toFixed(2)
+      } |`,
+    );
+  }
+  console.log(
+    `| round trip p50, 64 B (µs) | ${
+      MODES.map((m) => f.rtt[m]?.p50.toFixed(0) ?? "–").join(" | ")
+    } | ${f.rtt.raw ? (f.rtt.relay!.p50 / f.rtt.raw.p50).toFixed(2) : "–"} |`,
+  );
+  console.log(`lost (raw has no flow control): ${JSON.stringify(f.lost)}`);
 }
 
 if (import.meta.main) await main();

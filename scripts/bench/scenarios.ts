@@ -44,6 +44,7 @@ export const GROUPS = [
   "tunnel",
   "http",
   "scaling",
+  "cluster",
 ] as const;
 
 /** A scenario group name. */
@@ -984,6 +985,10 @@ export async function runSuite(
       "tunnel",
       () => runTunnel(gen, options, want("tunnel"), want("http")),
     );
+  }
+  // Cluster mode (scripts/bench/cluster.ts): loaded only when asked for, with the NATS client.
+  if (want("cluster")) {
+    await timed("cluster", async () => (await import("./cluster.ts")).runCluster(options));
   }
   return results;
 }

@@ -19,7 +19,7 @@ import {
 } from "../limits.ts";
 import { setupLogging } from "./log.ts";
 import { type Rate, RelayServer, type TlsCertificate } from "../relay/server.ts";
-import { WebServer } from "../web/server.ts";
+import { WebServer, type WebServerOptions } from "../web/server.ts";
 import { describeError, logFlags, onShutdownSignal, parseCommand } from "./common.ts";
 import { serveThreaded } from "./serve_threads.ts";
 import { DEFAULT_THREADS } from "../threads/threads.ts";
@@ -340,9 +340,13 @@ export async function main(args: string[]): Promise<number> {
     throw new UsageError("--cluster needs --threads 1 (one relay node per process for now)");
   }
   if (threads > 1) {
-    if (flags.port("http-port") !== undefined) {
-      throw new UsageError("--http-port needs --threads 1 (the HTTP side runs on one thread)");
-    }
+    const web = await webOptions(flags, {
+      ...options,
+      tls,
+      maxBufferBytes: options.maxBufferBytes!,
+      maxMessageBytes: options.maxMessageBytes!,
+      maxConnections: options.maxConnections!,
+    });
     if (auth) {
       log.info("Auth file {file}: {count} owned names", { file: authFile, count: auth.size });
     }
@@ -356,13 +360,16 @@ export async function main(args: string[]): Promise<number> {
           ? undefined
           : { path: authFile, requireAuth: flags.boolean("require-auth") },
         logLevel: flags.string("log-level"),
+        web,
       },
       readTls,
       auth: auth !== undefined,
       signal,
       settings: settingsText(flags),
       listenFailure: (error) =>
-        new ListenError(listenFailure(error, hostname, port, tls ? tlsPort : undefined)),
+        web && (error as { web?: boolean }).web
+          ? webListenError(error, web)
+          : new ListenError(listenFailure(error, hostname, port, tls ? tlsPort : undefined)),
     });
   }
   // Cluster mode: joined before listening, so no client registers a name the cluster has not seen.
@@ -483,14 +490,37 @@ export function settingsEntries(flags: ParsedFlags): [string, string][] {
 async function startWeb(
   flags: ParsedFlags,
   relay: RelayServer,
-  options: {
-    tls?: TlsCertificate;
-    listing: boolean;
-    maxBufferBytes: number;
-    maxMessageBytes: number;
-    maxConnections: number;
-  },
+  options: WebFlagOptions,
 ): Promise<WebServer | undefined> {
+  const web = await webOptions(flags, options);
+  if (web === undefined) return undefined;
+  try {
+    return await WebServer.listen({ ...web, relay });
+  } catch (error) {
+    throw webListenError(error, web);
+  }
+}
+
+/** A failure to serve --http-port, named as such. */
+function webListenError(error: unknown, web: { hostname?: string; port: number }): ListenError {
+  const why = listenFailure(error, web.hostname!, web.port, undefined);
+  return new ListenError(why.replace("Cannot listen on", "Cannot serve --http-port on"));
+}
+
+/** What the HTTP side takes from the relay's settings. */
+interface WebFlagOptions {
+  tls?: TlsCertificate;
+  listing: boolean;
+  maxBufferBytes: number;
+  maxMessageBytes: number;
+  maxConnections: number;
+}
+
+/** The HTTP side's options from the flags (the token file read), or undefined without it. */
+async function webOptions(
+  flags: ParsedFlags,
+  options: WebFlagOptions,
+): Promise<Omit<WebServerOptions, "relay"> | undefined> {
   const port = flags.port("http-port");
   if (port === undefined) return undefined;
   const hostname = flags.host("http-host")!;
@@ -512,24 +542,18 @@ async function startWeb(
   }
   const settings = Object.fromEntries(settingsEntries(flags));
   settings["http-token"] = token === undefined ? "off" : "on";
-  try {
-    return await WebServer.listen({
-      relay,
-      hostname,
-      port,
-      tls: options.tls,
-      token,
-      wsOrigins: flags.list("ws-origins").flatMap((o) => o.split(",")).filter(Boolean),
-      listing: options.listing,
-      settings,
-      maxBufferBytes: options.maxBufferBytes,
-      maxMessageBytes: options.maxMessageBytes,
-      maxConnections: options.maxConnections,
-    });
-  } catch (error) {
-    const why = listenFailure(error, hostname, port, undefined);
-    throw new ListenError(why.replace("Cannot listen on", "Cannot serve --http-port on"));
-  }
+  return {
+    hostname,
+    port,
+    tls: options.tls,
+    token,
+    wsOrigins: flags.list("ws-origins").flatMap((o) => o.split(",")).filter(Boolean),
+    listing: options.listing,
+    settings,
+    maxBufferBytes: options.maxBufferBytes,
+    maxMessageBytes: options.maxMessageBytes,
+    maxConnections: options.maxConnections,
+  };
 }
 
 /** Whether `hostname` is reachable from this machine only. */

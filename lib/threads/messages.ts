@@ -16,6 +16,7 @@
 
 import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
 import type { CrossedStats } from "./worker_mesh.ts";
+import type { WebServerOptions } from "../web/server.ts";
 
 /** Server options that cross to a worker (plain data; the auth policy goes as its file). */
 export type WorkerServerOptions = Omit<
@@ -44,6 +45,16 @@ export interface StartMessage {
   peers: Record<string, MessagePort>;
   /** Where the worker writes its answer to `statsNow` (see `reply_box.ts`). */
   replyBox: SharedArrayBuffer;
+  /** Every worker's box for the web side's counters (worker 0 reads the others'). */
+  webBoxes: SharedArrayBuffer[];
+  /**
+   * Worker 0: a port to each other worker, by index, to ask for its counters; the others: the
+   * port they are asked on. Straight between workers, so the web side never waits on the main
+   * thread (which may itself be waiting in `statsNow`).
+   */
+  gather: Record<number, MessagePort>;
+  /** The HTTP side, served by worker 0 alone (`--http-port`). */
+  web?: Omit<WebServerOptions, "relay">;
 }
 
 /** What the main thread sends a running worker. */
@@ -54,7 +65,9 @@ export type ToWorker =
   | { type: "statsNow" }
   | { type: "quiet"; id: number }
   | { type: "reload"; id: number; tls?: TlsCertificate; auth: boolean }
-  | { type: "close" };
+  | { type: "close" }
+  /** Tests only: fail with an uncaught error, as a bug would. */
+  | { type: "crash" };
 
 /** A worker's counters, with its mesh's. */
 export interface WorkerStats {
@@ -75,7 +88,8 @@ export type FromWorker =
   | { type: "quiet"; id: number; quiet: boolean }
   | { type: "reloaded"; id: number; error?: string; errorName?: string; authNames?: number }
   | { type: "log"; record: WorkerLogRecord }
-  | { type: "closed" };
+  | { type: "closed" }
+  | { type: "webReady"; scheme: string; hostname: string; port: number };
 
 /** A log record as it crosses threads. */
 export interface WorkerLogRecord {

@@ -36,6 +36,8 @@ import { NameTable } from "./name_table.ts";
 import { Directory, type Page, type PageRequest } from "../relay/directory.ts";
 import { workerNode } from "./worker_mesh.ts";
 import { clearReply, readReply, replyBox } from "./reply_box.ts";
+import { sumStats } from "./sum_stats.ts";
+import type { WebServerOptions } from "../web/server.ts";
 import { connectionGateBuffer } from "./connection_gate.ts";
 import { sleep } from "../util/async.ts";
 
@@ -57,6 +59,8 @@ const WORKER_STOP_MARGIN_MS = 5_000;
 export interface ThreadedRelayOptions extends Omit<RelayServerOptions, "auth" | "sharedMemory"> {
   /** Workers to start (at least 1). */
   threads: number;
+  /** The HTTP side (`--http-port`), served by the first worker for the whole relay. */
+  web?: Omit<WebServerOptions, "relay">;
   /** The auth file each worker loads (`--auth-file`), and whether names must be in it. */
   authFile?: { path: string; requireAuth: boolean };
   /**
@@ -91,6 +95,7 @@ export class ThreadedRelay implements AsyncDisposable {
   readonly failed: Promise<Error>;
   readonly #workers: Worker[];
   readonly #boxes: SharedArrayBuffer[] = [];
+  readonly #webBoxes: SharedArrayBuffer[] = [];
   readonly #directory: Directory;
   #directoryGeneration = -1;
   readonly #table: NameTable;
@@ -187,6 +192,7 @@ export class ThreadedRelay implements AsyncDisposable {
       threads: _threads,
       authFile,
       logLevel,
+      web,
       reusePort: _reuse,
       ...rest
     } = options;
@@ -198,6 +204,14 @@ export class ThreadedRelay implements AsyncDisposable {
       maxConnections, // counted for all workers together (SharedConnectionGate)
     };
     const connections = connectionGateBuffer();
+    const gather = nodes.map(() => ({} as Record<number, MessagePort>));
+    for (let i = 0; i < threads; i++) {
+      this.#webBoxes.push(replyBox());
+      if (i === 0) continue;
+      const channel = new MessageChannel();
+      gather[0][i] = channel.port1;
+      gather[i][0] = channel.port2;
+    }
     const ready: Promise<void>[] = [];
     for (let i = 0; i < threads; i++) {
       const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
@@ -215,8 +229,11 @@ export class ThreadedRelay implements AsyncDisposable {
         connections,
         peers: peers[i],
         replyBox: this.#boxes[i],
+        webBoxes: this.#webBoxes,
+        gather: gather[i],
+        web: i === 0 ? web : undefined,
       };
-      worker.postMessage(start, Object.values(peers[i]));
+      worker.postMessage(start, [...Object.values(peers[i]), ...Object.values(gather[i])]);
     }
     await Promise.all(ready);
   }
@@ -240,7 +257,9 @@ export class ThreadedRelay implements AsyncDisposable {
             return;
           case "failed": {
             clearTimeout(timer);
-            const error = listenError(m.error, m.code);
+            const web = m.error.startsWith("web: ");
+            const error = listenError(m.error.replace(/^web: /, ""), m.code);
+            if (web) Object.assign(error, { web: true }); // the HTTP side's port, not the relay's
             reject(error);
             return;
           }
@@ -262,6 +281,13 @@ export class ThreadedRelay implements AsyncDisposable {
           }
           case "closed":
             closed();
+            return;
+          case "webReady":
+            getLogger(ANNOUNCE_CATEGORY).info("Web status on {scheme}://{hostname}:{port}/", {
+              scheme: m.scheme,
+              hostname: m.hostname,
+              port: m.port,
+            });
             return;
           case "stats":
           case "quiet":
@@ -348,6 +374,15 @@ export class ThreadedRelay implements AsyncDisposable {
   /** The memory budget of the whole process (0: none). */
   get memoryBudgetBytes(): number {
     return this.#budgetBytes;
+  }
+
+  /**
+   * Makes worker `index` fail with an uncaught error, as a bug would (tests of what the relay
+   * does then).
+   * @internal
+   */
+  crashWorkerForTest(index: number): void {
+    this.#workers[index].postMessage({ type: "crash" });
   }
 
   /** The worker holding `name`, if anyone does (tests place clients on workers with it). */
@@ -467,46 +502,4 @@ function listenError(message: string, code: string | undefined): Error {
     ? (Deno.errors as unknown as Record<string, new (m: string) => Error>)[code]
     : Error;
   return new Class(message.replace(/^\w+: /, ""));
-}
-
-/**
- * The sum of the workers' counters, as one relay's: a message that crossed from one worker to
- * another is counted by both servers as delivered, and once here.
- */
-export function sumStats(workers: WorkerStats[], usedBytes: number): RelayStats {
-  const all = workers.map((w) => w.relay);
-  const out: RelayStats = {
-    connections: 0,
-    registered: 0,
-    accepted: 0,
-    refused: {},
-    messages: 0,
-    bytes: 0,
-    dropped: {},
-    disconnects: {},
-    memory: { usedBytes, budgetBytes: all[0]?.memory.budgetBytes ?? 0 },
-    queuedBytes: 0,
-    messageSizes: new Array<number>(MESSAGE_SIZE_BUCKETS_BYTES.length + 1).fill(0),
-  };
-  const add = (into: Record<string, number>, from: Record<string, number | undefined>) => {
-    for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + (v ?? 0);
-  };
-  for (const s of all) {
-    out.connections += s.connections;
-    out.registered += s.registered;
-    out.accepted += s.accepted;
-    out.messages += s.messages;
-    out.bytes += s.bytes;
-    out.queuedBytes += s.queuedBytes;
-    add(out.refused, s.refused);
-    add(out.dropped, s.dropped);
-    add(out.disconnects as Record<string, number>, s.disconnects);
-    s.messageSizes.forEach((n, i) => out.messageSizes[i] += n);
-  }
-  for (const { crossed } of workers) {
-    out.messages -= crossed.messages;
-    out.bytes -= crossed.bytes;
-    crossed.messageSizes.forEach((n, i) => out.messageSizes[i] -= n);
-  }
-  return out;
 }

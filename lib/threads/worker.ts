@@ -22,7 +22,12 @@ import type {
   WorkerLogRecord,
   WorkerStats,
 } from "./messages.ts";
-import { writeReply } from "./reply_box.ts";
+import { clearReply, readReply, writeReply } from "./reply_box.ts";
+import { sumStats } from "./sum_stats.ts";
+import { type WebRelay, WebServer } from "../web/server.ts";
+
+/** Longest wait of the web side for the other workers' counters. */
+const GATHER_TIMEOUT_MS = 2_000;
 import { WorkerMesh } from "./worker_mesh.ts";
 import { SharedConnectionGate } from "./connection_gate.ts";
 import { MAX_CONNECTIONS } from "../limits.ts";
@@ -107,6 +112,33 @@ async function start(message: StartMessage): Promise<void> {
     pairs: mesh.openPairs,
     crossed: mesh.crossed,
   });
+  const index = message.index;
+  if (index !== 0) {
+    // Worker 0 asks for this worker's counters for the web side, straight over this port.
+    const asked = message.gather[0];
+    if (asked) asked.onmessage = () => writeReply(message.webBoxes[index], workerStats());
+  }
+  let web: WebServer | undefined;
+  if (message.web) {
+    try {
+      web = await startWeb(message, server, workerStats);
+    } catch (error) {
+      await server.close();
+      await mesh.close();
+      post({
+        type: "failed",
+        error: `web: ${error instanceof Error ? `${error.name}: ${error.message}` : error}`,
+        code: error instanceof Error ? error.name : undefined,
+      });
+      return;
+    }
+    post({
+      type: "webReady",
+      scheme: message.web.tls ? "https" : "http",
+      hostname: web.hostname,
+      port: web.port,
+    });
+  }
   scope.onmessage = (event) => {
     const m = event.data;
     switch (m.type) {
@@ -127,7 +159,7 @@ async function start(message: StartMessage): Promise<void> {
         });
         return;
       case "reload":
-        reload(server, auth, m).then(
+        reload(server, web, auth, m).then(
           (authNames) => post({ type: "reloaded", id: m.id, authNames }),
           (error) =>
             post({
@@ -138,12 +170,18 @@ async function start(message: StartMessage): Promise<void> {
             }),
         );
         return;
+      case "crash":
+        setTimeout(() => {
+          throw new Error("Crash asked for by a test");
+        });
+        return;
       case "close":
         scope.onmessage = null;
-        server.close().then(() => mesh.close()).finally(() => {
-          post({ type: "closed" });
-          scope.close();
-        });
+        (web?.close() ?? Promise.resolve()).then(() => server.close()).then(() => mesh.close())
+          .finally(() => {
+            post({ type: "closed" });
+            scope.close();
+          });
         return;
     }
   };
@@ -152,11 +190,47 @@ async function start(message: StartMessage): Promise<void> {
 
 async function reload(
   server: RelayServer,
+  web: WebServer | undefined,
   auth: AuthPolicy | undefined,
   m: Extract<ToWorker, { type: "reload" }>,
 ): Promise<number | undefined> {
   if (m.tls) await server.setCertificate(m.tls);
+  if (m.tls && web) await web.setCertificate(m.tls);
   return m.auth && auth ? await auth.reload() : undefined;
+}
+
+/**
+ * Worker 0's HTTP side: its own server for `/ws`, names from the shared table (through the
+ * server's mesh), and counters of every worker, gathered when asked (each other worker writes
+ * its own into its box; this thread waits for them, at most `GATHER_TIMEOUT_MS`).
+ */
+function startWeb(
+  message: StartMessage,
+  server: RelayServer,
+  own: () => WorkerStats,
+): Promise<WebServer> {
+  const others = Object.entries(message.gather).map(([j, port]) => ({
+    port,
+    box: message.webBoxes[Number(j)],
+  }));
+  const slots = new BigInt64Array(message.budget);
+  const relay: WebRelay = {
+    stats: () => {
+      for (const { box, port } of others) {
+        clearReply(box);
+        port.postMessage("stats");
+      }
+      const deadline = performance.now() + GATHER_TIMEOUT_MS;
+      const all = [own(), ...others.map(({ box }) => readReply<WorkerStats>(box, deadline))];
+      let used = 0;
+      for (let at = 0; at < slots.length; at += 8) used += Number(Atomics.load(slots, at));
+      return sumStats(all, used);
+    },
+    names: (prefix, limit) => server.names(prefix, limit),
+    namesPage: (request) => server.namesPage(request),
+    serve: (conn) => server.serve(conn),
+  };
+  return WebServer.listen({ ...message.web!, relay });
 }
 
 scope.onmessage = (event) => {

@@ -104,3 +104,40 @@ Deno.test("keys are the ones deriveKey makes, so peers of earlier releases still
     assertEquals(await receiver.open("laptop", decodePacketHeader(copy), copy), frames);
   }
 });
+
+Deno.test("without --allow-ffi the engine is WebCrypto, and sealed packets still work", async () => {
+  const script = `
+    import { selectAead } from ${
+    JSON.stringify(new URL("../../lib/tunnel/aead.ts", import.meta.url).href)
+  };
+    import { SecretCipher } from ${
+    JSON.stringify(new URL("../../lib/tunnel/crypto.ts", import.meta.url).href)
+  };
+    import { decodePacketHeader, encodeFrames, newSessionId } from ${
+    JSON.stringify(new URL("../../lib/wire/tunnel.ts", import.meta.url).href)
+  };
+    const secret = new TextEncoder().encode("correct horse battery staple, 32+ bytes");
+    const [a, b] = [newSessionId(), newSessionId()];
+    const frames = encodeFrames([{ type: "hello", ack: false }]);
+    const packet = await new SecretCipher(secret, "laptop").seal("lab", a, b, frames);
+    const back = await new SecretCipher(secret, "lab").open("laptop", decodePacketHeader(packet), packet);
+    console.log((await selectAead()).name, back.length === frames.length);
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", "--no-check", "--allow-read", "--allow-env", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { RELAY_TUNNEL_CRYPTO: "" },
+  }).spawn();
+  const writer = out.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(script));
+  await writer.close();
+  const { code, stdout, stderr } = await out.output();
+  assertEquals(
+    new TextDecoder().decode(stdout).trim(),
+    "webcrypto true",
+    new TextDecoder().decode(stderr),
+  );
+  assertEquals(code, 0);
+});

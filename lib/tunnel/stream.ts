@@ -53,7 +53,9 @@ const SMALL_READ_BYTES = 32 * 1024;
 /**
  * Read buffer of a quiet stream (idle, or interactive: its reads are short). A pending read
  * holds its buffer, so a thousand idle streams reading into full DATA buffers held 256 MiB;
- * with these, 16 MiB. A read that fills it switches the stream to full DATA buffers.
+ * with these, 16 MiB. A read that fills it switches the stream to full DATA buffers. It is
+ * below SMALL_READ_BYTES, so what is read into it is always copied out and it is never
+ * handed to the session.
  */
 const QUIET_READ_BYTES = 16 * 1024;
 

@@ -6,7 +6,7 @@
  * ```
  * main ─ start ──────────▶ worker    (options, shared buffers, ports to the other workers)
  * main ◀───────── ready ── worker    (or failed: the reason it could not listen)
- * main ◀── changed name ── worker ─▶ main ─ changed name ─▶ every other worker
+ * main ◀─ changed names ── worker ─▶ main ─ changed names ─▶ every other worker (batched)
  * main ─ stats / reload ─▶ worker ─▶ main ◀ stats / reloaded (answered by id)
  * main ◀─────────── log ── worker    (records written once, by the main thread)
  * main ─ close ──────────▶ worker ─▶ main ◀ closed
@@ -60,7 +60,7 @@ export interface StartMessage {
 /** What the main thread sends a running worker. */
 export type ToWorker =
   | StartMessage
-  | { type: "changed"; name: string }
+  | { type: "changed"; names: string[] }
   | { type: "stats"; id: number }
   | { type: "statsNow" }
   | { type: "quiet"; id: number }
@@ -83,7 +83,7 @@ export interface WorkerStats {
 export type FromWorker =
   | { type: "ready"; port: number; tlsPort?: number }
   | { type: "failed"; error: string; code?: string }
-  | { type: "changed"; name: string }
+  | { type: "changed"; names: string[] }
   | { type: "stats"; id: number; stats: WorkerStats }
   | { type: "quiet"; id: number; quiet: boolean }
   | { type: "reloaded"; id: number; error?: string; errorName?: string; authNames?: number }

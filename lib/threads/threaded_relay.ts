@@ -265,7 +265,7 @@ export class ThreadedRelay implements AsyncDisposable {
           }
           case "changed":
             for (let j = 0; j < this.#workers.length; j++) {
-              if (j !== index) this.#workers[j].postMessage({ type: "changed", name: m.name });
+              if (j !== index) this.#workers[j].postMessage({ type: "changed", names: m.names });
             }
             return;
           case "log": {

@@ -78,11 +78,23 @@ async function start(message: StartMessage): Promise<void> {
   const auth = message.auth
     ? await AuthPolicy.load(message.auth.path, { requireAuth: message.auth.requireAuth })
     : undefined;
+  // Names that changed hands here, told to the other workers once per turn of the event loop
+  // (one message for a burst of registrations, not one each).
+  const hints = new Set<string>();
+  const hint = (name: string) => {
+    if (hints.size === 0) {
+      setTimeout(() => {
+        post({ type: "changed", names: [...hints] });
+        hints.clear();
+      }, 0);
+    }
+    hints.add(name);
+  };
   const mesh = new WorkerMesh({
     index: message.index,
     table: message.table,
     peers: new Map(Object.entries(message.peers)),
-    hint: (name) => post({ type: "changed", name }),
+    hint,
     maxMessageBytes: message.options.maxMessageBytes ?? Infinity,
   });
   let server: RelayServer;
@@ -143,7 +155,7 @@ async function start(message: StartMessage): Promise<void> {
     const m = event.data;
     switch (m.type) {
       case "changed":
-        mesh.changed(m.name);
+        for (const name of m.names) mesh.changed(name);
         return;
       case "quiet":
         post({ type: "quiet", id: m.id, quiet: server.stats().queuedBytes === 0 && !mesh.busy });

@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import { runScaling } from "./scaling_threads.ts";
+import { CORES } from "../../lib/threads/threads.ts";
 import type {
   FlowJob,
   FlowResult,
@@ -625,6 +626,20 @@ async function runRegister(gen: GeneratorProcess, options: SuiteOptions) {
       system: "relay --log-level warning",
       role: "subject",
       peer: { protocol: "relay", start: relayStart(false) },
+    },
+    {
+      // Issue 15: a claim is a few shared-memory operations, no round trip between threads.
+      system: `relay --threads ${CORES}`,
+      role: "subject",
+      peer: {
+        protocol: "relay",
+        start: () =>
+          startRelay({
+            ...projectOptions(options, "register-threads"),
+            defaultLogLevel: true,
+            args: ["--threads", String(CORES)],
+          }),
+      },
     },
     {
       system: "nats-server",

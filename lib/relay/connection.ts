@@ -23,7 +23,7 @@ import {
   ProtocolError,
   type Registration,
 } from "../wire/relay.ts";
-import { Router } from "./router.ts";
+import { type RoomWaiter, Router } from "./router.ts";
 import { BYE_LINGER_MS, type ControlHub, ControlSession } from "./control.ts";
 import { ControlError } from "../wire/control.ts";
 import { type FrameSink, SEP } from "../wire/relay.ts";
@@ -69,7 +69,10 @@ export interface ConnectionHost {
    * With a mesh (cluster mode, worker threads): claims the name there too, after
    * {@linkcode claim}; resolves to a refusal (the local claim is then undone) or undefined.
    */
-  claimMesh?(name: string, conn: Connection): Promise<"name_taken" | "cluster_unavailable" | undefined>;
+  claimMesh?(
+    name: string,
+    conn: Connection,
+  ): Promise<"name_taken" | "cluster_unavailable" | undefined>;
   /** Names held elsewhere (lib/relay/mesh.ts): the router sends to them through pairs. */
   readonly mesh?: Mesh;
   /** Frees the connection's name. */
@@ -84,6 +87,8 @@ export interface ConnectionHost {
   readonly slack: SlackMeter | undefined;
   /** Called once when the connection has ended. */
   ended(conn: Connection, reason: DisconnectReason): void;
+  /** Called once when the connection's {@linkcode Connection.run} is about to return. */
+  finished?(conn: Connection): void;
   /** The control channel, for clients that opt in (first byte `|`); absent: nobody can. */
   readonly control?: ControlHub;
   /** Counts a message delivered or dropped. */
@@ -97,8 +102,6 @@ const READ_POOL = new BufferPool(MAX_READ_BYTES, 64);
 export class Connection {
   /** Sequence number, for logs. */
   readonly id: number;
-  /** Remote address `ip:port`, for logs. */
-  readonly remote: string;
   /** Remote IP, for per-IP limits. */
   readonly ip: string;
   /** Registered name, once registered. */
@@ -146,9 +149,7 @@ export class Connection {
     this.id = id;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.ip = addr.hostname;
-    this.remote = addr.hostname.includes(":")
-      ? `[${addr.hostname}]:${addr.port}`
-      : `${addr.hostname}:${addr.port}`;
+    this.#port = addr.port;
     this.since = this.lastActivity = performance.now();
     this.#parser = new FrameParser({ maxMessageBytes: host.limits.maxMessageBytes });
     this.framed = host.deliver === "framed";
@@ -162,6 +163,19 @@ export class Connection {
       share,
       onError: (error) => this.close("connection_error", errorText(error)),
     });
+  }
+
+  /** Remote port; `remote` is made from it only when a log line needs it. */
+  readonly #port: number;
+
+  /** The registered name as UTF-8 bytes (empty before registration). */
+  get nameBytes(): Uint8Array {
+    return this.#router.nameBytes;
+  }
+
+  /** Remote address `ip:port`, for logs. */
+  get remote(): string {
+    return this.ip.includes(":") ? `[${this.ip}]:${this.#port}` : `${this.ip}:${this.#port}`;
   }
 
   /** Whether the connection has ended. */
@@ -179,13 +193,65 @@ export class Connection {
     return this.#heldSince === 0 ? 0 : now - this.#heldSince;
   }
 
-  /** Runs the connection until it ends. Never throws. */
+  /**
+   * Runs the connection until it ends, then tells the host (`finished`). Never throws.
+   * Registration and the read loop run in this one async function: an idle connection keeps
+   * one suspended frame, with its promises, instead of two.
+   */
   async run(): Promise<void> {
     try {
       const rest = await this.#register();
       if (rest === undefined) return;
       if (rest.length > 0) await this.#route(rest);
-      await this.#readLoop();
+      let size = MIN_READ_BYTES;
+      let buf: Uint8Array = this.#first ?? new Uint8Array(size);
+      this.#first = undefined;
+      try {
+        for (;;) {
+          if (size === MAX_READ_BYTES) {
+            // Busy: large buffers from the pool, reused once the views queued from them are out.
+            if (this.#pooled === undefined || this.#pooled.inUse) {
+              this.#pooled?.disown();
+              this.#pooled = READ_POOL.get();
+              this.#pooled.meter = this.#host.slack;
+            }
+            buf = this.#pooled.bytes;
+          } else if (this.#router.retained || buf.length !== size) {
+            buf = new Uint8Array(size);
+            this.#router.retained = false;
+          }
+          const n = await this.#conn.read(buf);
+          if (n === null) break;
+          if (this.#closed) return; // closed while lingering for its bye
+          this.lastActivity = performance.now();
+          const filled = n === buf.length;
+          // Awaited only when some receiver is full: no promise and no extra turn per read.
+          const held = this.#route(buf.subarray(0, n));
+          if (held !== undefined) await held;
+          if (this.#closed) return;
+          if (this.#bandwidth) await this.#throttle(n);
+          // Size the next read to the traffic: double after a full read so a busy sender gets
+          // few large reads; fall back to small after a small one so an idle client is cheap.
+          size = filled
+            ? Math.min(size * 2, MAX_READ_BYTES)
+            : Math.max(MIN_READ_BYTES, Math.min(size, nextPowerOfTwo(n * 2)));
+          if (size !== MAX_READ_BYTES && this.#pooled !== undefined) {
+            this.#pooled.disown();
+            this.#pooled = undefined;
+          }
+        }
+      } finally {
+        this.#pooled?.disown();
+        this.#pooled = undefined;
+      }
+      // The client finished sending. Its name is freed now (so the next frame to it goes to
+      // its next holder: senders' caches see the registry generation move); what is queued
+      // for it, and the rest of frames already begun to it, still goes out.
+      if (this.#parser.midFrame) this.#router.abortFrame();
+      this.#router.forget();
+      if (this.name !== undefined) this.#host.release(this.name, this);
+      await this.outbox.drained();
+      this.close("client_closed");
     } catch (error) {
       if (this.#closed) return;
       if (error instanceof ProtocolError || error instanceof ControlError) {
@@ -193,6 +259,8 @@ export class Connection {
       } else {
         this.close("connection_error", errorText(error));
       }
+    } finally {
+      this.#host.finished?.(this);
     }
   }
 
@@ -213,8 +281,15 @@ export class Connection {
     if (this.control?.farewell(reason, detail)) this.#linger();
     else this.#shut();
     const log = this.#host.log;
-    const who = this.name ?? `connection ${this.id}`;
-    const props = { id: this.id, remote: this.remote, name: this.name, who, reason, detail };
+    // Lazy properties: nothing is built for a line below the log level.
+    const props = () => ({
+      id: this.id,
+      remote: this.remote,
+      name: this.name,
+      who: this.name ?? `connection ${this.id}`,
+      reason,
+      detail,
+    });
     // An ordinary end at debug (the periodic summary counts it); any other reason at info.
     const level = reason === "client_closed" ? "debug" : "info";
     if (detail) log[level]("Disconnected {who} ({remote}): {reason}: {detail}", props);
@@ -294,66 +369,16 @@ export class Connection {
       }
       this.name = registration.name;
       this.#router.registered(registration.name);
-      this.#host.log.debug("Registered {name} ({remote})", {
+      this.#host.log.debug("Registered {name} ({remote})", () => ({
         id: this.id,
         remote: this.remote,
         name: this.name,
-      });
+      }));
       // A view, not a copy: `buf` becomes the first read buffer, one allocation per connection
       // fewer (the router notes when it queues a view of it, and then the reader takes another).
       this.#first = buf;
       return buf.subarray(registration.consumed, have);
     }
-  }
-
-  async #readLoop(): Promise<void> {
-    let size = MIN_READ_BYTES;
-    let buf: Uint8Array = this.#first ?? new Uint8Array(size);
-    this.#first = undefined;
-    try {
-      for (;;) {
-        if (size === MAX_READ_BYTES) {
-          // Busy: large buffers from the pool, reused once the views queued from them are out.
-          if (this.#pooled === undefined || this.#pooled.inUse) {
-            this.#pooled?.disown();
-            this.#pooled = READ_POOL.get();
-            this.#pooled.meter = this.#host.slack;
-          }
-          buf = this.#pooled.bytes;
-        } else if (this.#router.retained || buf.length !== size) {
-          buf = new Uint8Array(size);
-          this.#router.retained = false;
-        }
-        const n = await this.#conn.read(buf);
-        if (n === null) break;
-        if (this.#closed) return; // closed while lingering for its bye
-        this.lastActivity = performance.now();
-        const filled = n === buf.length;
-        await this.#route(buf.subarray(0, n));
-        if (this.#closed) return;
-        if (this.#bandwidth) await this.#throttle(n);
-        // Size the next read to the traffic: double after a full read so a busy sender gets
-        // few large reads; fall back to small after a small one so an idle client is cheap.
-        size = filled
-          ? Math.min(size * 2, MAX_READ_BYTES)
-          : Math.max(MIN_READ_BYTES, Math.min(size, nextPowerOfTwo(n * 2)));
-        if (size !== MAX_READ_BYTES && this.#pooled !== undefined) {
-          this.#pooled.disown();
-          this.#pooled = undefined;
-        }
-      }
-    } finally {
-      this.#pooled?.disown();
-      this.#pooled = undefined;
-    }
-    // The client finished sending. Its name is freed now (so the next frame to it goes to its
-    // next holder: senders' caches see the registry generation move); what is queued for it,
-    // and the rest of frames already begun to it, still goes out.
-    if (this.#parser.midFrame) this.#router.abortFrame();
-    this.#router.forget();
-    if (this.name !== undefined) this.#host.release(this.name, this);
-    await this.outbox.drained();
-    this.close("client_closed");
   }
 
   /** Holds the reader back so this client stays within its bandwidth limit. */
@@ -370,14 +395,26 @@ export class Connection {
     this.lastActivity = performance.now();
   }
 
-  /** Parses one read and routes its frames, then waits for receivers that are full. */
-  async #route(bytes: Uint8Array): Promise<void> {
+  /**
+   * Parses one read and routes its frames; returns what to wait for when receivers are full
+   * (or the client's own control replies fill its queue), else undefined.
+   */
+  #route(bytes: Uint8Array): Promise<void> | undefined {
     const router = this.#router;
     router.pooled = this.#pooled;
     this.#parser.push(bytes, this.#sink ?? router);
-    if (this.control?.busy) await this.#settle();
-    const full = router.takeFull();
-    if (full.length === 0) return;
+    if (this.control?.busy) return this.#settle().then(() => this.#waitForFull());
+    return this.#waitForFull();
+  }
+
+  /** Waits for the receivers that went over their share while the last read was routed. */
+  #waitForFull(): Promise<void> | undefined {
+    const full = this.#router.takeFull();
+    if (full.length === 0) return undefined;
+    return this.#waitForRoom(full);
+  }
+
+  async #waitForRoom(full: RoomWaiter[]): Promise<void> {
     this.#waiting = true;
     this.#heldSince = performance.now();
     try {
@@ -411,7 +448,11 @@ export class Connection {
         const registered = (): true => {
           this.name = name;
           this.#router.registered(name);
-          host.log.debug("Registered {name} ({remote})", { id: this.id, remote: this.remote, name });
+          host.log.debug("Registered {name} ({remote})", {
+            id: this.id,
+            remote: this.remote,
+            name,
+          });
           return true;
         };
         if (!host.claimMesh) return registered();

@@ -112,8 +112,11 @@ export class Router implements FrameSink {
   #lastDestName: Uint8Array = EMPTY;
   #lastDest: Connection | undefined;
   #lastGeneration = -1;
-  /** Pairs to names on other nodes, by name (at most `MAX_PAIRS_PER_SENDER`). */
-  readonly #pairs = new Map<string, RemoteRoute>();
+  /**
+   * Pairs to names on other nodes, by name (at most `MAX_PAIRS_PER_SENDER`). Made with the
+   * first pair: most senders never need one, and an empty Map is ~300 B per connection.
+   */
+  #pairs: Map<string, RemoteRoute> | undefined;
   /** The pair of the frame being read, when its destination is on another node. */
   #remote: RemoteRoute | undefined;
   /** Bytes of the assembled remote frame charged to the memory budget. */
@@ -129,6 +132,11 @@ export class Router implements FrameSink {
   constructor(sender: Connection, host: ConnectionHost) {
     this.#sender = sender;
     this.#host = host;
+  }
+
+  /** The sender's registered name as bytes (empty before it registers). */
+  get nameBytes(): Uint8Array {
+    return this.#prefix;
   }
 
   /** Sets the sender's registered name, used in the header of what it sends. */
@@ -187,6 +195,20 @@ export class Router implements FrameSink {
   header(name: Uint8Array, length: number): void {
     if (length === 0) {
       this.#mode = Route.Drop; // keepalive: never forwarded
+      return;
+    }
+    // The cached remote route is checked first: while the generation (local registry and mesh
+    // together) has not moved since it was filled, the name is not local either.
+    const remote = this.#lastRemote;
+    if (
+      remote !== undefined && this.#lastRemoteGeneration === this.#host.generation &&
+      remote.pair.reason === undefined && bytesEqual(name, this.#lastRemoteName)
+    ) {
+      this.#check();
+      this.#remote = remote;
+      this.#mode = Route.Remote;
+      this.#frameLength = length;
+      this.#wholeAt = 0;
       return;
     }
     const dest = this.#lookup(name);
@@ -322,18 +344,18 @@ export class Router implements FrameSink {
     }
     const node = mesh.holder(text);
     if (node === undefined) return undefined;
-    let route = this.#pairs.get(text);
+    let route = this.#pairs?.get(text);
     // The same node and a live pair: the pair stays valid even if the name changed hands
     // there, because the receiving side closes a pair as soon as its receiver lets go of the
     // name (mesh.ts), and data on a closed pair is dropped, never handed to a later holder.
     if (route === undefined || route.node !== node || route.pair.reason !== undefined) {
       if (route !== undefined) this.#retire(route);
-      if (this.#pairs.size >= MAX_PAIRS_PER_SENDER) {
+      if (this.#pairs !== undefined && this.#pairs.size >= MAX_PAIRS_PER_SENDER) {
         this.#retire(this.#pairs.values().next().value!); // the oldest
       }
       const opened = new RemoteRoute(text, node, mesh.open(node, `${this.#sender.name}|${text}`));
       opened.pair.closed.then((reason) => this.#pairClosed(opened, reason));
-      this.#pairs.set(text, opened);
+      (this.#pairs ??= new Map()).set(text, opened);
       route = opened;
     }
     this.#lastRemote = route;
@@ -397,7 +419,7 @@ export class Router implements FrameSink {
 
   /** A pair ended: forgotten; with data on the way, counted as a drop (and told, opted in). */
   #pairClosed(route: RemoteRoute, reason: PairCloseReason): void {
-    if (this.#pairs.get(route.name) === route) this.#pairs.delete(route.name);
+    if (this.#pairs?.get(route.name) === route) this.#pairs.delete(route.name);
     if (this.#lastRemote === route) this.#lastRemote = undefined;
     if (CLEAN_ENDS.has(reason) || (reason === "receiver_closed" && route.pending === 0)) return;
     this.#host.count("receiver_gone", 0);
@@ -412,7 +434,7 @@ export class Router implements FrameSink {
 
   /** Ends a pair once every message handed to it has left (a clean end between messages). */
   #retire(route: RemoteRoute): void {
-    if (this.#pairs.get(route.name) === route) this.#pairs.delete(route.name);
+    if (this.#pairs?.get(route.name) === route) this.#pairs.delete(route.name);
     if (this.#lastRemote === route) this.#lastRemote = undefined;
     if (route.pending === 0) route.pair.end();
     else route.tail.then(() => route.pair.end());
@@ -456,7 +478,10 @@ export class Router implements FrameSink {
     const dest = this.#host.lookup(name);
     if (dest !== undefined) {
       this.#lastDest = dest;
-      this.#lastDestName = name.slice();
+      // The receiver's own name bytes when they match (they do once it is registered): no
+      // copy per sender that keeps a destination cached.
+      const own = dest.nameBytes;
+      this.#lastDestName = bytesEqual(own, name) ? own : name.slice();
       this.#lastGeneration = generation;
     }
     return dest;
@@ -467,7 +492,7 @@ export class Router implements FrameSink {
     this.#lastDest = undefined;
     this.#lastGeneration = -1;
     this.#lastRemote = undefined;
-    for (const route of [...this.#pairs.values()]) this.#retire(route);
+    if (this.#pairs) for (const route of [...this.#pairs.values()]) this.#retire(route);
   }
 
   /** Gives up the frame this client was streaming or assembling, if any. */

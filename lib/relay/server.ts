@@ -256,7 +256,8 @@ export class RelayServer implements AsyncDisposable {
   /** The certificate reload in progress, if any: reloads run one at a time, in order. */
   #reloading: Promise<void> = Promise.resolve();
   readonly #connections = new Set<Client>();
-  readonly #tasks = new Set<Promise<void>>();
+  /** The run() of every connection not yet finished. */
+  readonly #tasks = new Map<Client, Promise<void>>();
   readonly #acceptLoops = new Map<Deno.Listener, Promise<void>>();
   readonly #log: Logger = getLogger(["relay", "server"]);
   readonly #options: Options;
@@ -562,7 +563,7 @@ export class RelayServer implements AsyncDisposable {
     clearInterval(this.#sweep);
     for (const conn of [...this.#connections]) conn.close("server_shutdown");
     await this.#control.close();
-    await Promise.allSettled([...this.#tasks]);
+    await Promise.allSettled([...this.#tasks.values()]);
     this.#log.info("Stopped");
   }
 
@@ -626,10 +627,10 @@ export class RelayServer implements AsyncDisposable {
     this.#connections.add(client);
     // Debug, not info: two info lines per connection were a third of the time of accepting
     // one connection after another; "Registered" and "Disconnected" (with the reason) remain.
-    this.#log.debug("Connection from {remote}", { id: client.id, remote: client.remote });
-    const task = client.run();
-    this.#tasks.add(task);
-    task.finally(() => this.#tasks.delete(task));
+    // Lazy properties: nothing is built for a line below the log level.
+    this.#log.debug("Connection from {remote}", () => ({ id: client.id, remote: client.remote }));
+    // Forgotten by the host's `finished` when run() ends: no `finally` promise per connection.
+    this.#tasks.set(client, client.run());
   }
 
   #refuse(conn: RelayConn, reason: string): void {
@@ -821,6 +822,7 @@ export class RelayServer implements AsyncDisposable {
           return undefined; // not UTF-8: cannot be a registered name
         }
       },
+      finished: (conn) => this.#tasks.delete(conn),
       ended: (conn, reason) => {
         inbox?.release(conn);
         if (this.#connections.delete(conn)) this.#options.connectionGate?.release();

@@ -88,6 +88,16 @@ export class MeshInbox {
     const outbox: Outbox = conn.outbox;
     let frame: OutFrame | undefined;
     let total = 0;
+    // `sender|len|` encoded once per size (most senders repeat sizes).
+    let header: Uint8Array = EMPTY;
+    let headerFor = -1;
+    const headerOf = (length: number) => {
+      if (length !== headerFor) {
+        header = encodeHeader(sender, length);
+        headerFor = length;
+      }
+      return header;
+    };
     try {
       for (;;) {
         let chunk = receiver.tryRead();
@@ -96,14 +106,14 @@ export class MeshInbox {
         if (conn.closed) return receiver.close("receiver_closed");
         if (chunk.first && chunk.last && chunk.total < COPY_BELOW_BYTES) {
           // Small and whole: copied into the queue's buffer, like a small local frame.
-          if (conn.framed) outbox.pushHeaded(encodeHeader(sender, chunk.total), chunk.bytes);
+          if (conn.framed) outbox.pushHeaded(headerOf(chunk.total), chunk.bytes);
           else outbox.pushFrame(undefined, chunk.bytes);
           this.#host.delivered(chunk.total);
         } else {
           // Larger: queued as views of the packets (no copy), a chunk at a time.
           if (chunk.first) {
             total = chunk.total;
-            frame = outbox.begin(receiver, conn.framed ? encodeHeader(sender, total) : EMPTY);
+            frame = outbox.begin(receiver, conn.framed ? headerOf(total) : EMPTY);
           }
           outbox.append(frame!, chunk.bytes, chunk.last);
           if (chunk.last) {

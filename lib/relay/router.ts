@@ -492,7 +492,7 @@ export class Router implements FrameSink {
     this.#lastDest = undefined;
     this.#lastGeneration = -1;
     this.#lastRemote = undefined;
-    if (this.#pairs) for (const route of [...this.#pairs.values()]) this.#retire(route);
+    if (this.#pairs) { for (const route of [...this.#pairs.values()]) this.#retire(route); }
   }
 
   /** Gives up the frame this client was streaming or assembling, if any. */

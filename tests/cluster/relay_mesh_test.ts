@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { ClusterMesh } from "../../lib/cluster/mesh.ts";
 import { RelayServer } from "../../lib/relay/server.ts";
+import { RelayMetrics } from "../../lib/web/metrics.ts";
 import { bytes, expectText, RawPeer, text, waitFor as waitUntil } from "../_helpers/relay.ts";
 import { NATS_SKIP, NatsServer } from "./_nats.ts";
 
@@ -65,5 +66,19 @@ Deno.test({
     await alice.write(out);
     await expectText(bob, want, 10_000);
     assert.ok(b.server.names().includes("alice"), "who spans nodes");
+
+    // Metrics carry the node name and the names held elsewhere, by node.
+    const metrics = await new RelayMetrics({
+      stats: () => b.server.stats(),
+      webSockets: () => 0,
+      webSocketBufferedBytes: () => 0,
+      webSocketOverflows: () => 0,
+      maxBufferBytes: 1,
+      maxConnections: 1,
+      startedAt: Date.now(),
+    }).text();
+    assert.match(metrics, /^relay_node_info\{node="b"\} 1$/m);
+    assert.match(metrics, /^relay_cluster_remote_names\{node="a"\} 1$/m);
+    assert.deepEqual(b.server.stats().mesh?.remoteNames, { a: 1 });
   },
 });

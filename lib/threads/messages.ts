@@ -6,7 +6,7 @@
  * ```
  * main ─ start ──────────▶ worker    (options, shared buffers, ports to the other workers)
  * main ◀───────── ready ── worker    (or failed: the reason it could not listen)
- * main ◀─ changed names ── worker ─▶ main ─ changed names ─▶ every other worker (batched)
+ * main ◀─────── changes ── worker ─▶ main ─ changes ─▶ every other worker (batched, numbered)
  * main ─ stats / reload ─▶ worker ─▶ main ◀ stats / reloaded (answered by id)
  * main ◀─────────── log ── worker    (records written once, by the main thread)
  * main ─ close ──────────▶ worker ─▶ main ◀ closed
@@ -60,7 +60,7 @@ export interface StartMessage {
 /** What the main thread sends a running worker. */
 export type ToWorker =
   | StartMessage
-  | { type: "changed"; names: string[] }
+  | { type: "changed"; changes: NameChange[] }
   | { type: "stats"; id: number }
   | { type: "statsNow" }
   | { type: "quiet"; id: number }
@@ -83,13 +83,23 @@ export interface WorkerStats {
 export type FromWorker =
   | { type: "ready"; port: number; tlsPort?: number }
   | { type: "failed"; error: string; code?: string }
-  | { type: "changed"; names: string[] }
+  | { type: "changed"; changes: NameChange[] }
   | { type: "stats"; id: number; stats: WorkerStats }
   | { type: "quiet"; id: number; quiet: boolean }
   | { type: "reloaded"; id: number; error?: string; errorName?: string; authNames?: number }
   | { type: "log"; record: WorkerLogRecord }
   | { type: "closed" }
   | { type: "webReady"; scheme: string; hostname: string; port: number };
+
+/** A name that changed hands: the table's generation after the change, and its new holder. */
+export interface NameChange {
+  /** The change's number (the name table's generation right after it). */
+  generation: number;
+  /** The name. */
+  name: string;
+  /** The worker holding it now, or -1 when nobody does. */
+  owner: number;
+}
 
 /** A log record as it crosses threads. */
 export interface WorkerLogRecord {

@@ -81,6 +81,12 @@ export class NameTable {
     return this.#words.buffer as SharedArrayBuffer;
   }
 
+  /**
+   * The generation this view's last successful claim or release moved the table to: changes
+   * are numbered 1, 2, 3… in the order they happened, over every thread.
+   */
+  lastChange = 0;
+
   /** Moves on every claim and release by any thread. */
   get generation(): number {
     return Atomics.load(this.#words, GENERATION);
@@ -129,7 +135,7 @@ export class NameTable {
       this.#bytes.set(this.#scratch.subarray(0, length), (free + SLOT_META_WORDS) * 4);
       this.#words[free + STATE] = USED;
       this.#words[LIVE]++;
-      Atomics.add(this.#words, GENERATION, 1);
+      this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
       return true;
     } finally {
       this.#unlock();
@@ -147,7 +153,7 @@ export class NameTable {
       this.#words[at + STATE] = FREED;
       this.#words[LIVE]--;
       this.#words[TOMBSTONES]++;
-      Atomics.add(this.#words, GENERATION, 1);
+      this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
       return true;
     } finally {
       this.#unlock();
@@ -167,7 +173,7 @@ export class NameTable {
         this.#words[LIVE]--;
         this.#words[TOMBSTONES]++;
       }
-      if (freed.length > 0) Atomics.add(this.#words, GENERATION, 1);
+      if (freed.length > 0) this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
     } finally {
       this.#unlock();
     }

@@ -3,7 +3,7 @@
  * each a {@linkcode RelayServer} listening on the same port with `reusePort` (the kernel spreads
  * new connections over them; TCP and TLS alike), each owning its connections. The main thread
  * holds no connection: it picks the port, shares the name table and the memory budget
- * (`SharedArrayBuffer`s), wires a MessagePort between every two workers, passes name hints on,
+ * (`SharedArrayBuffer`s), wires a MessagePort between every two workers, passes name changes on,
  * writes the workers' log records, gathers their counters, forwards reloads, and stops them.
  *
  * ```
@@ -11,7 +11,7 @@
  * :8080 ──────┼─ worker w1: …                                    ┼── MessagePorts (pairs)
  *  (kernel)   └─ worker w2: …                                    ┘
  * shared      name table (one namespace) · memory budget slots
- * main        start · hints · logs · stats · SIGHUP reload · stop · crash = stop loudly
+ * main        start · name changes · logs · stats · SIGHUP reload · stop · crash = stop loudly
  * ```
  *
  * A worker that fails (an uncaught error) is not restarted: its connections and the pairs to it
@@ -22,12 +22,7 @@
  */
 
 import { getLogger, type Logger } from "@logtape/logtape";
-import {
-  MESSAGE_SIZE_BUCKETS_BYTES,
-  type RelayServerOptions,
-  type RelayStats,
-  type TlsCertificate,
-} from "../relay/server.ts";
+import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
 import { DEFAULT_PORT, MAX_CONNECTIONS, MAX_MEMORY_BYTES, MAX_WHO_LIMIT } from "../limits.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import { sharedBudgetBuffer } from "../relay/memory_budget.ts";
@@ -265,7 +260,9 @@ export class ThreadedRelay implements AsyncDisposable {
           }
           case "changed":
             for (let j = 0; j < this.#workers.length; j++) {
-              if (j !== index) this.#workers[j].postMessage({ type: "changed", names: m.names });
+              if (j !== index) {
+                this.#workers[j].postMessage({ type: "changed", changes: m.changes });
+              }
             }
             return;
           case "log": {

@@ -5,7 +5,7 @@
  *
  * ```
  * start ─► logging → auth file → mesh → RelayServer.listen(reusePort) ─► ready
- * changed ─► mesh.changed(name)     stats ─► server.stats()     reload ─► cert, auth file
+ * changed ─► mesh.changed(changes)    stats ─► server.stats()     reload ─► cert, auth file
  * close ─► server.close() (grace) → mesh.close() ─► closed ─► self.close()
  * ```
  * @module
@@ -17,6 +17,7 @@ import { RelayServer } from "../relay/server.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import type {
   FromWorker,
+  NameChange,
   StartMessage,
   ToWorker,
   WorkerLogRecord,
@@ -80,15 +81,12 @@ async function start(message: StartMessage): Promise<void> {
     : undefined;
   // Names that changed hands here, told to the other workers once per turn of the event loop
   // (one message for a burst of registrations, not one each).
-  const hints = new Set<string>();
-  const hint = (name: string) => {
-    if (hints.size === 0) {
-      setTimeout(() => {
-        post({ type: "changed", names: [...hints] });
-        hints.clear();
-      }, 0);
+  const changes: NameChange[] = [];
+  const hint = (change: NameChange) => {
+    if (changes.length === 0) {
+      setTimeout(() => post({ type: "changed", changes: changes.splice(0) }), 0);
     }
-    hints.add(name);
+    changes.push(change);
   };
   const mesh = new WorkerMesh({
     index: message.index,
@@ -155,7 +153,7 @@ async function start(message: StartMessage): Promise<void> {
     const m = event.data;
     switch (m.type) {
       case "changed":
-        for (const name of m.names) mesh.changed(name);
+        mesh.changed(m.changes);
         return;
       case "quiet":
         post({ type: "quiet", id: m.id, quiet: server.stats().queuedBytes === 0 && !mesh.busy });

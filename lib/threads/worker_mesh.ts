@@ -5,14 +5,17 @@
  * numbers as between cluster nodes on NATS).
  *
  * ```
- * claim    table.claim(name, me)          (shared memory, no round trip) → hint to the others
+ * claim    table.claim(name, me)          (shared memory, no round trip) → change to the others
  * holder   table.holder(name)             (shared memory)
  * route    streams.open("w2", key) ─ PortTransport (transferred ArrayBuffers) ─▶ worker 2
- * changed  hint "name" from the main thread → re-read the table → events.changed(name, node)
+ * changed  {generation, name, owner} from the main thread → in generation order →
+ *          events.changed(name, node)
  * ```
  *
- * Hints only say which name to look at again: the table is the truth, so hints that cross on
- * their way through the main thread can never leave a stale holder behind.
+ * Changes from different workers reach this one by different paths, so they may arrive out of
+ * order; each carries the table generation it made, and they are told to the listener strictly
+ * in that order (a change that arrives early waits for the ones before it), so presence events
+ * follow the order in which names really changed hands.
  * @module
  */
 
@@ -22,6 +25,7 @@ import type { Chunk, PairReceiver } from "../cluster/pair_receiver.ts";
 import { ClusterStreams } from "../cluster/streams.ts";
 import { PortTransport } from "../cluster/port_transport.ts";
 import { NameTable } from "./name_table.ts";
+import type { NameChange } from "./messages.ts";
 import { MESSAGE_SIZE_BUCKETS_BYTES } from "../relay/server.ts";
 
 /**
@@ -51,8 +55,8 @@ export interface WorkerMeshOptions {
   table: SharedArrayBuffer;
   /** One port per other worker, keyed by its node name. */
   peers: Map<string, MessagePort>;
-  /** Posts a hint that `name` changed hands (to the main thread, which tells the others). */
-  hint(name: string): void;
+  /** Posts a change of a name here (to the main thread, which tells the other workers). */
+  hint(change: NameChange): void;
   /** Largest message between workers (the relay's message limit). */
   maxMessageBytes: number;
 }
@@ -65,7 +69,11 @@ export class WorkerMesh implements Mesh {
   readonly #table: NameTable;
   readonly #transport: PortTransport;
   readonly #streams: ClusterStreams;
-  readonly #hint: (name: string) => void;
+  readonly #hint: (change: NameChange) => void;
+  /** The generation of the next change to tell the listener. */
+  #next: number;
+  /** Changes that arrived before those numbered below them (empty: a change made here). */
+  readonly #early = new Map<number, NameChange[]>();
   /** Names held by other workers as last told to the listener. */
   readonly #known = new Map<string, string>();
   #events: MeshEvents | undefined;
@@ -86,6 +94,7 @@ export class WorkerMesh implements Mesh {
     this.node = workerNode(options.index);
     this.#table = new NameTable(options.table);
     this.#hint = options.hint;
+    this.#next = this.#table.generation + 1; // earlier changes are in the table already
     this.#transport = new PortTransport(this.node, options.peers);
     this.#streams = new ClusterStreams(this.#transport, {
       maxMessageBytes: options.maxMessageBytes,
@@ -99,13 +108,15 @@ export class WorkerMesh implements Mesh {
     if (!this.#table.claim(name, this.#index)) {
       return Promise.resolve({ ok: false, reason: "name_taken" });
     }
-    this.#hint(name);
+    this.#made([{ generation: this.#table.lastChange, name, owner: this.#index }]);
     return Promise.resolve({ ok: true });
   }
 
   /** Frees `name` process-wide, if this worker holds it. */
   release(name: string): void {
-    if (this.#table.release(name, this.#index)) this.#hint(name);
+    if (this.#table.release(name, this.#index)) {
+      this.#made([{ generation: this.#table.lastChange, name, owner: -1 }]);
+    }
   }
 
   /** The worker holding `name`, when it is another worker. */
@@ -171,15 +182,36 @@ export class WorkerMesh implements Mesh {
     this.#events = events;
   }
 
-  /** A hint from another worker: look at `name` again, and tell the listener if it moved. */
-  changed(name: string): void {
-    const owner = this.#table.holder(name);
-    const node = owner === undefined || owner === this.#index ? null : workerNode(owner);
-    const before = this.#known.get(name) ?? null;
-    if (node === before) return;
-    if (node === null) this.#known.delete(name);
-    else this.#known.set(name, node);
-    this.#events?.changed(name, node);
+  /** Changes made by other workers, in any order: told to the listener in generation order. */
+  changed(changes: readonly NameChange[]): void {
+    for (const change of changes) {
+      if (change.generation < this.#next) continue; // from before this worker started
+      const list = this.#early.get(change.generation);
+      if (list) list.push(change);
+      else this.#early.set(change.generation, [change]);
+    }
+    this.#drain();
+  }
+
+  /** A change made here: told to the others, and counted in this worker's order. */
+  #made(changes: NameChange[]): void {
+    for (const change of changes) this.#hint(change);
+    if (changes.length > 0) this.#early.set(changes[0].generation, []);
+    this.#drain();
+  }
+
+  #drain(): void {
+    for (let list = this.#early.get(this.#next); list; list = this.#early.get(this.#next)) {
+      this.#early.delete(this.#next++);
+      for (const { name, owner } of list) {
+        const node = owner < 0 || owner === this.#index ? null : workerNode(owner);
+        const before = this.#known.get(name) ?? null;
+        if (node === before) continue;
+        if (node === null) this.#known.delete(name);
+        else this.#known.set(name, node);
+        this.#events?.changed(name, node);
+      }
+    }
   }
 
   /** Pairs open in each direction (for tests and stats). */
@@ -205,7 +237,9 @@ export class WorkerMesh implements Mesh {
     this.#closing ??= (async () => {
       await this.#streams.close();
       await this.#transport.close();
-      for (const name of this.#table.releaseAll(this.#index)) this.#hint(name);
+      const freed = this.#table.releaseAll(this.#index);
+      const generation = this.#table.lastChange;
+      this.#made(freed.map((name) => ({ generation, name, owner: -1 })));
     })();
     return this.#closing;
   }

@@ -2,7 +2,8 @@
  * Runs the relay's own test suites against a multi-worker relay: `RelayServer.listen` is
  * replaced by a {@linkcode ThreadedRelay} with the same surface (a synchronous `stats()`
  * through `statsNow`), and every test is renamed `[threads N] …`. Import this first, then the
- * suites (see `matrix_test.ts`).
+ * suites (`matrix_*_test.ts`, three files so that `deno test --parallel` runs them side by
+ * side).
  *
  * Tests that cannot run across threads are ignored by name, each with the reason: they hand
  * the server in-memory connections (`serve(MemoryConn)`), pass an in-memory auth policy, or
@@ -61,6 +62,24 @@ class ThreadedTestRelay implements AsyncDisposable {
 
 /** Why each ignored test cannot run against workers. */
 export type Skips = Record<string, string>;
+
+/** A large frame crosses workers whole (lib/relay/router.ts), not streamed as it arrives. */
+export const WHOLE =
+  "a frame to another worker is sent once complete, so a receiver never has part of one";
+/** `serve(conn)` with an in-process connection object. */
+export const IN_MEMORY =
+  "it hands the server in-memory connections, which cannot cross to a worker";
+/** `auth: AuthPolicy.fromDigests(…)`: the CLI's --auth-file is loaded by every worker instead. */
+export const AUTH =
+  "an in-memory auth policy cannot cross to a worker (--auth-file: serve_threads_test)";
+/** Presence from another worker comes as a message, after events of this worker may have. */
+export const PRESENCE =
+  "a presence event from another worker can still be on its way when a later one from this worker is told";
+/** Per-IP counters live in each worker. */
+export const PER_IP = "per-IP limits are counted per worker";
+/** Pair windows and whole-message assembly are outside the receivers' queues. */
+export const BUDGET =
+  "between workers, each pair's credit window and a message being assembled come on top of the budget";
 
 /**
  * From now on, `RelayServer.listen` starts `threads` workers, and `Deno.test` renames every

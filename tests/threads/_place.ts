@@ -7,6 +7,7 @@
 
 import { RawPeer, text, waitFor } from "../_helpers/relay.ts";
 import type { ThreadedRelay } from "../../lib/threads/threaded_relay.ts";
+import { RelayClient, type RelayClientOptions } from "../../lib/client/client.ts";
 
 /** Most reconnects before giving up on a worker (4 workers: 1 in 4 lands on each). */
 const MAX_PLACEMENT_TRIES = 200;
@@ -22,6 +23,22 @@ export async function onWorker(
     await waitFor(() => relay.workerOf(name) !== undefined, 5_000, `${name} registered`);
     if (relay.workerOf(name) === worker) return peer;
     await peer.close();
+    await waitFor(() => relay.workerOf(name) === undefined, 5_000, `${name} freed`);
+  }
+  throw new Error(`No connection of ${name} landed on worker ${worker}`);
+}
+
+/** A RelayClient registered as `name` on worker `worker` (reconnecting until it lands there). */
+export async function clientOnWorker(
+  relay: ThreadedRelay,
+  worker: number,
+  name: string,
+  options: Omit<RelayClientOptions, "port" | "name"> = {},
+): Promise<RelayClient> {
+  for (let tries = 0; tries < MAX_PLACEMENT_TRIES; tries++) {
+    const client = await RelayClient.connect({ ...options, port: relay.port, name });
+    if (relay.workerOf(name) === worker) return client;
+    await client.close();
     await waitFor(() => relay.workerOf(name) === undefined, 5_000, `${name} freed`);
   }
   throw new Error(`No connection of ${name} landed on worker ${worker}`);

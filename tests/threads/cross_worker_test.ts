@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { ThreadedRelay, type ThreadedRelayOptions } from "../../lib/threads/threaded_relay.ts";
 import { delay, RawPeer, waitFor } from "../_helpers/relay.ts";
-import { checkNumbered, frame, numbered, onWorker, readFrame } from "./_place.ts";
+import { checkNumbered, clientOnWorker, frame, numbered, onWorker, readFrame } from "./_place.ts";
+import type { PresenceChange } from "../../lib/client/client.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -149,4 +150,38 @@ Deno.test("threads: a receiver that leaves with data in flight from another work
       assert.equal(await bob2.stillOpen(200), true, "and nothing more");
     });
   }
+});
+
+Deno.test("threads: presence from two other workers reaches a watcher in the order names changed hands", async () => {
+  await using relay = await listen();
+  const changes: PresenceChange[] = [];
+  await using w = await clientOnWorker(relay, 0, "w", { onPresence: (c) => changes.push(c) });
+  let bob = await onWorker(relay, 1, "bob");
+  let carol = await onWorker(relay, 2, "carol");
+  assert.deepEqual((await w.watch(["bob", "carol"])).sort(), ["bob", "carol"]);
+  // Each change is made once the one before is in the table; their messages to worker 0 come
+  // from two workers and may cross on the way: the watcher still sees them in this order.
+  for (let round = 0; round < 3; round++) {
+    changes.length = 0;
+    await bob.close();
+    await waitFor(() => relay.workerOf("bob") === undefined, 5_000, "bob gone");
+    await carol.close();
+    await waitFor(
+      async () => {
+        await w.ping(); // reads the events that came before the pong
+        return changes.length >= 2;
+      },
+      5_000,
+      "two presence events",
+    );
+    assert.deepEqual(changes, [{ name: "bob", online: false }, { name: "carol", online: false }]);
+    if (round < 2) {
+      // Back on their workers, unwatched meanwhile so that placement retries are not events.
+      await w.unwatch(["bob", "carol"]);
+      bob = await onWorker(relay, 1, "bob");
+      carol = await onWorker(relay, 2, "carol");
+      await w.watch(["bob", "carol"]);
+    }
+  }
+  assert.deepEqual(relay.names(), ["w"]);
 });

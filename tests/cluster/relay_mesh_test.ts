@@ -27,8 +27,6 @@ async function node(url: string, name: string) {
 Deno.test({
   name: "relay servers on one NATS: names are unique across nodes and frames cross both ways",
   ignore: NATS_SKIP !== undefined,
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     await using nats = await NatsServer.start();
     await using a = await node(nats.url, "a");

@@ -1,6 +1,6 @@
 /**
  * The relay server's mesh wiring (lib/relay/mesh.ts) on a real NATS server, in one process:
- * two relay servers, each with a ClusterMesh, share one namespace.
+ * relay servers, each with a ClusterMesh, share one namespace (one with --deliver payload).
  */
 import assert from "node:assert/strict";
 import { ClusterMesh } from "../../lib/cluster/mesh.ts";
@@ -11,9 +11,9 @@ import { NATS_SKIP, NatsServer } from "./_nats.ts";
 
 const timing = { leaseMs: 3_000, renewMs: 500 };
 
-async function node(url: string, name: string) {
+async function node(url: string, name: string, deliver: "framed" | "payload" = "framed") {
   const mesh = await ClusterMesh.start({ servers: [url], node: name, ...timing });
-  const server = await RelayServer.listen({ hostname: "127.0.0.1", port: 0, mesh });
+  const server = await RelayServer.listen({ hostname: "127.0.0.1", port: 0, mesh, deliver });
   return {
     mesh,
     server,
@@ -78,5 +78,16 @@ Deno.test({
     assert.match(metrics, /^relay_node_info\{node="b"\} 1$/m);
     assert.match(metrics, /^relay_cluster_remote_names\{node="a"\} 1$/m);
     assert.deepEqual(b.server.stats().mesh?.remoteNames, { a: 1 });
+
+    // A node with --deliver payload writes the payload only, as a single relay does.
+    await using c = await node(nats.url, "c", "payload");
+    await using carol = await RawPeer.connect(c.server.port, "carol");
+    await waitUntil(() => a.mesh.holder("carol") === "c", 5_000);
+    await alice.write("carol|4|raw!");
+    await expectText(carol, "raw!");
+    const large = new Uint8Array(100_000).map((_, i) => i % 13);
+    await alice.write(bytes(`carol|${large.length}|`));
+    await alice.write(large);
+    assert.deepEqual(await carol.read(large.length), large);
   },
 });

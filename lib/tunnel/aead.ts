@@ -166,6 +166,11 @@ export function openSslAead(): Aead | undefined {
   const ok = (result: number, what: string) => {
     if (result !== 1) throw new Error(`OpenSSL ${what} failed`);
   };
+  // OpenSSL reads a 12-byte IV and a 32-byte key from the pointers it is given: a shorter
+  // array would be read past its end, so lengths are checked before every call.
+  const checkNonce = (nonce: Uint8Array) => {
+    if (nonce.length !== AEAD_NONCE_BYTES) throw new RangeError("AES-GCM needs a 12-byte nonce");
+  };
   return {
     name: "openssl",
     importKey(raw) {
@@ -174,6 +179,7 @@ export function openSslAead(): Aead | undefined {
     },
     seal(key, nonce, aad, plain, out) {
       if (out.length < plain.length + AEAD_TAG_BYTES) throw new RangeError("Output too short");
+      checkNonce(nonce);
       ok(s.EVP_EncryptInit_ex(enc, cipher, null, (key as RawKey).raw, nonce), "encrypt init");
       ok(s.EVP_EncryptUpdate(enc, null, outLength, aad, aad.length), "aad");
       ok(s.EVP_EncryptUpdate(enc, out, outLength, plain, plain.length), "encrypt");
@@ -185,6 +191,7 @@ export function openSslAead(): Aead | undefined {
     },
     open(key, nonce, aad, sealed) {
       if (sealed.length < AEAD_TAG_BYTES) throw new Error("Sealed data is too short");
+      checkNonce(nonce);
       const length = sealed.length - AEAD_TAG_BYTES;
       // In place: a received packet is this side's alone, and a new buffer per packet (its
       // allocation and page faults) cost about as much as a tenth of the decryption.

@@ -141,3 +141,14 @@ Deno.test("without --allow-ffi the engine is WebCrypto, and sealed packets still
   );
   assertEquals(code, 0);
 });
+
+Deno.test("OpenSSL refuses a nonce that is not 12 bytes instead of reading past it", async () => {
+  const engine = openssl();
+  const key = await engine.importKey(new Uint8Array(32).fill(7));
+  const plain = new Uint8Array(100);
+  const out = new Uint8Array(plain.length + 16);
+  for (const length of [0, 11, 13]) {
+    assert.throws(() => engine.seal(key, new Uint8Array(length), new Uint8Array(0), plain, out));
+    assert.throws(() => engine.open(key, new Uint8Array(length), new Uint8Array(0), out));
+  }
+});

@@ -34,6 +34,7 @@ const EXPECTED_SCENARIOS = [
   "idle-accept",
   "register-sequential",
   "idle-memory-message",
+  "scaling-64B-1pair",
   "tunnel-bulk",
   "tunnel-streams",
   "http",

@@ -7,7 +7,7 @@
  * ```
  * claim    table.claim(name, me)          (shared memory, no round trip) → change to the others
  * holder   table.holder(name)             (shared memory)
- * route    streams.open("w2", key) ─ PortTransport (transferred ArrayBuffers) ─▶ worker 2
+ * route    streams.open("w2", key) ─ WorkerTransport (ArrayBuffers, one message a task) ─▶ w2
  * changed  {generation, name, owner} from the main thread → in generation order →
  *          events.changed(name, node)
  * ```
@@ -23,7 +23,7 @@ import type { Mesh, MeshClaim, MeshEvents } from "../relay/mesh.ts";
 import type { PairSender } from "../cluster/pair_sender.ts";
 import type { Chunk, PairReceiver } from "../cluster/pair_receiver.ts";
 import { ClusterStreams } from "../cluster/streams.ts";
-import { PortTransport } from "../cluster/port_transport.ts";
+import { WorkerTransport } from "./worker_transport.ts";
 import { NameTable } from "./name_table.ts";
 import type { NameChange } from "./messages.ts";
 import { MESSAGE_SIZE_BUCKETS_BYTES } from "../relay/server.ts";
@@ -67,7 +67,7 @@ export class WorkerMesh implements Mesh {
   readonly node: string;
   readonly #index: number;
   readonly #table: NameTable;
-  readonly #transport: PortTransport;
+  readonly #transport: WorkerTransport;
   readonly #streams: ClusterStreams;
   readonly #hint: (change: NameChange) => void;
   /** The generation of the next change to tell the listener. */
@@ -95,7 +95,7 @@ export class WorkerMesh implements Mesh {
     this.#table = new NameTable(options.table);
     this.#hint = options.hint;
     this.#next = this.#table.generation + 1; // earlier changes are in the table already
-    this.#transport = new PortTransport(this.node, options.peers);
+    this.#transport = new WorkerTransport(this.node, options.peers);
     this.#streams = new ClusterStreams(this.#transport, {
       maxMessageBytes: options.maxMessageBytes,
       onPair: (receiver) => this.#pair(receiver),

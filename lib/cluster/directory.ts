@@ -28,10 +28,12 @@ export type DirectoryChange = (name: string, holder: ClaimHolder | null) => void
 /** The cluster's names and their holders, from a KV watch. */
 export class NameDirectory implements AsyncDisposable {
   readonly #kv: KV;
-  readonly #watch: QueuedIterator<KvWatchEntry>;
+  #watch: QueuedIterator<KvWatchEntry>;
   readonly #names = new Map<string, ClaimHolder>();
   readonly #onChange: DirectoryChange | undefined;
-  readonly #done: Promise<void>;
+  #done: Promise<void>;
+  /** While a restarted watch loads its snapshot: the names it has shown so far. */
+  #reloading: Set<string> | undefined;
   readonly #ready: Promise<void>;
   #resolveReady!: () => void;
   #closed = false;
@@ -60,13 +62,19 @@ export class NameDirectory implements AsyncDisposable {
     return new NameDirectory(kv, watch, onChange, empty);
   }
 
-  async #follow(): Promise<void> {
+  async #follow(watch = this.#watch): Promise<void> {
     try {
-      for await (const entry of this.#watch) {
+      for await (const entry of watch) {
         const name = nameOfKey(entry.key);
-        if (name !== null) this.#apply(name, entry.operation === "PUT" ? parseHolder(entry) : null);
+        if (name !== null) {
+          this.#reloading?.add(name);
+          this.#apply(name, entry.operation === "PUT" ? parseHolder(entry) : null);
+        }
         // delta 0: the last of the keys that existed when the watch started.
-        if (entry.delta === 0) this.#resolveReady();
+        if (entry.delta === 0) {
+          this.#resolveReady();
+          this.#reloaded();
+        }
       }
     } catch {
       // The watch ended with the connection: the directory keeps its last state.
@@ -79,6 +87,35 @@ export class NameDirectory implements AsyncDisposable {
     if (holder) this.#names.set(name, holder);
     else if (!this.#names.delete(name)) return;
     this.#onChange?.(name, holder);
+  }
+
+  /** A restarted watch has shown its snapshot: names it did not show were released meanwhile. */
+  #reloaded(): void {
+    const seen = this.#reloading;
+    if (seen === undefined) return;
+    this.#reloading = undefined;
+    for (const name of [...this.#names.keys()]) if (!seen.has(name)) this.#apply(name, null);
+  }
+
+  /**
+   * Watches again from a fresh snapshot: after the NATS connection failed over to another
+   * server, the old watch's consumer may be gone without a word. Changes missed meanwhile are
+   * applied (names released meanwhile are removed).
+   */
+  async restart(): Promise<void> {
+    if (this.#closed) return;
+    this.#watch.stop();
+    await this.#done;
+    const empty = (await this.#kv.status()).values === 0;
+    const watch = await this.#kv.watch();
+    if (this.#closed) {
+      watch.stop();
+      return;
+    }
+    this.#watch = watch;
+    this.#reloading = new Set();
+    if (empty) this.#reloaded();
+    this.#done = this.#follow(watch);
   }
 
   /** Resolves once the names that existed at the start are all loaded. */

@@ -17,6 +17,11 @@
  * expiry events), so the mesh also watches the lease bucket: a node whose lease was not seen
  * renewed for the lease time (or that came back with a new epoch) is dead, and its names are
  * neither routed to nor listed.
+ *
+ * Both watches are restarted when the NATS connection reconnects (to another server, after
+ * its server died: the watches' consumers may be gone without a word), and whenever this
+ * node's own lease renewals stop showing in the lease watch for `WATCH_STALL_RENEWALS`
+ * renewal intervals while the lease is live.
  * @module
  */
 
@@ -43,6 +48,9 @@ export interface ClusterMeshOptions
   onRejoinFailed?: (error: unknown) => void;
 }
 
+/** Renewal intervals without this node's own renewal in the lease watch: the watch is stale. */
+const WATCH_STALL_RENEWALS = 3;
+
 /** A node's view of another: its lease epoch and when its lease was last seen renewed. */
 interface Peer {
   epoch: number;
@@ -67,6 +75,9 @@ export class ClusterMesh implements Mesh {
   #leaseWatch: QueuedIterator<KvWatchEntry> | undefined;
   #sweep: ReturnType<typeof setInterval> | undefined;
   #rejoining: Promise<void> | undefined;
+  /** When this node's own lease renewal last showed in the lease watch. */
+  #ownSeenAt = 0;
+  #restarting: Promise<void> | undefined;
 
   private constructor(options: ClusterMeshOptions) {
     this.node = options.node;
@@ -123,17 +134,51 @@ export class ClusterMesh implements Mesh {
     this.#current = node;
     this.#live = true;
     this.#generation++;
+    this.#followStatus(node);
     this.#options.onJoined?.(node);
+  }
+
+  /** Restarts the watches after the connection reconnected (possibly to another server). */
+  async #followStatus(node: ClusterNode): Promise<void> {
+    try {
+      for await (const status of node.nc.status()) {
+        if (this.#closed || node !== this.#current) return;
+        if (status.type === "reconnect") this.#restartWatches(node);
+      }
+    } catch {
+      // The connection closed.
+    }
+  }
+
+  /** Watches leases and names again from fresh snapshots; one restart at a time. */
+  #restartWatches(node: ClusterNode): void {
+    this.#restarting ??= (async () => {
+      try {
+        if (!this.#live || node !== this.#current) return;
+        this.#ownSeenAt = performance.now(); // a grace period for the new watch
+        this.#leaseWatch?.stop();
+        await this.#watchLeases(node);
+        await node.directory.restart();
+      } catch {
+        // NATS is away again: the next reconnect or stall check retries.
+      } finally {
+        this.#restarting = undefined;
+      }
+    })();
   }
 
   /** Follows the lease bucket: who is alive, with which epoch. */
   async #watchLeases(node: ClusterNode): Promise<void> {
     const watch = await node.lease.kv.watch();
     this.#leaseWatch = watch;
+    this.#ownSeenAt = performance.now();
     (async () => {
       try {
         for await (const entry of watch) {
-          if (entry.key === this.node) continue;
+          if (entry.key === this.node) {
+            this.#ownSeenAt = performance.now();
+            continue;
+          }
           if (entry.operation !== "PUT") {
             this.#peers.delete(entry.key);
           } else {
@@ -185,6 +230,14 @@ export class ClusterMesh implements Mesh {
   #sweepPeers(): void {
     const leaseMs = this.#options.leaseMs ?? LEASE_TTL_MS;
     const now = performance.now();
+    const renewMs = this.#options.renewMs ?? LEASE_RENEW_MS;
+    const node = this.#current;
+    // Our own renewals stopped showing while the lease is live: the watch is stale.
+    if (
+      node !== undefined && this.live && now - this.#ownSeenAt > WATCH_STALL_RENEWALS * renewMs
+    ) {
+      this.#restartWatches(node);
+    }
     let changed = false;
     for (const [node, peer] of this.#peers) {
       if (now - peer.seenAt >= leaseMs) {
@@ -285,6 +338,7 @@ export class ClusterMesh implements Mesh {
     this.#closed = true;
     clearInterval(this.#sweep);
     this.#leaseWatch?.stop();
+    await this.#restarting;
     await this.#rejoining;
     await this.#current?.close();
   }

@@ -256,6 +256,7 @@ export class ThreadedRelay implements AsyncDisposable {
             const error = listenError(m.error.replace(/^web: /, ""), m.code);
             if (web) Object.assign(error, { web: true }); // the HTTP side's port, not the relay's
             reject(error);
+            closed(); // a worker that failed to start stops by itself
             return;
           }
           case "changed":

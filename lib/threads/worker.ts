@@ -82,10 +82,11 @@ async function start(message: StartMessage): Promise<void> {
   // Names that changed hands here, told to the other workers once per turn of the event loop
   // (one message for a burst of registrations, not one each).
   const changes: NameChange[] = [];
+  const flushChanges = () => {
+    if (changes.length > 0) post({ type: "changed", changes: changes.splice(0) });
+  };
   const hint = (change: NameChange) => {
-    if (changes.length === 0) {
-      setTimeout(() => post({ type: "changed", changes: changes.splice(0) }), 0);
-    }
+    if (changes.length === 0) setTimeout(flushChanges, 0);
     changes.push(change);
   };
   const mesh = new WorkerMesh({
@@ -115,6 +116,7 @@ async function start(message: StartMessage): Promise<void> {
       error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
       code: error instanceof Error ? error.name : undefined,
     });
+    scope.close();
     return;
   }
   const workerStats = (): WorkerStats => ({
@@ -140,6 +142,7 @@ async function start(message: StartMessage): Promise<void> {
         error: `web: ${error instanceof Error ? `${error.name}: ${error.message}` : error}`,
         code: error instanceof Error ? error.name : undefined,
       });
+      scope.close();
       return;
     }
     post({
@@ -189,6 +192,7 @@ async function start(message: StartMessage): Promise<void> {
         scope.onmessage = null;
         (web?.close() ?? Promise.resolve()).then(() => server.close()).then(() => mesh.close())
           .finally(() => {
+            flushChanges(); // the names freed on the way out, before this worker is gone
             post({ type: "closed" });
             scope.close();
           });
@@ -249,5 +253,6 @@ scope.onmessage = (event) => {
   scope.onmessage = null;
   start(m).catch((error) => {
     post({ type: "failed", error: error instanceof Error ? error.message : String(error) });
+    scope.close();
   });
 };

@@ -54,3 +54,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a restarted directory keeps its names and follows changes made after the restart",
+  ignore: NATS_SKIP !== undefined,
+  async fn() {
+    await using server = await NatsServer.start();
+    const nc = await connectTo(server.url);
+    try {
+      await using la = await NodeLease.start(nc, { node: "a" });
+      await using a = await NameClaims.open(nc, la);
+      assert.ok((await a.claim("kept")).ok);
+      assert.ok((await a.claim("gone")).ok);
+      const changes: [string, string | null][] = [];
+      await using dir = await NameDirectory.open(
+        a.kv,
+        (name, holder) => changes.push([name, holder?.node ?? null]),
+      );
+      await dir.ready;
+      assert.equal(dir.size, 2);
+      await dir.restart();
+      assert.equal(dir.size, 2, "the snapshot keeps what was there");
+      await a.release("gone");
+      assert.ok((await a.claim("new")).ok);
+      await waitFor(
+        () => dir.get("new") !== undefined && dir.get("gone") === undefined,
+        5_000,
+        "the new watch follows changes",
+      );
+      assert.deepEqual([...dir.entries()].map(([n, h]) => [n, h.node]).sort(), [
+        ["kept", "a"],
+        ["new", "a"],
+      ]);
+      assert.deepEqual(changes.filter(([n]) => n === "gone").at(-1), ["gone", null]);
+    } finally {
+      await nc.close();
+    }
+  },
+});

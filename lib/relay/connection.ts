@@ -62,7 +62,10 @@ export interface ConnectionHost {
   /** Logger for connection events. */
   readonly log: Logger;
   /** Checks a registration; returns a refusal reason, or undefined to go on. */
-  admit(conn: Connection, registration: Registration): Promise<DisconnectReason | undefined>;
+  admit(
+    conn: Connection,
+    registration: Registration,
+  ): DisconnectReason | undefined | Promise<DisconnectReason | undefined>;
   /** Claims the name for `conn`; false when taken. */
   claim(name: string, conn: Connection): boolean;
   /**
@@ -344,7 +347,9 @@ export class Connection {
         }
         continue;
       }
-      const refusal = await this.#host.admit(this, registration);
+      const verdict = this.#host.admit(this, registration);
+      // Awaited only when it is a promise (a token to check): no turn per open registration.
+      const refusal = verdict instanceof Promise ? await verdict : verdict;
       if (this.#closed) return undefined;
       if (refusal) {
         this.close(refusal, `Name ${JSON.stringify(registration.name)}`);
@@ -442,7 +447,7 @@ export class Connection {
       registeredName: () => this.name,
       read: (buf) => this.#conn.read(buf),
       touch: () => this.lastActivity = performance.now(),
-      admit: (name, token) => host.admit(this, { name, token, consumed: 0 }),
+      admit: (name, token) => Promise.resolve(host.admit(this, { name, token, consumed: 0 })),
       claim: (name) => {
         if (!host.claim(name, this)) return false;
         const registered = (): true => {

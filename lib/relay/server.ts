@@ -715,22 +715,27 @@ export class RelayServer implements AsyncDisposable {
     );
   }
 
-  /** Applies the registration rate and name ownership; returns a refusal reason or nothing. */
-  async #admitRegistration(
+  /**
+   * Applies the registration rate and name ownership; returns a refusal reason or nothing.
+   * Synchronous unless a token must be checked: an open relay admits without a promise.
+   */
+  #admitRegistration(
     conn: Client,
     registration: Registration,
-  ): Promise<DisconnectReason | undefined> {
+  ): DisconnectReason | undefined | Promise<DisconnectReason | undefined> {
+    const auth = this.#options.auth;
+    if (!this.#registerRate && !auth) return undefined;
     const key = addressKey(conn.ip);
     if (this.#registerRate && !this.#registerRate.take(key)) return "rate_limited";
-    const auth = this.#options.auth;
     if (!auth) return undefined;
     if (!auth.owns(registration.name) && !auth.requireAuth) return undefined;
     // An IP that guessed wrong too often is refused before its token is even looked at.
     if (!this.#authFailures.peek(key)) return "rate_limited";
-    const verdict = await auth.check(registration.name, registration.token);
-    if (verdict === "ok") return undefined;
-    if (verdict === "wrong_token") this.#authFailures.take(key);
-    return "unauthorized";
+    return auth.check(registration.name, registration.token).then((verdict) => {
+      if (verdict === "ok") return undefined;
+      if (verdict === "wrong_token") this.#authFailures.take(key);
+      return "unauthorized";
+    });
   }
 
   /** Takes the mesh's events: pairs to deliver, names elsewhere, fencing. */

@@ -65,6 +65,20 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true });
  * A name is 1–255 bytes of UTF-8 with no `|`, no `:` and no ASCII control character.
  */
 export function nameBytesProblem(bytes: Uint8Array): string | undefined {
+  const problem = nameShapeProblem(bytes);
+  if (problem) return problem;
+  try {
+    strictDecoder.decode(bytes);
+  } catch {
+    return NOT_UTF8;
+  }
+  return undefined;
+}
+
+const NOT_UTF8 = "Name is not valid UTF-8";
+
+/** {@linkcode nameBytesProblem} without the UTF-8 check, for callers that decode anyway. */
+function nameShapeProblem(bytes: Uint8Array): string | undefined {
   if (bytes.length === 0) return "Name is empty";
   if (bytes.length > MAX_NAME_BYTES) return `Name is longer than ${MAX_NAME_BYTES} bytes`;
   for (let i = 0; i < bytes.length; i++) {
@@ -72,11 +86,6 @@ export function nameBytesProblem(bytes: Uint8Array): string | undefined {
     if (b < 0x20 || b === 0x7f) return "Name contains a control character";
     if (b === SEP) return "Name contains '|'";
     if (b === TOKEN_SEP) return "Name contains ':'";
-  }
-  try {
-    strictDecoder.decode(bytes);
-  } catch {
-    return "Name is not valid UTF-8";
   }
   return undefined;
 }
@@ -221,12 +230,18 @@ export function parseRegistration(buf: Uint8Array): Registration | undefined {
   const head = buf.subarray(0, end);
   const colon = head.indexOf(TOKEN_SEP);
   const nameBytes = colon < 0 ? head : head.subarray(0, colon);
-  const problem = nameBytesProblem(nameBytes);
+  const problem = nameShapeProblem(nameBytes);
   if (problem) {
     const code = nameBytes.length > MAX_NAME_BYTES ? "name_too_long" : "bad_name";
     throw new ProtocolError(code, problem);
   }
-  const name = strictDecoder.decode(nameBytes);
+  // Checked and decoded in one pass: each connection's registration decoded its name twice.
+  let name: string;
+  try {
+    name = strictDecoder.decode(nameBytes);
+  } catch {
+    throw new ProtocolError("bad_name", NOT_UTF8);
+  }
   if (colon < 0) return { name, consumed: end + 1 };
   const tokenBytes = head.subarray(colon + 1);
   const tokenProblem = tokenBytesProblem(tokenBytes);

@@ -66,6 +66,8 @@ export interface ControlHubOptions {
   listing: boolean;
   /** The names registered now. */
   names: () => Iterable<string>;
+  /** Moves when names held elsewhere change (a mesh), so the directory never answers stale. */
+  namesGeneration?: () => number;
   /** Whether a name is registered now. */
   isOnline: (name: string) => boolean;
 }
@@ -111,7 +113,7 @@ export class ControlHub {
     this.listing = options.listing;
     this.maxMessageBytes = options.maxMessageBytes;
     this.maxBufferBytes = options.maxBufferBytes;
-    this.directory = new Directory(options.names);
+    this.directory = new Directory(options.names, options.namesGeneration);
     this.isOnline = options.isOnline;
   }
 

@@ -60,11 +60,18 @@ function fixup(unit: number): number {
 /** Sorted, cached names of a relay. */
 export class Directory {
   readonly #source: () => Iterable<string>;
+  readonly #generation: (() => number) | undefined;
+  #sortedAt = 0;
   #sorted: string[] | undefined;
 
-  /** @param source the names registered now, in any order */
-  constructor(source: () => Iterable<string>) {
+  /**
+   * @param source the names registered now, in any order
+   * @param generation moves whenever names elsewhere change (a mesh of workers or nodes), for
+   *   changes this directory is not told of in time: the next page sorts again once it moved
+   */
+  constructor(source: () => Iterable<string>, generation?: () => number) {
     this.#source = source;
+    this.#generation = generation;
   }
 
   /** A name registered or left: the next page sorts again. */
@@ -74,6 +81,10 @@ export class Directory {
 
   /** One page of names. */
   page(request: PageRequest = {}): Page {
+    if (this.#generation !== undefined && this.#generation() !== this.#sortedAt) {
+      this.#sortedAt = this.#generation();
+      this.#sorted = undefined;
+    }
     const sorted = this.#sorted ??= [...this.#source()].sort(compareUtf8);
     const prefix = request.prefix ?? "";
     const limit = Math.min(request.limit ?? DEFAULT_WHO_LIMIT, MAX_WHO_LIMIT);

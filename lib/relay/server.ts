@@ -313,6 +313,7 @@ export class RelayServer implements AsyncDisposable {
       },
       isOnline: (name) =>
         registry.get(name)?.name !== undefined || options.mesh?.holder(name) !== undefined,
+      namesGeneration: options.mesh && (() => options.mesh!.generation),
     });
     const mesh = options.mesh;
     if (mesh) {

@@ -50,8 +50,11 @@ const MAX_POOLED_TAILS = 1024;
 const SMALL_TAILS: Uint8Array[] = [];
 /** Pieces are copied together into one write only up to this size; larger ones go alone. */
 const COPY_BATCH_BYTES = 32 * 1024;
-/** Payloads up to this size are copied byte by byte, which beats a `set` call on short ones. */
-const SMALL_COPY_BYTES = 64;
+/**
+ * Payloads up to this size are copied byte by byte. Measured here (Deno 2.9.6): a loop takes
+ * 16/28/42/89 ns for 8/16/32/64 B, `set` with its view ~50 ns at any of those sizes.
+ */
+const SMALL_COPY_BYTES = 32;
 const EMPTY = new Uint8Array(0);
 /** The shared empty list of a queue's waiters and in-flight holds; frozen, so a push is an error. */
 // deno-lint-ignore no-explicit-any

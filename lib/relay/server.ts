@@ -308,7 +308,7 @@ export class RelayServer implements AsyncDisposable {
       listing: options.listing,
       names: () => {
         const names = Array.from(registry.values(), (c) => c.name!);
-        if (options.mesh) for (const [name] of options.mesh.remoteNames()) names.push(name);
+        if (options.mesh) { for (const [name] of options.mesh.remoteNames()) names.push(name); }
         return names;
       },
       isOnline: (name) =>

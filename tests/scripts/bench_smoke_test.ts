@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { BenchResults } from "../../scripts/bench.ts";
 import { missingTools } from "../../scripts/bench/scenarios.ts";
+import { CORES } from "../../lib/threads/threads.ts";
 
 const BENCH = fileURLToPath(new URL("../../scripts/bench.ts", import.meta.url));
 
@@ -38,6 +39,9 @@ const EXPECTED_SCENARIOS = [
   "tunnel-bulk",
   "tunnel-streams",
   "http",
+  "cluster-64B",
+  "cluster-64KiB",
+  "cluster-latency-64B",
 ];
 
 /** Scenarios whose figure is a memory difference, which may be zero with few clients. */
@@ -98,7 +102,13 @@ Deno.test("bench --smoke measures every scenario and writes JSON, RESULTS.md and
     const register = results.scenarios.find((s) => s.id === "register-sequential")!;
     assert.deepEqual(
       register.rows.map((r) => r.system),
-      ["relay", "relay --log-level warning", "nats-server", "deno accept loop"],
+      [
+        "relay",
+        "relay --log-level warning",
+        `relay --threads ${CORES}`,
+        "nats-server",
+        "deno accept loop",
+      ],
     );
     assert.equal(results.targets.filter((t) => t.issue === 5).length, 7);
     const issue10 = results.targets.filter((t) => t.issue === 10).map((t) => t.id);

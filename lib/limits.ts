@@ -44,6 +44,15 @@ export const GUARANTEED_QUEUE_BYTES = 256 * 1024;
 /** Open connections at once; past it new connections are refused. */
 export const MAX_CONNECTIONS = 16_384;
 
+/**
+ * Addresses (an IPv4 address or an IPv6 /64) the per-IP limits of `--threads N` track at once,
+ * shared by every worker: 65,536 like a single-thread relay's rate buckets. A table this full
+ * refuses new addresses (`too_many_connections`, `rate_limited`) rather than let one through
+ * uncounted; an address is forgotten once it has no connection and its rates have refilled.
+ * About 12 MiB of shared memory (96 bytes a slot, twice as many slots as addresses).
+ */
+export const MAX_TRACKED_IPS = 65_536;
+
 /** First read buffer of a connection: small, so idle clients stay cheap (at least a registration). */
 export const MIN_READ_BYTES = 1024;
 

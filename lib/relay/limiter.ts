@@ -404,3 +404,77 @@ function ipv6Groups(text: string): number[] | undefined {
     ...extra,
   ];
 }
+
+/** Why {@linkcode IpLimits.tryConnect} refused a connection. */
+export type IpRefusal =
+  /** The address is at its maximum of open connections. */
+  | "too_many_connections_per_ip"
+  /**
+   * The table of addresses is full (shared across workers, `MAX_TRACKED_IPS`): the address
+   * cannot be counted, so it is refused rather than let through without a limit.
+   */
+  | "address_table_full";
+
+/**
+ * The per-IP limits of one relay, by {@linkcode addressKey}: open connections, registrations
+ * and wrong tokens. {@linkcode LocalIpLimits} keeps them for one server; the workers of
+ * `relay serve --threads N` share one table (lib/threads/ip_table.ts), so the limits hold for
+ * the whole process however the kernel spreads connections.
+ */
+export interface IpLimits {
+  /** Counts a new connection of `key`: a lease to release when it closes, or why not. */
+  tryConnect(key: string): ConnectionLease | IpRefusal;
+  /** Takes one registration from `key`'s rate; false when over it (or not countable). */
+  tryRegister(key: string): boolean;
+  /** Whether `key` may still try a token (it has not guessed wrong too often). */
+  mayTryToken(key: string): boolean;
+  /** Counts a wrong token from `key`. */
+  countWrongToken(key: string): void;
+}
+
+/** Options of {@linkcode LocalIpLimits} (and of the shared table): the configured limits. */
+export interface IpLimitsOptions {
+  /** Most connections open at once per key; 0 for no limit. */
+  maxConnectionsPerIp: number;
+  /** Registrations per key, when limited. */
+  registerRate?: { limit: number; intervalMs: number };
+  /** Wrong tokens per key before its owned-name registrations are refused. */
+  authFailureRate: { limit: number; intervalMs: number };
+}
+
+/** The per-IP limits of one server, in its own memory. */
+export class LocalIpLimits implements IpLimits {
+  readonly #connections: ConnectionCounter | undefined;
+  readonly #registrations: RateLimiter | undefined;
+  readonly #wrongTokens: RateLimiter;
+
+  /** @throws {RangeError} on a rate that is not positive */
+  constructor(options: IpLimitsOptions) {
+    if (options.maxConnectionsPerIp > 0) {
+      this.#connections = new ConnectionCounter({ maxPerKey: options.maxConnectionsPerIp });
+    }
+    if (options.registerRate) this.#registrations = new RateLimiter(options.registerRate);
+    this.#wrongTokens = new RateLimiter(options.authFailureRate);
+  }
+
+  /** Counts a connection (always allowed without a per-IP maximum). */
+  tryConnect(key: string): ConnectionLease | IpRefusal {
+    if (!this.#connections) return { key, release() {}, [Symbol.dispose]() {} };
+    return this.#connections.tryAcquire(key) ?? "too_many_connections_per_ip";
+  }
+
+  /** Takes a registration (always allowed without a rate). */
+  tryRegister(key: string): boolean {
+    return this.#registrations?.take(key) ?? true;
+  }
+
+  /** Whether `key` has wrong tokens left. */
+  mayTryToken(key: string): boolean {
+    return this.#wrongTokens.peek(key);
+  }
+
+  /** Counts a wrong token. */
+  countWrongToken(key: string): void {
+    this.#wrongTokens.take(key);
+  }
+}

@@ -25,7 +25,7 @@ import {
   WRITE_TIMEOUT_MS,
 } from "../limits.ts";
 import type { AuthPolicy } from "./auth.ts";
-import { addressKey, ConnectionCounter, RateLimiter } from "./limiter.ts";
+import { addressKey, type IpLimits, LocalIpLimits } from "./limiter.ts";
 import type { Registration } from "../wire/relay.ts";
 import { Registry } from "./registry.ts";
 import { ControlHub } from "./control.ts";
@@ -147,6 +147,12 @@ export interface RelayServerOptions {
    */
   connectionGate?: ConnectionGate;
   /**
+   * Keep the per-IP limits (`maxConnectionsPerIp`, `registerRate`, `authFailureRate`) in this
+   * table, shared with the other workers of this process (`--threads`), instead of this
+   * server's own; it must be made with the same limits.
+   */
+  ipLimits?: IpLimits;
+  /**
    * Names held on other nodes or workers (lib/relay/mesh.ts): cluster mode (`--cluster`) or
    * `--threads`. Registrations are claimed on it too, frames to names it holds go through its
    * pairs, and its fencing closes every client. The caller creates it and closes it after
@@ -180,7 +186,7 @@ export interface Rate {
 }
 
 /** Wrong tokens allowed per IP per minute by default: enough for typos, too few to guess. */
-const AUTH_FAILURES_PER_MINUTE = 10;
+export const AUTH_FAILURES_PER_MINUTE = 10;
 /** A refusal reason is logged at most once per this interval; the rest are counted. */
 const REFUSAL_LOG_INTERVAL_MS = 1_000;
 
@@ -280,9 +286,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #control: ControlHub;
   /** Pairs from other nodes into local connections (with a mesh). */
   readonly #inbox: MeshInbox | undefined;
-  readonly #perIp: ConnectionCounter | undefined;
-  readonly #registerRate: RateLimiter | undefined;
-  readonly #authFailures: RateLimiter;
+  /** Per-IP counts: open connections, registrations, wrong tokens (this server's or shared). */
+  readonly #ip: IpLimits;
   readonly #refusalLog = new Map<string, { at: number; suppressed: number }>();
   /** Registrations and ended connections since start, for the activity summary. */
   #registeredCount = 0;
@@ -327,11 +332,7 @@ export class RelayServer implements AsyncDisposable {
     }
     this.#host = this.#makeHost();
     if (mesh) this.#listenToMesh(mesh);
-    if (options.maxConnectionsPerIp > 0) {
-      this.#perIp = new ConnectionCounter({ maxPerKey: options.maxConnectionsPerIp });
-    }
-    if (options.registerRate) this.#registerRate = new RateLimiter(options.registerRate);
-    this.#authFailures = new RateLimiter(options.authFailureRate);
+    this.#ip = options.ipLimits ?? new LocalIpLimits(options);
     const { tls, tlsPort, hostname, port } = options;
     const reuse = options.reusePort ? { reusePort: true } : {};
     if (tls && tlsPort === undefined) {
@@ -391,6 +392,7 @@ export class RelayServer implements AsyncDisposable {
       sharedMemory: options.sharedMemory,
       mesh: options.mesh,
       connectionGate: options.connectionGate,
+      ipLimits: options.ipLimits,
     };
     for (const [key, value] of Object.entries(full)) {
       if (typeof value === "number" && (!Number.isFinite(value) || value < 0)) {
@@ -610,13 +612,15 @@ export class RelayServer implements AsyncDisposable {
       return;
     }
     let lease: { release(): void } | undefined;
-    if (this.#perIp) {
-      lease = this.#perIp.tryAcquire(addressKey((conn.remoteAddr as Deno.NetAddr).hostname));
-      if (!lease) {
+    if (this.#options.maxConnectionsPerIp > 0) {
+      const got = this.#ip.tryConnect(addressKey((conn.remoteAddr as Deno.NetAddr).hostname));
+      if (typeof got === "string") {
         gate?.release();
-        this.#refuse(conn, "too_many_connections_per_ip");
+        // A full address table (--threads) cannot count this address: the relay is full for it.
+        this.#refuse(conn, got === "address_table_full" ? "too_many_connections" : got);
         return;
       }
+      lease = got;
     }
     try {
       (conn as Deno.TcpConn).setNoDelay(true); // writes are already batched; Nagle would only add latency
@@ -725,16 +729,17 @@ export class RelayServer implements AsyncDisposable {
     registration: Registration,
   ): DisconnectReason | undefined | Promise<DisconnectReason | undefined> {
     const auth = this.#options.auth;
-    if (!this.#registerRate && !auth) return undefined;
+    const rated = this.#options.registerRate !== undefined;
+    if (!rated && !auth) return undefined;
     const key = addressKey(conn.ip);
-    if (this.#registerRate && !this.#registerRate.take(key)) return "rate_limited";
+    if (rated && !this.#ip.tryRegister(key)) return "rate_limited";
     if (!auth) return undefined;
     if (!auth.owns(registration.name) && !auth.requireAuth) return undefined;
     // An IP that guessed wrong too often is refused before its token is even looked at.
-    if (!this.#authFailures.peek(key)) return "rate_limited";
+    if (!this.#ip.mayTryToken(key)) return "rate_limited";
     return auth.check(registration.name, registration.token).then((verdict) => {
       if (verdict === "ok") return undefined;
-      if (verdict === "wrong_token") this.#authFailures.take(key);
+      if (verdict === "wrong_token") this.#ip.countWrongToken(key);
       return "unauthorized";
     });
   }
@@ -855,10 +860,24 @@ type Options =
   & Required<
     Omit<
       RelayServerOptions,
-      "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh" | "connectionGate"
+      | "tls"
+      | "tlsPort"
+      | "auth"
+      | "registerRate"
+      | "sharedMemory"
+      | "mesh"
+      | "connectionGate"
+      | "ipLimits"
     >
   >
   & Pick<
     RelayServerOptions,
-    "tls" | "tlsPort" | "auth" | "registerRate" | "sharedMemory" | "mesh" | "connectionGate"
+    | "tls"
+    | "tlsPort"
+    | "auth"
+    | "registerRate"
+    | "sharedMemory"
+    | "mesh"
+    | "connectionGate"
+    | "ipLimits"
   >;

@@ -21,7 +21,7 @@ import type { WebServerOptions } from "../web/server.ts";
 /** Server options that cross to a worker (plain data; the auth policy goes as its file). */
 export type WorkerServerOptions = Omit<
   RelayServerOptions,
-  "auth" | "sharedMemory" | "reusePort" | "connectionGate" | "mesh"
+  "auth" | "sharedMemory" | "reusePort" | "connectionGate" | "mesh" | "ipLimits"
 >;
 
 /** The first message to a worker. */
@@ -41,6 +41,8 @@ export interface StartMessage {
   budget: SharedArrayBuffer;
   /** The process's connection count (`--max-connections` for all workers together). */
   connections: SharedArrayBuffer;
+  /** The process's per-IP counts (see `ip_table.ts`), so per-IP limits hold for all workers. */
+  ipTable: SharedArrayBuffer;
   /** One port per other worker, keyed by node name. */
   peers: Record<string, MessagePort>;
   /** Where the worker writes its answer to `statsNow` (see `reply_box.ts`). */

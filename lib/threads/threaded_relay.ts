@@ -23,7 +23,13 @@
 
 import { getLogger, type Logger } from "@logtape/logtape";
 import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
-import { DEFAULT_PORT, MAX_CONNECTIONS, MAX_MEMORY_BYTES, MAX_WHO_LIMIT } from "../limits.ts";
+import {
+  DEFAULT_PORT,
+  MAX_CONNECTIONS,
+  MAX_MEMORY_BYTES,
+  MAX_TRACKED_IPS,
+  MAX_WHO_LIMIT,
+} from "../limits.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import { sharedBudgetBuffer } from "../relay/memory_budget.ts";
 import type { FromWorker, StartMessage, WorkerServerOptions, WorkerStats } from "./messages.ts";
@@ -34,6 +40,7 @@ import { clearReply, readReply, replyBox } from "./reply_box.ts";
 import { sumStats } from "./sum_stats.ts";
 import type { WebServerOptions } from "../web/server.ts";
 import { connectionGateBuffer } from "./connection_gate.ts";
+import { SharedIpLimits } from "./ip_table.ts";
 import { sleep } from "../util/async.ts";
 
 /**
@@ -199,6 +206,10 @@ export class ThreadedRelay implements AsyncDisposable {
       maxConnections, // counted for all workers together (SharedConnectionGate)
     };
     const connections = connectionGateBuffer();
+    // Only when a per-IP limit is on (the wrong-token one is, with an auth file): ~12 MiB.
+    const perIp = (options.maxConnectionsPerIp ?? 0) > 0 || options.registerRate !== undefined ||
+      authFile !== undefined;
+    const ipTable = SharedIpLimits.buffer(perIp ? MAX_TRACKED_IPS : 0);
     const gather = nodes.map(() => ({} as Record<number, MessagePort>));
     for (let i = 0; i < threads; i++) {
       this.#webBoxes.push(replyBox());
@@ -222,6 +233,7 @@ export class ThreadedRelay implements AsyncDisposable {
         table: this.#table.buffer,
         budget,
         connections,
+        ipTable,
         peers: peers[i],
         replyBox: this.#boxes[i],
         webBoxes: this.#webBoxes,

@@ -13,7 +13,7 @@
 
 import { configure, type LogRecord } from "@logtape/logtape";
 import { AuthPolicy } from "../relay/auth.ts";
-import { RelayServer } from "../relay/server.ts";
+import { AUTH_FAILURES_PER_MINUTE, RelayServer } from "../relay/server.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import type {
   FromWorker,
@@ -40,6 +40,7 @@ const GATHER_TIMEOUT_MS = 2_000;
 import { WorkerMesh } from "./worker_mesh.ts";
 import { SharedConnectionGate } from "./connection_gate.ts";
 import { MAX_CONNECTIONS } from "../limits.ts";
+import { SharedIpLimits } from "./ip_table.ts";
 
 const scope = globalThis as unknown as {
   onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
@@ -116,6 +117,12 @@ async function start(message: StartMessage): Promise<void> {
         message.connections,
         message.options.maxConnections ?? MAX_CONNECTIONS,
       ),
+      ipLimits: new SharedIpLimits(message.ipTable, {
+        maxConnectionsPerIp: message.options.maxConnectionsPerIp ?? 0,
+        registerRate: message.options.registerRate,
+        authFailureRate: message.options.authFailureRate ??
+          { limit: AUTH_FAILURES_PER_MINUTE, intervalMs: 60_000 },
+      }),
     });
   } catch (error) {
     await mesh.close();

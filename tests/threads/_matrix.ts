@@ -6,8 +6,9 @@
  * side).
  *
  * Tests that cannot run across threads are ignored by name, each with the reason: they hand
- * the server in-memory connections (`serve(MemoryConn)`), pass an in-memory auth policy, or
- * check limits that are kept per worker (see docs/SELF_HOSTING.md, "Threads").
+ * the server in-memory connections (`serve(MemoryConn)`) or pass an in-memory auth policy, or
+ * what they check differs between workers (see docs/SELF_HOSTING.md, "Threads"). Per-IP limits
+ * are shared by the workers (lib/threads/ip_table.ts), so their tests run here too.
  * @module
  */
 
@@ -75,8 +76,6 @@ export const AUTH =
 /** Presence from another worker comes as a message, after events of this worker may have. */
 export const PRESENCE =
   "a presence event from another worker can still be on its way when a later one from this worker is told";
-/** Per-IP counters live in each worker. */
-export const PER_IP = "per-IP limits are counted per worker";
 /** Pair windows and whole-message assembly are outside the receivers' queues. */
 export const BUDGET =
   "between workers, each pair's credit window and a message being assembled come on top of the budget";

@@ -4,18 +4,15 @@
  * @module
  */
 
-import { AUTH, IN_MEMORY, PER_IP, useThreads, WHOLE } from "./_matrix.ts";
+import { AUTH, IN_MEMORY, useThreads, WHOLE } from "./_matrix.ts";
 
 useThreads(4, {
   "a message whose receiver leaves mid-way counts in the sender's pong dropped": WHOLE,
   "hello gets a welcome with the limits in force, then registered": AUTH,
   "registration refusals say why, then close": AUTH,
-  "register rate and register timeout are refused with their reason": PER_IP,
-  "refusals at accept: refused for an opted-in client, silence for a seed client": PER_IP,
   "auth: owned names need their token; other names stay open": AUTH,
   "auth: --require-auth refuses names not in the file": AUTH,
   "auth: wrong tokens are rate-limited per IP": AUTH,
-  "limits: connections per IP and registrations per IP": PER_IP,
   "a connection that arrives while the relay shuts down is closed at once": IN_MEMORY,
   "auth: a reloaded auth file applies to new registrations; open ones stay": AUTH,
 });

@@ -91,7 +91,7 @@ Deno.test({
         for (const c of clients) await c.close();
       }
       // The auth file holds in every worker, and its reload too. Wrong tokens are limited to 10 a
-      // minute per IP in each worker: 4 + 4 of them leave the right one through wherever it lands.
+      // minute per IP for the whole process: 4 + 4 of them leave the right one through.
       for (let i = 0; i < WRONG_TRIES; i++) await assert.rejects(() => connect("lab", "wrong"));
       // SIGHUP: an untrusted certificate and a new auth file, in every worker at once.
       await Deno.copyFile(fixture("untrusted.pem"), cert);

@@ -181,6 +181,12 @@ export class Connection {
     return this.ip.includes(":") ? `[${this.ip}]:${this.#port}` : `${this.ip}:${this.#port}`;
   }
 
+  /** Gives back buffers an idle connection no longer needs (called by the timeout sweep). */
+  trim(): void {
+    this.outbox.trim();
+    this.#router.trim();
+  }
+
   /** Whether the connection has ended. */
   get closed(): boolean {
     return this.#closed;

@@ -487,6 +487,15 @@ export class Router implements FrameSink {
     return dest;
   }
 
+  /**
+   * Lets go of the encoded header of this sender's last frame size (made again on its next
+   * frame): a client that sent one message keeps no buffer for it while it idles.
+   */
+  trim(): void {
+    this.#header = EMPTY;
+    this.#headerFor = -1;
+  }
+
   /** Forgets the cached destination (the sender ends; the cache must not pin a receiver). */
   forget(): void {
     this.#lastDest = undefined;

@@ -686,7 +686,7 @@ export class RelayServer implements AsyncDisposable {
       if (writeTimeoutMs > 0 && !c.closed && c.outbox.stalledMs(now) > writeTimeoutMs) {
         c.close("slow_consumer", `Accepted no bytes for ${writeTimeoutMs} ms`);
       }
-      c.outbox.trim();
+      c.trim();
     }
     this.#memory.sync(); // a quiet worker sees the other workers' queues drain
     this.#summarise(now);

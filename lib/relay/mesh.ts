@@ -26,7 +26,25 @@
  */
 
 import type { PairReceiver } from "../cluster/pair_receiver.ts";
-import type { PairSender } from "../cluster/pair_sender.ts";
+import type { PairCloseReason } from "../wire/reasons.ts";
+import type { Connection } from "./connection.ts";
+
+/**
+ * The sending end of a pair as the router uses it: a cluster `PairSender`, or a worker's ring
+ * pair (lib/threads/ring_link.ts).
+ */
+export interface MeshPair {
+  /** Why the pair ended, or undefined while it is open. */
+  readonly reason: PairCloseReason | undefined;
+  /** Resolves with the reason once the pair has ended. */
+  readonly closed: Promise<PairCloseReason>;
+  /** Sends one message (order kept); `message` stays unchanged until the promise settles. */
+  send(message: Uint8Array, signal?: AbortSignal): Promise<void>;
+  /** Sends now if it can, copying `message` before it returns; false: nothing sent. */
+  trySend(message: Uint8Array): boolean;
+  /** Ends the pair once what was handed to it has left. */
+  end(): void;
+}
 
 /** The outcome of a mesh-wide claim. */
 export type MeshClaim =
@@ -41,6 +59,13 @@ export interface MeshEvents {
   fenced(reason: "cluster_unavailable" | "lease_lost"): void;
   /** A name held on another node came or went (`node` null: gone), for presence and `who`. */
   changed(name: string, node: string | null): void;
+  /**
+   * The registered connection holding `name` here, for a mesh that delivers into outboxes
+   * itself (the ring path between workers); optional.
+   */
+  local?(name: string): Connection | undefined;
+  /** Counts a message such a mesh delivered here, or dropped (its receiver ended); optional. */
+  count?(event: "delivered" | "receiver_gone", bytes: number): void;
 }
 
 /** Names held elsewhere, and the way to reach them. */
@@ -56,7 +81,7 @@ export interface Mesh extends AsyncDisposable {
   /** Moves whenever any name changes hands on any node. */
   readonly generation: number;
   /** Opens a sender→receiver pair to `node`; `key` names both ends (see the server). */
-  open(node: string, key: string): PairSender;
+  open(node: string, key: string): MeshPair;
   /** Every name held on other nodes, with its node (for `who` and the status page). */
   remoteNames(): Iterable<[name: string, node: string]>;
   /** Sets who gets the events (one listener; set before the server accepts clients). */

@@ -37,9 +37,8 @@ import { encodeHeader, type FrameSink, headerLength, writeHeader } from "../wire
 import { bytesEqual } from "../util/bytes.ts";
 import { COPY_BELOW_BYTES, MAX_PAIRS_PER_SENDER } from "../limits.ts";
 import type { Connection, ConnectionHost } from "./connection.ts";
-import type { PairSender } from "../cluster/pair_sender.ts";
 import type { PairCloseReason } from "../wire/reasons.ts";
-import type { Mesh } from "./mesh.ts";
+import type { Mesh, MeshPair } from "./mesh.ts";
 
 const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
@@ -61,7 +60,7 @@ class RemoteRoute implements RoomWaiter {
   pending = 0;
   /** Settles when every message handed to the pair so far has been copied into packets. */
   tail: Promise<void> = SETTLED;
-  constructor(readonly name: string, readonly node: string, readonly pair: PairSender) {}
+  constructor(readonly name: string, readonly node: string, readonly pair: MeshPair) {}
   waitForRoom(): Promise<void> {
     return this.tail;
   }

@@ -753,6 +753,11 @@ export class RelayServer implements AsyncDisposable {
         if (this.#stop.signal.aborted) receiver.close("receiver_closed");
         else inbox.accept(receiver);
       },
+      local: (name) => {
+        const conn = this.#registry.get(name);
+        return conn?.name === undefined || this.#stop.signal.aborted ? undefined : conn;
+      },
+      count: (event, bytes) => this.#host.count(event, bytes),
       changed: (name, node) => {
         if (this.#registry.get(name) !== undefined) return; // held here: local events count
         if (node === null) control.offline(name);

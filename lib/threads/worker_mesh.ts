@@ -19,14 +19,15 @@
  * @module
  */
 
-import type { Mesh, MeshClaim, MeshEvents } from "../relay/mesh.ts";
-import type { PairSender } from "../cluster/pair_sender.ts";
+import type { Mesh, MeshClaim, MeshEvents, MeshPair } from "../relay/mesh.ts";
 import type { Chunk, PairReceiver } from "../cluster/pair_receiver.ts";
 import { ClusterStreams } from "../cluster/streams.ts";
 import { WorkerTransport } from "./worker_transport.ts";
 import { NameTable } from "./name_table.ts";
 import type { NameChange } from "./messages.ts";
 import { MESSAGE_SIZE_BUCKETS_BYTES } from "../relay/server.ts";
+import { RingLink, type RingLinkBuffers } from "./ring_link.ts";
+import { RingInbox } from "./ring_inbox.ts";
 
 /**
  * Messages this worker took from pairs of other workers. The sending server counts them as
@@ -82,6 +83,10 @@ export class WorkerMesh implements Mesh {
   readonly #receivers = new Set<PairReceiver>();
   /** Sends to other workers not yet copied into packets. */
   #sending = 0;
+  /** The ring path: the sending end of the ring to each other worker, once it shared it. */
+  readonly #links = new Map<string, RingLink>();
+  /** The ring path: the rings into this worker. */
+  readonly #inbox: RingInbox;
   /** Messages taken from pairs (see {@linkcode CrossedStats}). */
   readonly crossed: CrossedStats = {
     messages: 0,
@@ -100,6 +105,27 @@ export class WorkerMesh implements Mesh {
       maxMessageBytes: options.maxMessageBytes,
       onPair: (receiver) => this.#pair(receiver),
     });
+    this.#inbox = new RingInbox({
+      local: (name) => this.#events?.local?.(name),
+      count: (event, bytes) => {
+        this.#count(bytes); // the sending worker counted it as delivered already
+        this.#events?.count?.(event, bytes);
+      },
+    });
+    // Each worker makes the rings into it and hands each to its writer; until a peer's ring
+    // is here, pairs to that peer go through the stream layer.
+    this.#transport.onSignal = (from, signal) => {
+      const ring = (signal as { ring?: RingLinkBuffers }).ring;
+      if (ring && !this.#closing) this.#links.set(from, new RingLink(from, ring));
+    };
+    for (const peer of options.peers.keys()) {
+      this.#transport.signal(peer, { ring: this.#inbox.ringFrom(peer) });
+    }
+  }
+
+  /** Bytes of shared memory held by the rings into this worker. */
+  get ringBytes(): number {
+    return this.#inbox.ringBytes;
   }
 
   /** Claims `name` process-wide; answers at once (shared memory). */
@@ -114,6 +140,7 @@ export class WorkerMesh implements Mesh {
 
   /** Frees `name` process-wide, if this worker holds it. */
   release(name: string): void {
+    this.#inbox.release(name);
     if (this.#table.release(name, this.#index)) {
       this.#made([{ generation: this.#table.lastChange, name, owner: -1 }]);
     }
@@ -130,8 +157,10 @@ export class WorkerMesh implements Mesh {
     return this.#table.generation;
   }
 
-  /** Opens a pair to another worker. */
-  open(node: string, key: string): PairSender {
+  /** Opens a pair to another worker: on its ring, or (no ring yet, or no id free) a stream. */
+  open(node: string, key: string): MeshPair {
+    const fast = this.#links.get(node)?.open(key);
+    if (fast !== undefined) return fast;
     const pair = this.#streams.open(node, key);
     // Followed so that a shutdown can wait for data on its way between workers (`busy`).
     const send = pair.send.bind(pair);
@@ -146,7 +175,8 @@ export class WorkerMesh implements Mesh {
 
   /** Whether data is on its way to or from another worker here (pairs not yet drained). */
   get busy(): boolean {
-    if (this.#sending > 0) return true;
+    if (this.#sending > 0 || this.#inbox.busy) return true;
+    for (const link of this.#links.values()) if (link.busy) return true;
     for (const r of this.#receivers) {
       if (r.bufferedBytes > 0) return true;
       if (r.reason !== undefined) this.#receivers.delete(r);
@@ -235,6 +265,8 @@ export class WorkerMesh implements Mesh {
   /** Ends every pair, frees this worker's names; safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      for (const link of this.#links.values()) link.close();
+      await this.#inbox.close();
       await this.#streams.close();
       await this.#transport.close();
       const freed = this.#table.releaseAll(this.#index);

@@ -42,10 +42,12 @@ export class WorkerTransport implements NodeTransport {
   constructor(node: string, ports: Map<string, MessagePort>) {
     this.node = checkNodeName(node);
     this.#ports = ports;
-    for (const port of ports.values()) {
-      port.onmessage = (event: MessageEvent<ArrayBuffer[]>) => {
+    for (const [from, port] of ports) {
+      port.onmessage = (event: MessageEvent<ArrayBuffer[] | { signal: unknown }>) => {
         if (this.#closed) return;
-        for (const buffer of event.data) this.#receiver?.packet(new Uint8Array(buffer));
+        const data = event.data;
+        if (!Array.isArray(data)) return this.onSignal?.(from, data.signal);
+        for (const buffer of data) this.#receiver?.packet(new Uint8Array(buffer));
       };
     }
     this.#tick.port1.onmessage = () => this.#flush();
@@ -75,6 +77,18 @@ export class WorkerTransport implements NodeTransport {
     if (this.#closed) return;
     for (const [to, buffers] of this.#queued) this.#ports.get(to)!.postMessage(buffers, buffers);
     this.#queued.clear();
+  }
+
+  /** Gets a signal another worker posted with {@linkcode signal} (set once, before use). */
+  onSignal: ((from: string, signal: unknown) => void) | undefined;
+
+  /**
+   * Posts `signal` to worker `to` now, beside the packets (for setup such as the ring
+   * buffers: structured clone, shared memory stays shared).
+   */
+  signal(to: string, signal: unknown): void {
+    if (this.#closed) return;
+    this.#ports.get(to)?.postMessage({ signal });
   }
 
   /** Sets who gets incoming packets. */

@@ -1,0 +1,289 @@
+/**
+ * The sending side of the ring path between two workers (see ring.ts for the ring itself,
+ * ring_inbox.ts for the receiving side). One {@linkcode RingLink} per other worker; one
+ * {@linkcode RingPair} per sender connection and receiving name on that worker, as a cluster
+ * pair, with the same surface the router uses (`trySend`, `send`, `reason`, `closed`, `end`).
+ *
+ * ```
+ * open     id from the link's free list, cell[id] = epoch·OPEN ─► OPEN record (key, epoch)
+ * message  cell[id] OPEN and room in the ring ─► DATA record(s) FIRST … LAST (one copy)
+ *          cell[id] BLOCKED (receiver over its share) ─► wait on the cell (Atomics.waitAsync)
+ *          ring full ─► wait for the reader to move (Atomics.waitAsync on its head)
+ *          end of the task's writes ─► one doorbell to the receiving worker
+ * end      END record ─► id back on the free list (records stay in ring order, so a record
+ *          of the old pair is always read before the OPEN of the next one with that id)
+ * closed   cell[id] CLOSED (receiver let go of the name) ─► reason receiver_closed
+ * ```
+ *
+ * Pair cells are Int32 in shared memory, `epoch << 2 | state`, written by the sender when it
+ * opens a pair and by the receiver (compare-and-exchange on the epoch it bound) afterwards: a
+ * receiver's late write for a pair that ended never touches the next pair with the same id.
+ * @module
+ */
+
+import { RingWriter } from "./ring.ts";
+import { PairClosedError, type PairCloseReason } from "../cluster/reasons.ts";
+
+/** Pairs open at once on one link (cells per ring; 16 KiB of shared memory per ring). */
+export const MAX_RING_PAIRS = 4096;
+/** Upper bound of one wait for room or for a blocked receiver before it checks again. */
+export const RING_WAIT_MS = 50;
+
+/** State of a pair cell: the receiver takes data. */
+export const CELL_OPEN = 0;
+/** State of a pair cell: the receiver is over its share; senders wait. */
+export const CELL_BLOCKED = 1;
+/** State of a pair cell: the receiver let go of the pair. */
+export const CELL_CLOSED = 2;
+
+/** Record flag: opens pair `id` (payload: the key; aux: the epoch). */
+export const REC_OPEN = 1 << 16;
+/** Record flag: the first record of a message (aux: the message's length). */
+export const REC_FIRST = 1 << 17;
+/** Record flag: the last record of a message. */
+export const REC_LAST = 1 << 18;
+/** Record flag: the sender ended pair `id`. */
+export const REC_END = 1 << 19;
+/** Mask of the pair id in a record's tag. */
+export const REC_ID = 0xffff;
+
+/** A cell value. */
+export function cellValue(epoch: number, state: number): number {
+  return ((epoch & 0x0fffffff) << 2) | state;
+}
+
+const encoder = new TextEncoder();
+const RESOLVED = Promise.resolve();
+
+/** What a link shares with the worker it sends to. */
+export interface RingLinkBuffers {
+  /** The ring (made by the receiving worker). */
+  ring: SharedArrayBuffer;
+  /** `MAX_RING_PAIRS` Int32 pair cells. */
+  cells: SharedArrayBuffer;
+  /** The receiving worker's doorbell (one Int32, shared by all its incoming rings). */
+  bell: SharedArrayBuffer;
+}
+
+/** The sending end of the ring to one other worker. */
+export class RingLink {
+  /** The receiving worker's node name. */
+  readonly to: string;
+  readonly writer: RingWriter;
+  readonly cells: Int32Array;
+  readonly #bell: Int32Array;
+  readonly #free: number[] = [];
+  readonly #epochs = new Int32Array(MAX_RING_PAIRS);
+  readonly #open = new Set<RingPair>();
+  #ringing = false;
+  #closed = false;
+
+  constructor(to: string, buffers: RingLinkBuffers) {
+    this.to = to;
+    this.writer = new RingWriter(buffers.ring);
+    this.cells = new Int32Array(buffers.cells);
+    this.#bell = new Int32Array(buffers.bell);
+    for (let id = MAX_RING_PAIRS - 1; id >= 0; id--) this.#free.push(id);
+  }
+
+  /** Largest record payload (longer messages go in several records). */
+  get maxChunkBytes(): number {
+    return this.writer.maxPayloadBytes;
+  }
+
+  /** Whether sends are on their way (queued, or waiting for room). */
+  get busy(): boolean {
+    for (const pair of this.#open) if (pair.waiting) return true;
+    return false;
+  }
+
+  /** Opens a pair, or undefined when every id is in use (the caller takes another path). */
+  open(key: string): RingPair | undefined {
+    if (this.#closed) return undefined;
+    const id = this.#free.pop();
+    if (id === undefined) return undefined;
+    const epoch = (this.#epochs[id] = (this.#epochs[id] + 1) & 0x0fffffff);
+    Atomics.store(this.cells, id, cellValue(epoch, CELL_OPEN));
+    const pair = new RingPair(this, id, epoch, encoder.encode(key));
+    this.#open.add(pair);
+    return pair;
+  }
+
+  /** Gives `id` back (its pair ended). */
+  free(pair: RingPair): void {
+    if (this.#open.delete(pair)) this.#free.push(pair.id);
+  }
+
+  /** Rings the receiving worker's doorbell once, at the end of this task's writes. */
+  ring(): void {
+    if (this.#ringing) return;
+    this.#ringing = true;
+    queueMicrotask(() => {
+      this.#ringing = false;
+      Atomics.add(this.#bell, 0, 1);
+      Atomics.notify(this.#bell, 0);
+    });
+  }
+
+  /** Ends every pair (`closed`); nothing more is written. Safe to call twice. */
+  close(): void {
+    this.#closed = true;
+    for (const pair of [...this.#open]) pair.abort("closed");
+  }
+}
+
+/** The sending end of one pair on a {@linkcode RingLink}. */
+export class RingPair {
+  /** The pair's id on its link. */
+  readonly id: number;
+  readonly #link: RingLink;
+  readonly #epoch: number;
+  #key: Uint8Array | undefined;
+  #reason: PairCloseReason | undefined;
+  #tail: Promise<void> = RESOLVED;
+  #pending = 0;
+  readonly #closed: Promise<PairCloseReason>;
+  #resolveClosed!: (reason: PairCloseReason) => void;
+
+  constructor(link: RingLink, id: number, epoch: number, key: Uint8Array) {
+    this.#link = link;
+    this.id = id;
+    this.#epoch = epoch;
+    this.#key = key;
+    this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
+  }
+
+  /** Resolves with the reason once the pair has ended, from either side. */
+  get closed(): Promise<PairCloseReason> {
+    return this.#closed;
+  }
+
+  /** Why the pair ended, or undefined while it is open (reads the shared cell). */
+  get reason(): PairCloseReason | undefined {
+    if (this.#reason === undefined && this.#state() === CELL_CLOSED) this.abort("receiver_closed");
+    return this.#reason;
+  }
+
+  /** Whether sends wait for room or for the receiver. */
+  get waiting(): boolean {
+    return this.#pending > 0;
+  }
+
+  #state(): number {
+    const value = Atomics.load(this.#link.cells, this.id);
+    return value >>> 2 === this.#epoch ? value & 3 : CELL_CLOSED;
+  }
+
+  /** Writes the OPEN record if it is not written yet; false when the ring has no room. */
+  #opened(): boolean {
+    const key = this.#key;
+    if (key === undefined) return true;
+    if (!this.#link.writer.tryWrite(this.id | REC_OPEN, this.#epoch, key)) return false;
+    this.#key = undefined;
+    return true;
+  }
+
+  /**
+   * Sends `message` now if nothing waits before it, the receiver takes data and the ring has
+   * room for it whole: its bytes are copied into the ring before this returns, so it may be a
+   * view of a read buffer that is reused next. Otherwise sends nothing and returns false.
+   */
+  trySend(message: Uint8Array): boolean {
+    const link = this.#link;
+    if (
+      this.#pending !== 0 || this.#reason !== undefined || message.length > link.maxChunkBytes
+    ) return false;
+    const value = Atomics.load(link.cells, this.id);
+    if (value !== cellValue(this.#epoch, CELL_OPEN)) {
+      this.reason; // notes a close
+      return false;
+    }
+    // An OPEN written without its data is harmless: the data follows through `send`.
+    if (
+      !this.#opened() ||
+      !link.writer.tryWrite(this.id | REC_FIRST | REC_LAST, message.length, message)
+    ) return false;
+    link.ring();
+    return true;
+  }
+
+  /**
+   * Sends one message; messages leave in call order, and `message` must stay unchanged until
+   * the promise settles.
+   * @throws {PairClosedError} when the pair is or becomes closed
+   */
+  send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (this.#pending === 0 && this.trySend(message)) return RESOLVED;
+    this.#pending++;
+    const run = this.#tail.then(() => this.#send(message, signal)).finally(() => this.#pending--);
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  async #send(message: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const link = this.#link;
+    const max = link.maxChunkBytes;
+    let at = 0;
+    do {
+      const length = Math.min(max, message.length - at);
+      const flags = (at === 0 ? REC_FIRST : 0) | (at + length === message.length ? REC_LAST : 0);
+      for (;;) {
+        if (this.reason !== undefined) throw new PairClosedError(this.#reason!);
+        if (signal?.aborted) {
+          // Mid-message: the receiver cannot complete the frame; the pair ends.
+          if (at > 0) this.abort("sender_aborted");
+          signal.throwIfAborted();
+        }
+        const value = Atomics.load(link.cells, this.id);
+        if ((value & 3) === CELL_BLOCKED && value >>> 2 === this.#epoch) {
+          const waited = Atomics.waitAsync(link.cells, this.id, value, RING_WAIT_MS);
+          if (waited.async) await waited.value;
+          continue;
+        }
+        if (
+          this.#opened() &&
+          link.writer.tryWrite(this.id | flags, message.length, message, at, length)
+        ) {
+          link.ring();
+          break;
+        }
+        link.ring(); // what is in the ring must be read for room to come
+        await link.writer.waitForRoom(RING_WAIT_MS);
+      }
+      at += length;
+    } while (at < message.length);
+  }
+
+  /** Ends the pair once every message handed to it has left (`sender_closed`). */
+  end(): void {
+    if (this.#reason !== undefined) return;
+    const finish = async () => {
+      const link = this.#link;
+      while (this.reason === undefined) {
+        if (this.#key !== undefined) break; // never opened on the other side: nothing to end
+        if (link.writer.tryWrite(this.id | REC_END, 0, new Uint8Array(0))) {
+          link.ring();
+          break;
+        }
+        await link.writer.waitForRoom(RING_WAIT_MS);
+      }
+      this.abort("sender_closed");
+    };
+    if (this.#pending === 0) {
+      const link = this.#link;
+      if (this.#key !== undefined || this.reason !== undefined) this.abort("sender_closed");
+      else if (link.writer.tryWrite(this.id | REC_END, 0, new Uint8Array(0))) {
+        link.ring();
+        this.abort("sender_closed");
+      } else this.#tail = this.#tail.then(finish);
+    } else this.#tail = this.#tail.then(finish);
+  }
+
+  /** Ends the pair here with `reason` (no record written); its id goes back to the link. */
+  abort(reason: PairCloseReason): void {
+    if (this.#reason !== undefined) return;
+    this.#reason = reason;
+    this.#link.free(this);
+    this.#resolveClosed(reason);
+  }
+}

@@ -335,10 +335,8 @@ export async function main(args: string[]): Promise<number> {
   const log = getLogger(["relay", "serve"]);
   const tls = await readTls();
   const threads = flags.count("threads")!;
-  const cluster = await clusterSettings(flags);
-  if (cluster && threads > 1) {
-    throw new UsageError("--cluster needs --threads 1 (one relay node per process for now)");
-  }
+  // With --threads N each worker joins the cluster as a node of its own (`<node>-w<i>`).
+  const cluster = await clusterSettings(flags, threads);
   if (threads > 1) {
     const web = await webOptions(flags, {
       ...options,
@@ -361,6 +359,7 @@ export async function main(args: string[]): Promise<number> {
           : { path: authFile, requireAuth: flags.boolean("require-auth") },
         logLevel: flags.string("log-level"),
         web,
+        cluster,
       },
       readTls,
       auth: auth !== undefined,

@@ -8,14 +8,16 @@ import type { Logger } from "@logtape/logtape";
 import type { Flag, ParsedFlags } from "./flag_table.ts";
 import { UsageError } from "./flags.ts";
 import type { ClusterMesh } from "../cluster/mesh.ts";
-import {
-  CLUSTER_JOIN_TIMEOUT_MS,
-  LEASE_RENEW_MS,
-  LEASE_TTL_MS,
-  MAX_NODE_NAME_BYTES,
-  REJOIN_RETRY_MS,
-} from "../limits.ts";
+import { MAX_NODE_NAME_BYTES } from "../limits.ts";
 import { describeError } from "./common.ts";
+import {
+  type ClusterSettings,
+  joinCluster as join,
+  nodeNameRoom,
+  workerNodeName,
+} from "../cluster/join.ts";
+
+export { ClusterJoinError, type ClusterSettings } from "../cluster/join.ts";
 
 const CLUSTER_GROUP = "Cluster mode on NATS (off by default; docs/CLUSTER.md)";
 
@@ -80,8 +82,11 @@ export function parseClusterUrls(label: string, text: string): string[] {
   return urls;
 }
 
-/** The default node name: the host name (letters, digits, `-`, `_` only) and a random suffix. */
-export function defaultNodeName(): string {
+/**
+ * The default node name: the host name (letters, digits, `-`, `_` only) and a random suffix,
+ * at most `room` bytes (less than the limit with `--threads`: room for `-w<i>`).
+ */
+export function defaultNodeName(room: number = MAX_NODE_NAME_BYTES): string {
   let host = "relay";
   try {
     host = Deno.hostname().replace(/[^A-Za-z0-9_-]+/g, "-").replace(/^-+|-+$/g, "") || host;
@@ -92,20 +97,17 @@ export function defaultNodeName(): string {
     crypto.getRandomValues(new Uint8Array(3)),
     (b) => b.toString(16).padStart(2, "0"),
   ).join("");
-  return `${host.slice(0, MAX_NODE_NAME_BYTES - suffix.length - 1)}-${suffix}`;
+  return `${host.slice(0, room - suffix.length - 1)}-${suffix}`;
 }
 
-/** What `--cluster` and its flags ask for, checked before anything starts. */
-export interface ClusterSettings {
-  servers: string[];
-  node: string;
-  replicas: number;
-  creds?: string;
-  tlsCa?: string;
-}
-
-/** Reads and checks the cluster flags; undefined without `--cluster`. */
-export async function clusterSettings(flags: ParsedFlags): Promise<ClusterSettings | undefined> {
+/**
+ * Reads and checks the cluster flags; undefined without `--cluster`. With `threads` above 1,
+ * each worker joins as `<node>-w<i>`, so the node name must leave room for that suffix.
+ */
+export async function clusterSettings(
+  flags: ParsedFlags,
+  threads = 1,
+): Promise<ClusterSettings | undefined> {
   const cluster = flags.string("cluster");
   const others = ["node-name", "cluster-creds", "cluster-tls-ca"].filter((f) =>
     flags.string(f) !== undefined
@@ -115,12 +117,20 @@ export async function clusterSettings(flags: ParsedFlags): Promise<ClusterSettin
     return undefined;
   }
   const servers = parseClusterUrls(flags.label("cluster"), cluster);
-  const node = flags.string("node-name") ?? defaultNodeName();
+  const room = nodeNameRoom(threads);
+  const node = flags.string("node-name") ?? defaultNodeName(room);
   if (!NODE_NAME.test(node)) {
     throw new UsageError(
       `${flags.label("node-name")} ${
         JSON.stringify(node)
       }: use 1-${MAX_NODE_NAME_BYTES} letters, digits, - or _`,
+    );
+  }
+  if (node.length > room) {
+    throw new UsageError(
+      `${flags.label("node-name")} ${JSON.stringify(node)}: at most ${room} characters with ${
+        flags.label("threads")
+      } ${threads} (each worker joins as ${workerNodeName(node, threads - 1)})`,
     );
   }
   const read = async (flag: string): Promise<string | undefined> => {
@@ -151,70 +161,15 @@ export async function clusterSettings(flags: ParsedFlags): Promise<ClusterSettin
   return { servers, node, replicas: flags.count("cluster-replicas")!, creds, tlsCa };
 }
 
-/** A failure to join the cluster at start: a runtime failure (exit 1), one line. */
-export class ClusterJoinError extends Error {
-  /** @param message says which servers and why */
-  constructor(message: string) {
-    super(message);
-    this.name = "ClusterJoinError";
-  }
-}
-
 /**
- * Joins the cluster (loads the NATS client now); logs the join and every rejoin. NATS started
- * at the same moment (a compose file) may not serve JetStream yet: joining is retried for
- * `CLUSTER_JOIN_TIMEOUT_MS`, with a warning each time.
+ * Joins the cluster as one node (`--threads 1`); logs the join and every rejoin, retrying for
+ * `CLUSTER_JOIN_TIMEOUT_MS` (lib/cluster/join.ts).
  * @throws {ClusterJoinError} when the cluster could not be joined in that time
  */
-export async function joinCluster(
+export function joinCluster(
   settings: ClusterSettings,
   log: Logger,
   signal?: AbortSignal,
 ): Promise<ClusterMesh> {
-  const { ClusterMesh } = await import("../cluster/mesh.ts");
-  const { credsAuthenticator } = await import("@nats-io/transport-node");
-  const connection: Record<string, unknown> = {};
-  if (settings.creds !== undefined) {
-    connection.authenticator = credsAuthenticator(new TextEncoder().encode(settings.creds));
-  }
-  if (settings.tlsCa !== undefined) connection.tls = { ca: settings.tlsCa };
-  let first = true;
-  const deadline = performance.now() + CLUSTER_JOIN_TIMEOUT_MS;
-  for (;;) {
-    try {
-      return await ClusterMesh.start({
-        servers: settings.servers,
-        node: settings.node,
-        replicas: settings.replicas,
-        connection,
-        onJoined: (node) => {
-          log.info(
-            "{how} cluster as node {node} via {server}: lease {lease} s, renewed every {renew} s",
-            {
-              how: first ? "Joined" : "Rejoined",
-              node: settings.node,
-              server: node.nc.getServer(),
-              lease: LEASE_TTL_MS / 1000,
-              renew: LEASE_RENEW_MS / 1000,
-            },
-          );
-          first = false;
-        },
-        onRejoinFailed: (error) => {
-          log.warn("Rejoining the cluster failed, retrying: {error}", {
-            error: describeError(error),
-          });
-        },
-      });
-    } catch (error) {
-      const why = describeError(error);
-      if (performance.now() + REJOIN_RETRY_MS > deadline || signal?.aborted) {
-        throw new ClusterJoinError(
-          `Cannot join the cluster at ${settings.servers.join(",")}: ${why}`,
-        );
-      }
-      log.warn("Cannot join the cluster yet ({error}); retrying", { error: why });
-      await new Promise((resolve) => setTimeout(resolve, REJOIN_RETRY_MS));
-    }
-  }
+  return join(settings, log, signal, describeError);
 }

@@ -2,13 +2,14 @@
  * `relay serve --threads N` with N above 1: the relay on N worker threads
  * ({@linkcode ThreadedRelay}), run until SIGINT or SIGTERM like the single-thread one; SIGHUP
  * reloads the certificate and the auth file in every worker. A worker that fails stops the
- * relay with exit code 1.
+ * relay with exit code 1. With `--cluster`, every worker joins the cluster as its own node.
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
 import type { TlsCertificate } from "../relay/server.ts";
 import { ThreadedRelay, type ThreadedRelayOptions } from "../threads/threaded_relay.ts";
+import { ClusterJoinError } from "../cluster/join.ts";
 
 /** What `relay serve` has parsed and checked before it starts the threads. */
 export interface ThreadedServe {
@@ -33,6 +34,10 @@ export async function serveThreaded(serve: ThreadedServe): Promise<number> {
   try {
     started = await ThreadedRelay.listen(serve.options);
   } catch (error) {
+    // A worker that could not join the cluster: its one-line reason, exit 1.
+    if ((error as { cluster?: boolean }).cluster) {
+      throw new ClusterJoinError((error as Error).message);
+    }
     throw serve.listenFailure(error);
   }
   await using relay = started;

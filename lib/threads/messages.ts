@@ -17,6 +17,7 @@
 import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
 import type { CrossedStats } from "./worker_mesh.ts";
 import type { WebServerOptions } from "../web/server.ts";
+import type { ClusterSettings } from "../cluster/join.ts";
 
 /** Server options that cross to a worker (plain data; the auth policy goes as its file). */
 export type WorkerServerOptions = Omit<
@@ -57,6 +58,8 @@ export interface StartMessage {
   gather: Record<number, MessagePort>;
   /** The HTTP side, served by worker 0 alone (`--http-port`). */
   web?: Omit<WebServerOptions, "relay">;
+  /** Cluster mode: the cluster this worker joins, with its own node name (`<node>-w<i>`). */
+  cluster?: ClusterSettings;
 }
 
 /** What the main thread sends a running worker. */
@@ -111,6 +114,8 @@ export interface WorkerLogRecord {
   level: "trace" | "debug" | "info" | "warning" | "error" | "fatal";
   /** The message template. */
   rawMessage: string;
+  /** The message with its values in place: text and values in turn (plain data). */
+  message: unknown[];
   /** The template's values and other properties (plain data). */
   properties: Record<string, unknown>;
   /** When it was logged, in ms since the epoch. */

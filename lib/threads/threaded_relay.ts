@@ -42,6 +42,7 @@ import type { WebServerOptions } from "../web/server.ts";
 import { connectionGateBuffer } from "./connection_gate.ts";
 import { SharedIpLimits } from "./ip_table.ts";
 import { sleep } from "../util/async.ts";
+import { type ClusterSettings, workerNodeName } from "../cluster/join.ts";
 
 /**
  * Time a worker has to listen and say so: generous, because under `deno test` (which
@@ -65,6 +66,12 @@ export interface ThreadedRelayOptions extends Omit<RelayServerOptions, "auth" | 
   web?: Omit<WebServerOptions, "relay">;
   /** The auth file each worker loads (`--auth-file`), and whether names must be in it. */
   authFile?: { path: string; requireAuth: boolean };
+  /**
+   * Cluster mode (`--cluster` with `--threads N`): every worker joins the cluster as a node of
+   * its own, `<node>-w<i>`, so names are unique cluster-wide through the cluster's claims and a
+   * name on another worker is reached like one on another process (docs/CLUSTER.md, "Threads").
+   */
+  cluster?: ClusterSettings;
   /**
    * Lowest level of the workers' log records.
    * @default {"info"}
@@ -183,7 +190,8 @@ export class ThreadedRelay implements AsyncDisposable {
     const threads = options.threads;
     const nodes = Array.from({ length: threads }, (_, i) => workerNode(i));
     const peers = nodes.map(() => ({} as Record<string, MessagePort>));
-    for (let i = 0; i < threads; i++) {
+    // In cluster mode the workers reach each other through the cluster: no ports between them.
+    for (let i = 0; i < threads && !options.cluster; i++) {
       for (let j = i + 1; j < threads; j++) {
         const channel = new MessageChannel();
         peers[i][nodes[j]] = channel.port1;
@@ -196,6 +204,7 @@ export class ThreadedRelay implements AsyncDisposable {
       logLevel,
       web,
       reusePort: _reuse,
+      cluster,
       ...rest
     } = options;
     const serverOptions: WorkerServerOptions = {
@@ -239,6 +248,7 @@ export class ThreadedRelay implements AsyncDisposable {
         webBoxes: this.#webBoxes,
         gather: gather[i],
         web: i === 0 ? web : undefined,
+        cluster: cluster && { ...cluster, node: workerNodeName(cluster.node, i) },
       };
       worker.postMessage(start, [...Object.values(peers[i]), ...Object.values(gather[i])]);
     }
@@ -265,7 +275,9 @@ export class ThreadedRelay implements AsyncDisposable {
           case "failed": {
             clearTimeout(timer);
             const web = m.error.startsWith("web: ");
-            const error = listenError(m.error.replace(/^web: /, ""), m.code);
+            const error = m.code === "ClusterJoinError"
+              ? Object.assign(new Error(m.error), { cluster: true }) // not a listen error
+              : listenError(m.error.replace(/^web: /, ""), m.code);
             if (web) Object.assign(error, { web: true }); // the HTTP side's port, not the relay's
             reject(error);
             closed(); // a worker that failed to start stops by itself
@@ -282,7 +294,7 @@ export class ThreadedRelay implements AsyncDisposable {
             const r = m.record;
             getLogger(r.category).emit({
               level: r.level,
-              message: [r.rawMessage],
+              message: r.message, // rendered with its values, as the worker logged it
               rawMessage: r.rawMessage,
               timestamp: r.timestamp,
               properties: { ...r.properties, worker: index },

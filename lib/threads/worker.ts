@@ -11,7 +11,9 @@
  * @module
  */
 
-import { configure, type LogRecord } from "@logtape/logtape";
+import { configure, getLogger, type LogRecord } from "@logtape/logtape";
+import type { Mesh } from "../relay/mesh.ts";
+import { errorText } from "../util/async.ts";
 import { AuthPolicy } from "../relay/auth.ts";
 import { AUTH_FAILURES_PER_MINUTE, RelayServer } from "../relay/server.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
@@ -35,6 +37,9 @@ import { type WebRelay, WebServer } from "../web/server.ts";
  */
 const CHANGES_BATCH_MS = 5;
 
+/** The crossed counters of a worker in cluster mode (its messages cross through the cluster). */
+const NOTHING_CROSSED = { messages: 0, bytes: 0, messageSizes: [] };
+
 /** Longest wait of the web side for the other workers' counters. */
 const GATHER_TIMEOUT_MS = 2_000;
 import { WorkerMesh } from "./worker_mesh.ts";
@@ -54,17 +59,16 @@ function post(message: FromWorker): void {
 
 /** A record as plain data: values that cannot be cloned are sent as text. */
 function plainRecord(record: LogRecord): WorkerLogRecord {
-  const properties: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(record.properties)) {
-    properties[key] = value === null || ["string", "number", "boolean", "undefined"].includes(
-        typeof value,
-      )
+  const plain = (value: unknown) =>
+    value === null || ["string", "number", "boolean", "undefined"].includes(typeof value)
       ? value
       : String(value);
-  }
+  const properties: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(record.properties)) properties[key] = plain(value);
   return {
     category: record.category,
     level: record.level,
+    message: record.message.map(plain),
     rawMessage: typeof record.rawMessage === "string"
       ? record.rawMessage
       : record.rawMessage.join("{}"),
@@ -98,13 +102,29 @@ async function start(message: StartMessage): Promise<void> {
     if (changes.length === 0) setTimeout(flushChanges, CHANGES_BATCH_MS);
     changes.push(change);
   };
-  const mesh = new WorkerMesh({
-    index: message.index,
-    table: message.table,
-    peers: new Map(Object.entries(message.peers)),
-    hint,
-    maxMessageBytes: message.options.maxMessageBytes ?? Infinity,
-  });
+  // Cluster mode: this worker is a cluster node of its own (`<node>-w<i>`), joined before it
+  // listens, so no client registers a name the cluster has not seen; the other workers of the
+  // process are nodes like any other. Otherwise the workers share the name table.
+  let workers: WorkerMesh | undefined;
+  let mesh: Mesh;
+  if (message.cluster) {
+    const { joinCluster } = await import("../cluster/join.ts");
+    try {
+      mesh = await joinCluster(message.cluster, getLogger(["relay", "cluster"]));
+    } catch (error) {
+      post({ type: "failed", error: errorText(error), code: "ClusterJoinError" });
+      scope.close();
+      return;
+    }
+  } else {
+    mesh = workers = new WorkerMesh({
+      index: message.index,
+      table: message.table,
+      peers: new Map(Object.entries(message.peers)),
+      hint,
+      maxMessageBytes: message.options.maxMessageBytes ?? Infinity,
+    });
+  }
   let server: RelayServer;
   try {
     server = await RelayServer.listen({
@@ -136,8 +156,8 @@ async function start(message: StartMessage): Promise<void> {
   }
   const workerStats = (): WorkerStats => ({
     relay: server.stats(),
-    pairs: mesh.openPairs,
-    crossed: mesh.crossed,
+    pairs: workers?.openPairs ?? { sending: 0, receiving: 0 },
+    crossed: workers?.crossed ?? NOTHING_CROSSED,
   });
   const index = message.index;
   if (index !== 0) {
@@ -171,10 +191,14 @@ async function start(message: StartMessage): Promise<void> {
     const m = event.data;
     switch (m.type) {
       case "changed":
-        mesh.changed(m.changes);
+        workers?.changed(m.changes);
         return;
       case "quiet":
-        post({ type: "quiet", id: m.id, quiet: server.stats().queuedBytes === 0 && !mesh.busy });
+        post({
+          type: "quiet",
+          id: m.id,
+          quiet: server.stats().queuedBytes === 0 && !workers?.busy,
+        });
         return;
       case "statsNow":
         writeReply(message.replyBox, workerStats());

@@ -75,12 +75,18 @@ class RingView {
 /** The writing end of a ring (one per ring, on one thread). */
 export class RingWriter {
   readonly #ring: RingView;
+  /** Where the next record goes (published to the reader by {@linkcode RingWriter.publish}). */
   #tail: number;
+  /** The tail the reader can see. */
+  #published: number;
+  /** The reader's position when last loaded: loaded again only when it looks full. */
+  #head: number;
 
   /** @param buffer a ring made by {@linkcode createRing} */
   constructor(buffer: SharedArrayBuffer) {
     this.#ring = new RingView(buffer);
-    this.#tail = Atomics.load(this.#ring.control, TAIL) >>> 0;
+    this.#tail = this.#published = Atomics.load(this.#ring.control, TAIL) >>> 0;
+    this.#head = Atomics.load(this.#ring.control, HEAD) >>> 0;
   }
 
   /**
@@ -103,11 +109,35 @@ export class RingWriter {
 
   /**
    * Writes one record, `source[start, start + length)` with `tag` and `aux` (u32 each), if it
-   * fits now.
+   * fits now, and publishes it.
    * @returns false when the ring has no room for it (nothing written)
    * @throws {RangeError} when the payload is over {@linkcode RingWriter.maxPayloadBytes}
    */
   tryWrite(
+    tag: number,
+    aux: number,
+    source: Uint8Array,
+    start = 0,
+    length = source.length - start,
+  ): boolean {
+    if (!this.tryPut(tag, aux, source, start, length)) return false;
+    this.publish();
+    return true;
+  }
+
+  /**
+   * Makes what {@linkcode RingWriter.tryPut} wrote visible to the reader. One sequentially
+   * consistent store per batch, not per record: a store is a full barrier (an `xchg` on x86),
+   * the dearest step of a small write.
+   */
+  publish(): void {
+    if (this.#published === this.#tail) return;
+    this.#published = this.#tail;
+    Atomics.store(this.#ring.control, TAIL, this.#tail | 0);
+  }
+
+  /** Like {@linkcode RingWriter.tryWrite}, but the reader sees the record only at the next publish. */
+  tryPut(
     tag: number,
     aux: number,
     source: Uint8Array,
@@ -120,11 +150,13 @@ export class RingWriter {
     }
     const size = recordBytes(length);
     const tail = this.#tail;
-    const used = (tail - (Atomics.load(ring.control, HEAD) >>> 0)) >>> 0;
     let at = tail & ring.mask;
     const toEnd = ring.capacity - at;
     const skip = size > toEnd ? toEnd : 0;
-    if (used + skip + size > ring.capacity) return false;
+    if (((tail - this.#head) >>> 0) + skip + size > ring.capacity) {
+      this.#head = Atomics.load(ring.control, HEAD) >>> 0;
+      if (((tail - this.#head) >>> 0) + skip + size > ring.capacity) return false;
+    }
     if (skip > 0) {
       ring.words[at >>> 2] = PAD;
       at = 0;
@@ -145,7 +177,6 @@ export class RingWriter {
       );
     }
     this.#tail = (tail + skip + size) >>> 0;
-    Atomics.store(ring.control, TAIL, this.#tail | 0);
     return true;
   }
 

@@ -54,8 +54,12 @@ export const RING_CAPACITY_BYTES = 1 << 20;
 export interface RingInboxHost {
   /** The registered connection holding `name` here now, if any. */
   local(name: string): Connection | undefined;
-  /** Counts a message taken from a ring: into a queue, or dropped (its receiver ended). */
-  count(event: "delivered" | "receiver_gone", bytes: number): void;
+  /**
+   * Counts a message dropped here because its receiver ended (`receiver_gone`). One queued
+   * for its receiver is not counted here: the sending worker counted it as delivered, once
+   * for the process, when it routed it.
+   */
+  gone(bytes: number): void;
 }
 
 /** One pair bound to a local connection. */
@@ -213,7 +217,7 @@ export class RingInbox {
     const conn = b?.conn;
     if (b === undefined || b.closed || conn === undefined || conn.closed) {
       if (b !== undefined && !b.closed) this.#unbind(b, CELL_CLOSED);
-      if (tag & REC_LAST) this.#host.count("receiver_gone", aux);
+      if (tag & REC_LAST) this.#host.gone(aux);
       return;
     }
     if (b.blocked) {
@@ -238,7 +242,6 @@ export class RingInbox {
       outbox.append(b.frame, payload.slice(), (tag & REC_LAST) !== 0);
       if (tag & REC_LAST) b.frame = undefined;
     }
-    if (tag & REC_LAST) this.#host.count("delivered", aux);
   }
 
   #open(incoming: Incoming, id: number, epoch: number, key: Uint8Array): void {
@@ -301,7 +304,7 @@ export class RingInbox {
       if (!b.move(CELL_OPEN, cell)) b.move(CELL_BLOCKED, cell);
       Atomics.notify(b.cells, b.id);
     }
-    for (const { tag, aux } of b.held) if (tag & REC_LAST) this.#host.count("receiver_gone", aux);
+    for (const { tag, aux } of b.held) if (tag & REC_LAST) this.#host.gone(aux);
     b.held = [];
     const frame = b.frame;
     b.frame = undefined;

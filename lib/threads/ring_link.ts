@@ -120,6 +120,7 @@ export class RingLink {
     this.#ringing = true;
     queueMicrotask(() => {
       this.#ringing = false;
+      this.writer.publish();
       Atomics.add(this.#bell, 0, 1);
       Atomics.notify(this.#bell, 0);
     });
@@ -178,7 +179,7 @@ export class RingPair {
   #opened(): boolean {
     const key = this.#key;
     if (key === undefined) return true;
-    if (!this.#link.writer.tryWrite(this.id | REC_OPEN, this.#epoch, key)) return false;
+    if (!this.#link.writer.tryPut(this.id | REC_OPEN, this.#epoch, key)) return false;
     this.#key = undefined;
     return true;
   }
@@ -201,7 +202,7 @@ export class RingPair {
     // An OPEN written without its data is harmless: the data follows through `send`.
     if (
       !this.#opened() ||
-      !link.writer.tryWrite(this.id | REC_FIRST | REC_LAST, message.length, message)
+      !link.writer.tryPut(this.id | REC_FIRST | REC_LAST, message.length, message)
     ) return false;
     link.ring();
     return true;
@@ -242,7 +243,7 @@ export class RingPair {
         }
         if (
           this.#opened() &&
-          link.writer.tryWrite(this.id | flags, message.length, message, at, length)
+          link.writer.tryPut(this.id | flags, message.length, message, at, length)
         ) {
           link.ring();
           break;
@@ -261,7 +262,7 @@ export class RingPair {
       const link = this.#link;
       while (this.reason === undefined) {
         if (this.#key !== undefined) break; // never opened on the other side: nothing to end
-        if (link.writer.tryWrite(this.id | REC_END, 0, new Uint8Array(0))) {
+        if (link.writer.tryPut(this.id | REC_END, 0, new Uint8Array(0))) {
           link.ring();
           break;
         }
@@ -272,7 +273,7 @@ export class RingPair {
     if (this.#pending === 0) {
       const link = this.#link;
       if (this.#key !== undefined || this.reason !== undefined) this.abort("sender_closed");
-      else if (link.writer.tryWrite(this.id | REC_END, 0, new Uint8Array(0))) {
+      else if (link.writer.tryPut(this.id | REC_END, 0, new Uint8Array(0))) {
         link.ring();
         this.abort("sender_closed");
       } else this.#tail = this.#tail.then(finish);

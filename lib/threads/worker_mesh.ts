@@ -32,7 +32,9 @@ import { RingInbox } from "./ring_inbox.ts";
 /**
  * Messages this worker took from pairs of other workers. The sending server counts them as
  * delivered when it routes them (as for a local receiver), and the receiving one again when it
- * queues them: the process's total counts them once, when routed.
+ * queues them: the process's total counts them once, when routed. Messages on the ring path
+ * (ring_inbox.ts) are counted by the sending worker only; those the ring path drops here
+ * (their receiver ended) are counted here, as dropped, and in these counters.
  */
 export interface CrossedStats {
   /** Messages taken from pairs (their last chunk). */
@@ -107,9 +109,9 @@ export class WorkerMesh implements Mesh {
     });
     this.#inbox = new RingInbox({
       local: (name) => this.#events?.local?.(name),
-      count: (event, bytes) => {
-        this.#count(bytes); // the sending worker counted it as delivered already
-        this.#events?.count?.(event, bytes);
+      gone: (bytes) => {
+        this.#count(bytes); // the sending worker counted it as delivered
+        this.#events?.count?.("receiver_gone", bytes);
       },
     });
     // Each worker makes the rings into it and hands each to its writer; until a peer's ring

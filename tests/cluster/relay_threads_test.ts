@@ -34,6 +34,8 @@ async function workerOf(relay: ServeProcess, name: string): Promise<number> {
     if (!line.startsWith("{")) continue;
     const record = JSON.parse(line);
     if (/^Registered/.test(record.message) && record.properties?.name === name) {
+      // Rendered with its values as the worker logged it, not the template.
+      assert.match(record.message, new RegExp(`^Registered ${name} \\(127\\.0\\.0\\.1:\\d+\\)$`));
       return record.properties.worker;
     }
   }

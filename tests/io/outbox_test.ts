@@ -92,6 +92,32 @@ Deno.test("senders wait past the budget and go on once it drains", async () => {
   assert.equal(resumed, true);
 });
 
+Deno.test("waiting for room, for the drain and for held chunks works round after round", async () => {
+  // The waiter and in-flight lists go back to one shared empty list between rounds: each
+  // round must get a list of its own again.
+  const writer = new TinyWriter(1024);
+  const outbox = new Outbox(writer, { budgetBytes: 100 });
+  const sender = {};
+  let released = 0;
+  const hold = { release: (n: number) => released += n };
+  for (let round = 1; round <= 3; round++) {
+    let release!: () => void;
+    writer.paused = new Promise((r) => release = r);
+    outbox.push(new Uint8Array(150));
+    const frame = outbox.begin(sender, bytes("H"));
+    outbox.append(frame, new Uint8Array(10), true, hold);
+    const waits = [outbox.waitForRoom(sender), outbox.waitForRoom({}), outbox.drained()];
+    let done = 0;
+    for (const w of waits) w.then(() => done++);
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal(done, 0, `round ${round}: nobody goes on before the drain`);
+    release();
+    await Promise.all(waits);
+    assert.equal(released, 10 * round, `round ${round}: the held chunk is released once written`);
+    assert.equal(outbox.queuedBytes, 0);
+  }
+});
+
 Deno.test("the owner of the frame being written may finish it past the budget", () => {
   const writer = new TinyWriter(8);
   writer.paused = new Promise(() => {}); // never writes

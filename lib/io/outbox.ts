@@ -451,8 +451,13 @@ export class Outbox {
       for (;;) {
         const batch = this.#take();
         if (batch === undefined) break;
-        await this.#writeAll(batch);
-        if (this.#closed) return;
+        // Written here rather than in a helper: one async frame fewer per batch.
+        for (let offset = 0; offset < batch.length;) {
+          this.#writeSince = performance.now();
+          offset += await this.#writer.write(offset === 0 ? batch : batch.subarray(offset));
+          if (this.#closed) return;
+        }
+        this.#writeSince = 0;
         this.#charge(-batch.length);
         this.#releaseInFlight();
         this.#report(true);
@@ -469,16 +474,6 @@ export class Outbox {
       if (!this.#closed) this.#recycleTail();
       if (this.#closed || this.#head >= this.#frames.length) this.#wakeIdle();
     }
-  }
-
-  async #writeAll(bytes: Uint8Array): Promise<void> {
-    let offset = 0;
-    while (offset < bytes.length) {
-      this.#writeSince = performance.now();
-      offset += await this.#writer.write(offset === 0 ? bytes : bytes.subarray(offset));
-      if (this.#closed) return;
-    }
-    this.#writeSince = 0;
   }
 
   /**

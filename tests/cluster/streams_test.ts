@@ -352,6 +352,29 @@ for (const kind of TRANSPORT_KINDS) {
     assert.ok(counter!.published < n / 10, `${counter!.published} packets for ${n} messages`);
   });
 
+  test("sends queued for credit leave in full packets when credit comes, in order", async () => {
+    await using set = await kind.make(["a", "b"]);
+    let counter: DroppingTransport | undefined;
+    await using nodes = new Nodes(set, ["a", "b"], {
+      windowBytes: 16 * 1024,
+      wrap: (t) => t.node !== "a" ? t : counter = new DroppingTransport(t, () => false),
+    });
+    const sender = nodes.get("a").open("b", "queued");
+    const n = 4_000;
+    // Not awaited one by one (as the router sends): most wait for credit in the queue.
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) sends.push(sender.send(message(13, i, 64)));
+    assert.ok(sender.waiting, "sends wait for credit");
+    const pair = await nodes.nextPair("b");
+    for (let i = 0; i < n; i++) {
+      const m = await within(pair.readMessage(), 5_000, `message ${i}`);
+      assert.ok(m && sameMessage(m, 13, i, 64), `message ${i}`);
+    }
+    await within(Promise.all(sends), 5_000, "the sends");
+    // A credit of a quarter window (4 KiB, 64 messages) comes back at a time: one packet each.
+    assert.ok(counter!.published < n / 20, `${counter!.published} packets for ${n} messages`);
+  });
+
   test("a sender that ends in the middle of a message: the receiver sees sender_aborted", async () => {
     await using set = await kind.make(["a", "b"]);
     await using nodes = new Nodes(set, ["a", "b"], { windowBytes: 64 * 1024 });

@@ -54,6 +54,8 @@ export const RING_CAPACITY_BYTES = 1 << 20;
 export interface RingInboxHost {
   /** The registered connection holding `name` here now, if any. */
   local(name: string): Connection | undefined;
+  /** The name table's generation when `name` was claimed here (0 if not held here). */
+  claimedAt(name: string): number;
   /**
    * Counts a message dropped here because its receiver ended (`receiver_gone`). One queued
    * for its receiver is not counted here: the sending worker counted it as delivered, once
@@ -72,10 +74,12 @@ class Binding {
   /** Records that came while blocked (written before the senders saw the cell), copied. */
   held: { tag: number; aux: number; bytes: Uint8Array }[] = [];
   constructor(
+    readonly slots: (Binding | undefined)[],
     readonly cells: Int32Array,
     readonly id: number,
     readonly epoch: number,
-    readonly conn: Connection | undefined,
+    /** The receiving connection (undefined once unbound: a closed one is not kept alive). */
+    public conn: Connection | undefined,
     readonly sender: Uint8Array,
   ) {}
 
@@ -244,15 +248,20 @@ export class RingInbox {
     }
   }
 
-  #open(incoming: Incoming, id: number, epoch: number, key: Uint8Array): void {
+  #open(incoming: Incoming, id: number, epoch: number, payload: Uint8Array): void {
     const old = incoming.bindings[id];
     if (old !== undefined) this.#unbind(old, -1);
-    const text = decoder.decode(key);
+    const looked = new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0, true);
+    const text = decoder.decode(payload.subarray(4));
     const bar = text.indexOf("|");
     const dest = text.slice(bar + 1);
     const conn = bar < 0 ? undefined : this.#host.local(dest);
-    const bound = conn !== undefined && !conn.closed && conn.name === dest && !this.#closed;
+    // A holder that claimed the name after the sender looked it up is a later holder: what
+    // was sent to the earlier one never reaches it (dropped, counted receiver_gone).
+    const bound = conn !== undefined && !conn.closed && conn.name === dest && !this.#closed &&
+      this.#host.claimedAt(dest) >>> 0 <= looked;
     const b = new Binding(
+      incoming.bindings,
       incoming.cells,
       id,
       epoch,
@@ -309,6 +318,10 @@ export class RingInbox {
     const frame = b.frame;
     b.frame = undefined;
     const conn = b.conn;
+    b.conn = undefined;
+    // Its later records find no binding and are counted as dropped; the next OPEN of the id
+    // binds afresh.
+    if (b.slots[b.id] === b) b.slots[b.id] = undefined;
     if (conn !== undefined) {
       const name = conn.name;
       const set = name === undefined ? undefined : this.#byName.get(name);

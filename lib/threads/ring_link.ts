@@ -36,7 +36,10 @@ export const CELL_BLOCKED = 1;
 /** State of a pair cell: the receiver let go of the pair. */
 export const CELL_CLOSED = 2;
 
-/** Record flag: opens pair `id` (payload: the key; aux: the epoch). */
+/**
+ * Record flag: opens pair `id` (payload: u32 the name table's generation when the sender
+ * looked the name up, then the key; aux: the epoch).
+ */
 export const REC_OPEN = 1 << 16;
 /** Record flag: the first record of a message (aux: the message's length). */
 export const REC_FIRST = 1 << 17;
@@ -97,14 +100,21 @@ export class RingLink {
     return false;
   }
 
-  /** Opens a pair, or undefined when every id is in use (the caller takes another path). */
-  open(key: string): RingPair | undefined {
+  /**
+   * Opens a pair, or undefined when every id is in use (the caller takes another path).
+   * @param generation the name table's generation when the receiving name was looked up
+   */
+  open(key: string, generation: number): RingPair | undefined {
     if (this.#closed) return undefined;
     const id = this.#free.pop();
     if (id === undefined) return undefined;
     const epoch = (this.#epochs[id] = (this.#epochs[id] + 1) & 0x0fffffff);
     Atomics.store(this.cells, id, cellValue(epoch, CELL_OPEN));
-    const pair = new RingPair(this, id, epoch, encoder.encode(key));
+    const text = encoder.encode(key);
+    const payload = new Uint8Array(4 + text.length);
+    new DataView(payload.buffer).setUint32(0, generation >>> 0, true);
+    payload.set(text, 4);
+    const pair = new RingPair(this, id, epoch, payload);
     this.#open.add(pair);
     return pair;
   }

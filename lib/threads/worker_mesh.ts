@@ -100,6 +100,8 @@ export class WorkerMesh implements Mesh {
   readonly #links = new Map<string, RingLink>();
   /** The ring path: the rings into this worker. */
   readonly #inbox: RingInbox;
+  /** The table generation each name held here was claimed at (ring pairs bind only older). */
+  readonly #claimedAt = new Map<string, number>();
   /** Messages taken from pairs (see {@linkcode CrossedStats}). */
   readonly crossed: CrossedStats = {
     messages: 0,
@@ -120,6 +122,7 @@ export class WorkerMesh implements Mesh {
     });
     this.#inbox = new RingInbox({
       local: (name) => this.#events?.local?.(name),
+      claimedAt: (name) => this.#claimedAt.get(name) ?? 0,
       gone: (bytes) => {
         this.#count(bytes); // the sending worker counted it as delivered
         this.#events?.count?.("receiver_gone", bytes);
@@ -147,6 +150,7 @@ export class WorkerMesh implements Mesh {
     if (!this.#table.claim(name, this.#index)) {
       return Promise.resolve({ ok: false, reason: "name_taken" });
     }
+    this.#claimedAt.set(name, this.#table.lastChange);
     this.#made([{ generation: this.#table.lastChange, name, owner: this.#index }]);
     return Promise.resolve({ ok: true });
   }
@@ -154,6 +158,7 @@ export class WorkerMesh implements Mesh {
   /** Frees `name` process-wide, if this worker holds it. */
   release(name: string): void {
     this.#inbox.release(name);
+    this.#claimedAt.delete(name);
     if (this.#table.release(name, this.#index)) {
       this.#made([{ generation: this.#table.lastChange, name, owner: -1 }]);
     }
@@ -172,7 +177,7 @@ export class WorkerMesh implements Mesh {
 
   /** Opens a pair to another worker: on its ring, or (no ring yet, or no id free) a stream. */
   open(node: string, key: string): MeshPair {
-    const fast = this.#links.get(node)?.open(key);
+    const fast = this.#links.get(node)?.open(key, this.#table.generation);
     if (fast !== undefined) return fast;
     const pair = this.#streams.open(node, key);
     // Followed so that a shutdown can wait for data on its way between workers (`busy`).

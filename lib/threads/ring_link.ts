@@ -241,8 +241,12 @@ export class RingPair {
       for (;;) {
         if (this.reason !== undefined) throw new PairClosedError(this.#reason!);
         if (signal?.aborted) {
-          // Mid-message: the receiver cannot complete the frame; the pair ends.
-          if (at > 0) this.abort("sender_aborted");
+          // Mid-message: the receiver cannot complete the frame; the pair ends, and its END
+          // (if the ring has room; else the next OPEN of the id) gives up the frame there.
+          if (at > 0) {
+            if (link.writer.tryPut(this.id | REC_END, 0, new Uint8Array(0))) link.ring();
+            this.abort("sender_aborted");
+          }
           signal.throwIfAborted();
         }
         const value = Atomics.load(link.cells, this.id);

@@ -82,6 +82,13 @@ export interface Mesh extends AsyncDisposable {
   readonly generation: number;
   /** Opens a sender→receiver pair to `node`; `key` names both ends (see the server). */
   open(node: string, key: string): MeshPair;
+  /**
+   * Whether the `changed` events told so far say `name` is held elsewhere. A `watch` reply is
+   * answered from this, not from {@linkcode holder}, so that it and the events that follow it
+   * tell one story: an event still on its way when the watch is answered is neither missed
+   * nor told twice. Absent: `holder` is used.
+   */
+  announced?(name: string): boolean;
   /** Every name held on other nodes, with its node (for `who` and the status page). */
   remoteNames(): Iterable<[name: string, node: string]>;
   /** Sets who gets the events (one listener; set before the server accepts clients). */

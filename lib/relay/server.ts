@@ -316,8 +316,12 @@ export class RelayServer implements AsyncDisposable {
         if (options.mesh) { for (const [name] of options.mesh.remoteNames()) names.push(name); }
         return names;
       },
+      // Remote names as the presence events so far tell it, so a watch reply and the events
+      // after it never disagree (an event on its way would otherwise be told twice).
       isOnline: (name) =>
-        registry.get(name)?.name !== undefined || options.mesh?.holder(name) !== undefined,
+        registry.get(name)?.name !== undefined ||
+        (options.mesh !== undefined &&
+          (options.mesh.announced?.(name) ?? options.mesh.holder(name) !== undefined)),
       namesGeneration: options.mesh && (() => options.mesh!.generation),
     });
     const mesh = options.mesh;

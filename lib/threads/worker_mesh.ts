@@ -225,6 +225,11 @@ export class WorkerMesh implements Mesh {
     return this.#table.entries(this.#index).map(([name, owner]) => [name, workerNode(owner)]);
   }
 
+  /** Whether the changes told to the listener so far say another worker holds `name`. */
+  announced(name: string): boolean {
+    return this.#known.has(name);
+  }
+
   /** Sets who gets pairs and name changes. */
   listen(events: MeshEvents): void {
     this.#events = events;

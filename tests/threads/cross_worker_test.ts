@@ -158,7 +158,26 @@ Deno.test("threads: presence from two other workers reaches a watcher in the ord
   await using w = await clientOnWorker(relay, 0, "w", { onPresence: (c) => changes.push(c) });
   let bob = await onWorker(relay, 1, "bob");
   let carol = await onWorker(relay, 2, "carol");
-  assert.deepEqual((await w.watch(["bob", "carol"])).sort(), ["bob", "carol"]);
+  /**
+   * Watches bob and carol and waits until the watcher knows both are online: from the reply,
+   * or from the `online` events that follow it when their registrations were still on the way
+   * to worker 0 (never both: the reply and the events tell one story).
+   */
+  const watchBoth = async () => {
+    changes.length = 0;
+    const reply = await w.watch(["bob", "carol"]);
+    const missing = ["bob", "carol"].filter((name) => !reply.includes(name));
+    await waitFor(
+      async () => {
+        await w.ping();
+        return changes.length >= missing.length;
+      },
+      5_000,
+      "online events for names the watch reply did not have",
+    );
+    assert.deepEqual(changes.map((c) => [c.name, c.online]).sort(), missing.map((n) => [n, true]));
+  };
+  await watchBoth();
   // Each change is made once the one before is in the table; their messages to worker 0 come
   // from two workers and may cross on the way: the watcher still sees them in this order.
   for (let round = 0; round < 3; round++) {
@@ -180,7 +199,7 @@ Deno.test("threads: presence from two other workers reaches a watcher in the ord
       await w.unwatch(["bob", "carol"]);
       bob = await onWorker(relay, 1, "bob");
       carol = await onWorker(relay, 2, "carol");
-      await w.watch(["bob", "carol"]);
+      await watchBoth();
     }
   }
   assert.deepEqual(relay.names(), ["w"]);

@@ -24,6 +24,7 @@
  */
 
 import { MAX_TRACKED_IPS } from "../limits.ts";
+import { hashBytes, lock, unlock } from "./spin_lock.ts";
 import type { ConnectionLease, IpLimits, IpLimitsOptions, IpRefusal } from "../relay/limiter.ts";
 
 /** Longest key stored: an IPv6 /64 key (`"2001:db8:1:2::/64"`) is at most 24 bytes. */
@@ -57,9 +58,6 @@ const SLOT_BYTES = KEY_OFFSET_BYTES + MAX_IP_KEY_BYTES;
 const EMPTY = 0;
 const USED = 1;
 const FREED = 2;
-
-/** Spins before a waiter yields with `Atomics.wait` for a moment (workers only). */
-const SPINS_BEFORE_WAIT = 1_000;
 
 const encoder = new TextEncoder();
 
@@ -146,12 +144,12 @@ export class SharedIpLimits implements IpLimits {
   connections(key: string): number {
     const length = this.#encode(key);
     if (length < 0) return 0;
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const at = this.#find(length, hashBytes(this.#scratch, length));
       return at < 0 ? 0 : this.#words[at / 4 + CONNECTIONS];
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
   }
 
@@ -160,7 +158,7 @@ export class SharedIpLimits implements IpLimits {
     const length = this.#encode(key);
     if (length < 0) return this.#full();
     const hash = hashBytes(this.#scratch, length);
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const at = this.#findOrAdd(length, hash);
       if (at < 0) return this.#full();
@@ -170,7 +168,7 @@ export class SharedIpLimits implements IpLimits {
       }
       this.#words[w + CONNECTIONS]++;
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
     const saved = this.#scratch.slice(0, length);
     let released = false;
@@ -193,13 +191,13 @@ export class SharedIpLimits implements IpLimits {
   mayTryToken(key: string): boolean {
     const length = this.#encode(key);
     if (length < 0) return false;
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const at = this.#find(length, hashBytes(this.#scratch, length));
       if (at < 0) return true;
       return this.#refill(at, this.#tokens, TOKEN_TOKENS, TOKEN_UPDATED, this.#now()) >= 1;
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
   }
 
@@ -212,7 +210,7 @@ export class SharedIpLimits implements IpLimits {
     const length = this.#encode(key);
     if (length < 0) return false;
     const hash = hashBytes(this.#scratch, length);
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const at = this.#findOrAdd(length, hash);
       if (at < 0) {
@@ -224,7 +222,7 @@ export class SharedIpLimits implements IpLimits {
       this.#floats[at / 8 + tokens] = left >= 1 ? left - 1 : left;
       return true;
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
   }
 
@@ -240,7 +238,7 @@ export class SharedIpLimits implements IpLimits {
 
   #release(key: Uint8Array, hash: number): void {
     this.#scratch.set(key);
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const at = this.#find(key.length, hash);
       if (at < 0) return; // cannot happen: a slot with connections is never dropped
@@ -252,7 +250,7 @@ export class SharedIpLimits implements IpLimits {
         this.#words[TOMBSTONES]++;
       }
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
   }
 
@@ -365,33 +363,4 @@ export class SharedIpLimits implements IpLimits {
     this.#words[LIVE] = kept.length;
     this.#words[TOMBSTONES] = 0;
   }
-
-  #lock(): void {
-    const words = this.#words;
-    let spins = 0;
-    while (Atomics.compareExchange(words, LOCK, 0, 1) !== 0) {
-      if (++spins < SPINS_BEFORE_WAIT) continue;
-      spins = 0;
-      // The holder never blocks inside; a worker may sleep a moment, the main thread spins.
-      try {
-        Atomics.wait(words, LOCK, 1, 1);
-      } catch {
-        // Atomics.wait is not allowed on this thread: keep spinning.
-      }
-    }
-  }
-
-  #unlock(): void {
-    Atomics.store(this.#words, LOCK, 0);
-  }
-}
-
-/** FNV-1a over the first `length` bytes. */
-function hashBytes(bytes: Uint8Array, length: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < length; i++) {
-    h ^= bytes[i];
-    h = Math.imul(h, 0x01000193);
-  }
-  return h | 0;
 }

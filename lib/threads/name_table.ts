@@ -18,6 +18,7 @@
  */
 
 import { MAX_NAME_BYTES } from "../limits.ts";
+import { hashBytes, lock, unlock } from "./spin_lock.ts";
 
 const LOCK = 0;
 const GENERATION = 1;
@@ -36,9 +37,6 @@ const SLOT_WORDS = SLOT_META_WORDS + Math.ceil(MAX_NAME_BYTES / 4);
 const EMPTY = 0;
 const USED = 1;
 const FREED = 2;
-
-/** Spins before a waiter yields with `Atomics.wait` for a moment (workers only). */
-const SPINS_BEFORE_WAIT = 1_000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -104,7 +102,7 @@ export class NameTable {
   claim(name: string, owner: number): boolean {
     const length = this.#encode(name);
     const hash = hashBytes(this.#scratch, length);
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const live = this.#words[LIVE];
       if (live + 1 > this.#slots / 2) return false; // full: refuse rather than probe forever
@@ -138,7 +136,7 @@ export class NameTable {
       this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
       return true;
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
   }
 
@@ -146,7 +144,7 @@ export class NameTable {
   release(name: string, owner: number): boolean {
     const length = this.#encode(name);
     const hash = hashBytes(this.#scratch, length);
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const at = this.#find(hash, length);
       if (at < 0 || this.#words[at + OWNER] !== owner) return false;
@@ -156,14 +154,14 @@ export class NameTable {
       this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
       return true;
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
   }
 
   /** Frees every name of `owner` (a worker that stopped); returns the names freed. */
   releaseAll(owner: number): string[] {
     const freed: string[] = [];
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       for (let i = 0; i < this.#slots; i++) {
         const at = HEADER_WORDS + i * SLOT_WORDS;
@@ -175,7 +173,7 @@ export class NameTable {
       }
       if (freed.length > 0) this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
     return freed;
   }
@@ -189,19 +187,19 @@ export class NameTable {
       return undefined; // too long to be anyone's name
     }
     const hash = hashBytes(this.#scratch, length);
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       const at = this.#find(hash, length);
       return at < 0 ? undefined : this.#words[at + OWNER];
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
   }
 
   /** Every name and its owner (for `who` across workers); skips `except`'s names. */
   entries(except = -1): [name: string, owner: number][] {
     const out: [string, number][] = [];
-    this.#lock();
+    lock(this.#words, LOCK);
     try {
       for (let i = 0; i < this.#slots; i++) {
         const at = HEADER_WORDS + i * SLOT_WORDS;
@@ -210,7 +208,7 @@ export class NameTable {
         if (owner !== except) out.push([this.#nameAt(at), owner]);
       }
     } finally {
-      this.#unlock();
+      unlock(this.#words, LOCK);
     }
     return out;
   }
@@ -281,33 +279,4 @@ export class NameTable {
     }
     this.#words[TOMBSTONES] = 0;
   }
-
-  #lock(): void {
-    const words = this.#words;
-    let spins = 0;
-    while (Atomics.compareExchange(words, LOCK, 0, 1) !== 0) {
-      if (++spins < SPINS_BEFORE_WAIT) continue;
-      spins = 0;
-      // The holder never blocks inside; a worker may sleep a moment, the main thread spins.
-      try {
-        Atomics.wait(words, LOCK, 1, 1);
-      } catch {
-        // Atomics.wait is not allowed on this thread: keep spinning.
-      }
-    }
-  }
-
-  #unlock(): void {
-    Atomics.store(this.#words, LOCK, 0);
-  }
-}
-
-/** FNV-1a over the first `length` bytes. */
-function hashBytes(bytes: Uint8Array, length: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < length; i++) {
-    h ^= bytes[i];
-    h = Math.imul(h, 0x01000193);
-  }
-  return h | 0; // signed, as the table's Int32 words hold it
 }

@@ -71,3 +71,20 @@ export function rssBytes(pid: number): number | undefined {
     return undefined;
   }
 }
+
+/** Registers `name` on `port` as soon as the cluster lets it; returns the client and the wait. */
+export async function claimWhenFree(port: number, name: string, timeoutMs: number) {
+  const started = performance.now();
+  for (;;) {
+    try {
+      const client = await RelayClient.connect({ port, name, connectTimeoutMs: 2_000 });
+      return { client, ms: performance.now() - started };
+    } catch (error) {
+      if (!/already registered|name_taken/i.test(String(error))) throw error;
+      if (performance.now() - started > timeoutMs) {
+        throw new Error(`${name} still taken after ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}

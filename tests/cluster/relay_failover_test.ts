@@ -8,24 +8,7 @@ import { RelayClient } from "../../lib/client/client.ts";
 import { LEASE_TTL_MS } from "../../lib/limits.ts";
 import { RawPeer, text } from "../_helpers/relay.ts";
 import { NATS_SKIP, NatsCluster } from "./_nats.ts";
-import { startRelayNode, waitForNames } from "./_relays.ts";
-
-/** Registers `name` on `port` as soon as the cluster lets it; returns the client and the wait. */
-async function claimWhenFree(port: number, name: string, timeoutMs: number) {
-  const started = performance.now();
-  for (;;) {
-    try {
-      const client = await RelayClient.connect({ port, name, connectTimeoutMs: 2_000 });
-      return { client, ms: performance.now() - started };
-    } catch (error) {
-      if (!/already registered|name_taken/i.test(String(error))) throw error;
-      if (performance.now() - started > timeoutMs) {
-        throw new Error(`${name} still taken after ${timeoutMs} ms`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
+import { claimWhenFree, startRelayNode, waitForNames } from "./_relays.ts";
 
 Deno.test({
   name: "relay nodes survive node deaths, restarts and the loss of one NATS server",

@@ -9,7 +9,7 @@ import { RelayClient } from "../../lib/client/client.ts";
 import { LEASE_TTL_MS } from "../../lib/limits.ts";
 import { ServeProcess } from "../_helpers/relay.ts";
 import { NATS_SKIP, NatsServer } from "./_nats.ts";
-import { waitForNames } from "./_relays.ts";
+import { claimWhenFree, waitForNames } from "./_relays.ts";
 
 /** Connections tried before giving up on landing one on a given worker (1 in 2 does). */
 const MAX_PLACEMENT_TRIES = 40;
@@ -51,23 +51,6 @@ async function onWorker(relay: ServeProcess, worker: number, prefix: string) {
     await client.close();
   }
   throw new Error(`No connection landed on worker ${worker}`);
-}
-
-/** Registers `name` on `port` as soon as the cluster lets it; returns the client and the wait. */
-async function claimWhenFree(port: number, name: string, timeoutMs: number) {
-  const started = performance.now();
-  for (;;) {
-    try {
-      const client = await RelayClient.connect({ port, name, connectTimeoutMs: 2_000 });
-      return { client, ms: performance.now() - started };
-    } catch (error) {
-      if (!/already registered|name_taken/i.test(String(error))) throw error;
-      if (performance.now() - started > timeoutMs) {
-        throw new Error(`${name} still taken after ${timeoutMs} ms`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);

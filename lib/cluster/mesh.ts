@@ -16,7 +16,10 @@
  * Names of a node that died stay in the claims bucket until taken over (NATS 2.9 sends no
  * expiry events), so the mesh also watches the lease bucket: a node whose lease was not seen
  * renewed for the lease time (or that came back with a new epoch) is dead, and its names are
- * neither routed to nor listed.
+ * neither routed to nor listed. "For the lease time" is measured on the watch's own clock:
+ * from the peer's last renewal seen to this node's own last renewal seen. A watch that went
+ * silent (its consumer died with a NATS server, or JetStream is electing a leader and nobody
+ * can renew) therefore ages no peer out: it knows nothing new about anyone.
  *
  * Both watches are restarted when the NATS connection reconnects (to another server, after
  * its server died: the watches' consumers may be gone without a word), and whenever this
@@ -77,6 +80,8 @@ export class ClusterMesh implements Mesh {
   #rejoining: Promise<void> | undefined;
   /** When this node's own lease renewal last showed in the lease watch. */
   #ownSeenAt = 0;
+  /** When the lease watch was last (re)started: the stall check's grace period. */
+  #watchStartedAt = 0;
   #restarting: Promise<void> | undefined;
 
   private constructor(options: ClusterMeshOptions) {
@@ -155,7 +160,7 @@ export class ClusterMesh implements Mesh {
     this.#restarting ??= (async () => {
       try {
         if (!this.#live || node !== this.#current) return;
-        this.#ownSeenAt = performance.now(); // a grace period for the new watch
+        this.#watchStartedAt = performance.now(); // a grace period for the new watch
         this.#leaseWatch?.stop();
         await this.#watchLeases(node);
         await node.directory.restart();
@@ -171,7 +176,7 @@ export class ClusterMesh implements Mesh {
   async #watchLeases(node: ClusterNode): Promise<void> {
     const watch = await node.lease.kv.watch();
     this.#leaseWatch = watch;
-    this.#ownSeenAt = performance.now();
+    this.#watchStartedAt = performance.now();
     (async () => {
       try {
         for await (const entry of watch) {
@@ -209,9 +214,8 @@ export class ClusterMesh implements Mesh {
   #update(name: string): void {
     const claim = this.#claims.get(name);
     const peer = claim && this.#peers.get(claim.node);
-    const leaseMs = this.#options.leaseMs ?? LEASE_TTL_MS;
     const alive = claim !== undefined && peer !== undefined && peer.epoch === claim.epoch &&
-      performance.now() - peer.seenAt < leaseMs;
+      this.#peerAlive(peer.seenAt);
     const was = this.#remote.get(name);
     const now = alive ? claim.node : undefined;
     if (was === now) return;
@@ -226,21 +230,29 @@ export class ClusterMesh implements Mesh {
     for (const name of [...this.#remote.keys()]) if (!this.#claims.has(name)) this.#update(name);
   }
 
+  /**
+   * Whether a peer last seen renewing at `seenAt` is alive: this node's own renewals have not
+   * shown for a lease time past it (see the module documentation).
+   */
+  #peerAlive(seenAt: number): boolean {
+    return this.#ownSeenAt - seenAt < (this.#options.leaseMs ?? LEASE_TTL_MS);
+  }
+
   /** Runs every renewal interval: peers whose lease aged out take their names with them. */
   #sweepPeers(): void {
-    const leaseMs = this.#options.leaseMs ?? LEASE_TTL_MS;
     const now = performance.now();
     const renewMs = this.#options.renewMs ?? LEASE_RENEW_MS;
     const node = this.#current;
     // Our own renewals stopped showing while the lease is live: the watch is stale.
     if (
-      node !== undefined && this.live && now - this.#ownSeenAt > WATCH_STALL_RENEWALS * renewMs
+      node !== undefined && this.live &&
+      now - Math.max(this.#ownSeenAt, this.#watchStartedAt) > WATCH_STALL_RENEWALS * renewMs
     ) {
       this.#restartWatches(node);
     }
     let changed = false;
     for (const [node, peer] of this.#peers) {
-      if (now - peer.seenAt >= leaseMs) {
+      if (!this.#peerAlive(peer.seenAt)) {
         this.#peers.delete(node);
         changed = true;
       }

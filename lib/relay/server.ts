@@ -865,28 +865,17 @@ export class RelayServer implements AsyncDisposable {
   }
 }
 
+/** Options that have no default: absent means off. */
+type OptionalKeys =
+  | "tls"
+  | "tlsPort"
+  | "auth"
+  | "registerRate"
+  | "sharedMemory"
+  | "mesh"
+  | "connectionGate"
+  | "ipLimits";
+
 type Options =
-  & Required<
-    Omit<
-      RelayServerOptions,
-      | "tls"
-      | "tlsPort"
-      | "auth"
-      | "registerRate"
-      | "sharedMemory"
-      | "mesh"
-      | "connectionGate"
-      | "ipLimits"
-    >
-  >
-  & Pick<
-    RelayServerOptions,
-    | "tls"
-    | "tlsPort"
-    | "auth"
-    | "registerRate"
-    | "sharedMemory"
-    | "mesh"
-    | "connectionGate"
-    | "ipLimits"
-  >;
+  & Required<Omit<RelayServerOptions, OptionalKeys>>
+  & Pick<RelayServerOptions, OptionalKeys>;

@@ -20,7 +20,7 @@
 
 import type { Outbox, OutFrame } from "../io/outbox.ts";
 import type { PairReceiver } from "../cluster/pair_receiver.ts";
-import { encodeHeader } from "../wire/relay.ts";
+import { HeaderCache } from "../wire/relay.ts";
 import { COPY_BELOW_BYTES } from "../limits.ts";
 import type { Connection } from "./connection.ts";
 
@@ -88,16 +88,7 @@ export class MeshInbox {
     const outbox: Outbox = conn.outbox;
     let frame: OutFrame | undefined;
     let total = 0;
-    // `sender|len|` encoded once per size (most senders repeat sizes).
-    let header: Uint8Array = EMPTY;
-    let headerFor = -1;
-    const headerOf = (length: number) => {
-      if (length !== headerFor) {
-        header = encodeHeader(sender, length);
-        headerFor = length;
-      }
-      return header;
-    };
+    const headers = new HeaderCache(sender);
     try {
       for (;;) {
         let chunk = receiver.tryRead();
@@ -106,14 +97,14 @@ export class MeshInbox {
         if (conn.closed) return receiver.close("receiver_closed");
         if (chunk.first && chunk.last && chunk.total < COPY_BELOW_BYTES) {
           // Small and whole: copied into the queue's buffer, like a small local frame.
-          if (conn.framed) outbox.pushHeaded(headerOf(chunk.total), chunk.bytes);
+          if (conn.framed) outbox.pushHeaded(headers.of(chunk.total), chunk.bytes);
           else outbox.pushFrame(undefined, chunk.bytes);
           this.#host.delivered(chunk.total);
         } else {
           // Larger: queued as views of the packets (no copy), a chunk at a time.
           if (chunk.first) {
             total = chunk.total;
-            frame = outbox.begin(receiver, conn.framed ? headerOf(total) : EMPTY);
+            frame = outbox.begin(receiver, conn.framed ? headers.of(total) : EMPTY);
           }
           outbox.append(frame!, chunk.bytes, chunk.last);
           if (chunk.last) {

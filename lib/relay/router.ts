@@ -33,7 +33,13 @@
 
 import type { PooledBuffer } from "../io/buffer_pool.ts";
 import type { OutFrame } from "../io/outbox.ts";
-import { encodeHeader, type FrameSink, headerLength, writeHeader } from "../wire/relay.ts";
+import {
+  encodeHeader,
+  type FrameSink,
+  HeaderCache,
+  headerLength,
+  writeHeader,
+} from "../wire/relay.ts";
 import { bytesEqual } from "../util/bytes.ts";
 import { COPY_BELOW_BYTES, MAX_PAIRS_PER_SENDER } from "../limits.ts";
 import type { Connection, ConnectionHost } from "./connection.ts";
@@ -41,6 +47,8 @@ import type { PairCloseReason } from "../wire/reasons.ts";
 import type { Mesh, MeshPair } from "./mesh.ts";
 
 const EMPTY = new Uint8Array(0);
+/** Before a sender registers (it sends nothing then): shared, never written. */
+const NO_HEADERS = new HeaderCache(EMPTY);
 const encoder = new TextEncoder();
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 const SETTLED = Promise.resolve();
@@ -89,6 +97,8 @@ export class Router implements FrameSink {
   readonly #host: ConnectionHost;
   /** `name|` bytes used as the header prefix of frames this client sends. */
   #prefix: Uint8Array = EMPTY;
+  /** `name|len|` of this sender, encoded once per frame size. */
+  #headers = NO_HEADERS;
   #mode = Route.Drop;
   #dest: Connection | undefined;
   #whole: Uint8Array = EMPTY;
@@ -99,9 +109,6 @@ export class Router implements FrameSink {
   #full: RoomWaiter[] = [];
   /** The receiver of the last small frame, not yet checked against its share. */
   #unchecked: Connection | undefined;
-  /** `name|len|` of this sender for frames of `#headerFor` bytes (most senders repeat sizes). */
-  #header: Uint8Array = EMPTY;
-  #headerFor = -1;
   /** Where the name of the frame being streamed was, to write the outgoing header over it. */
   #nameBuffer: ArrayBufferLike | undefined;
   #nameStart = 0;
@@ -141,7 +148,7 @@ export class Router implements FrameSink {
   /** Sets the sender's registered name, used in the header of what it sends. */
   registered(name: string): void {
     this.#prefix = encoder.encode(name);
-    this.#headerFor = -1;
+    this.#headers = new HeaderCache(this.#prefix);
   }
 
   /** Whether a frame is being streamed to a receiver (the sender leaving now would break it). */
@@ -184,7 +191,7 @@ export class Router implements FrameSink {
       return;
     }
     if (dest !== this.#unchecked) this.#check();
-    if (dest.framed) dest.outbox.pushHeaded(this.#headerOf(length), chunk, payloadStart, length);
+    if (dest.framed) dest.outbox.pushHeaded(this.#headers.of(length), chunk, payloadStart, length);
     else dest.outbox.pushFrame(undefined, chunk.subarray(payloadStart, payloadStart + length));
     this.#host.count("delivered", length);
     this.#unchecked = dest;
@@ -256,7 +263,7 @@ export class Router implements FrameSink {
         this.#whole = EMPTY;
       }
       // The usual case: the whole payload is in this read; copied straight into the queue.
-      if (dest.framed) dest.outbox.pushHeaded(this.#headerOf(payload.length), payload);
+      if (dest.framed) dest.outbox.pushHeaded(this.#headers.of(payload.length), payload);
       else dest.outbox.pushFrame(undefined, payload);
     } else {
       const piece = this.#frame === undefined ? this.#beginStream(dest, bytes) : bytes;
@@ -292,15 +299,6 @@ export class Router implements FrameSink {
     // routed, not after every frame (a queue only grows while a read is routed, so the
     // outcome is the same; a check per 64 B frame was a few % of the profile).
     else this.#unchecked = dest;
-  }
-
-  /** `name|len|` for a frame of `length` bytes from this sender, encoded once per size. */
-  #headerOf(length: number): Uint8Array {
-    if (length !== this.#headerFor) {
-      this.#header = encodeHeader(this.#prefix, length);
-      this.#headerFor = length;
-    }
-    return this.#header;
   }
 
   /** Checks the receiver of the last small frames against its share. */
@@ -491,8 +489,7 @@ export class Router implements FrameSink {
    * frame): a client that sent one message keeps no buffer for it while it idles.
    */
   trim(): void {
-    this.#header = EMPTY;
-    this.#headerFor = -1;
+    this.#headers.clear();
   }
 
   /** Forgets the cached destination (the sender ends; the cache must not pin a receiver). */

@@ -23,7 +23,7 @@
 
 import type { Outbox, OutFrame } from "../io/outbox.ts";
 import type { Connection } from "../relay/connection.ts";
-import { encodeHeader } from "../wire/relay.ts";
+import { HeaderCache } from "../wire/relay.ts";
 import { createRing, RingReader } from "./ring.ts";
 import {
   CELL_BLOCKED,
@@ -67,8 +67,6 @@ export interface RingInboxHost {
 /** One pair bound to a local connection. */
 class Binding {
   frame: OutFrame | undefined;
-  header: Uint8Array = EMPTY;
-  headerFor = -1;
   blocked = false;
   closed = false;
   /** Records that came while blocked (written before the senders saw the cell), copied. */
@@ -80,16 +78,13 @@ class Binding {
     readonly epoch: number,
     /** The receiving connection (undefined once unbound: a closed one is not kept alive). */
     public conn: Connection | undefined,
-    readonly sender: Uint8Array,
-  ) {}
-
-  headerOf(length: number): Uint8Array {
-    if (length !== this.headerFor) {
-      this.header = encodeHeader(this.sender, length);
-      this.headerFor = length;
-    }
-    return this.header;
+    sender: Uint8Array,
+  ) {
+    this.headers = new HeaderCache(sender);
   }
+
+  /** `sender|len|`, encoded once per size. */
+  readonly headers: HeaderCache;
 
   /** Sets the cell from `from` to `to` for this binding's epoch; false if it moved on. */
   move(from: number, to: number): boolean {
@@ -238,10 +233,10 @@ export class RingInbox {
     const outbox: Outbox = conn.outbox;
     if ((tag & (REC_FIRST | REC_LAST)) === (REC_FIRST | REC_LAST)) {
       // Whole: copied out of the ring into the queue, like a local frame.
-      if (conn.framed) outbox.pushHeaded(b.headerOf(aux), payload);
+      if (conn.framed) outbox.pushHeaded(b.headers.of(aux), payload);
       else outbox.pushFrame(undefined, payload);
     } else {
-      if (tag & REC_FIRST) b.frame = outbox.begin(b, conn.framed ? b.headerOf(aux) : EMPTY);
+      if (tag & REC_FIRST) b.frame = outbox.begin(b, conn.framed ? b.headers.of(aux) : EMPTY);
       if (b.frame === undefined) return; // a piece after a lost start: never happens in order
       outbox.append(b.frame, payload.slice(), (tag & REC_LAST) !== 0);
       if (tag & REC_LAST) b.frame = undefined;

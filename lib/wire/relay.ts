@@ -185,6 +185,39 @@ export function encodeHeader(name: Uint8Array, length: number): Uint8Array {
 }
 
 /**
+ * `{name}|{len}|` for one name, encoded once per frame length: most senders repeat sizes, so
+ * the header of each frame is usually the one made for the frame before.
+ */
+export class HeaderCache {
+  /** The name that heads every frame. */
+  readonly name: Uint8Array;
+  #header: Uint8Array = EMPTY_BYTES;
+  #length = -1;
+
+  /** @param name the name bytes (a sender's, for deliveries) */
+  constructor(name: Uint8Array) {
+    this.name = name;
+  }
+
+  /** The header of a frame of `length` payload bytes. */
+  of(length: number): Uint8Array {
+    if (length !== this.#length) {
+      this.#header = encodeHeader(this.name, length);
+      this.#length = length;
+    }
+    return this.#header;
+  }
+
+  /** Lets go of the encoded header (made again when next asked for). */
+  clear(): void {
+    this.#header = EMPTY_BYTES;
+    this.#length = -1;
+  }
+}
+
+const EMPTY_BYTES = new Uint8Array(0);
+
+/**
  * Encodes a whole frame `{name}|{len}|{payload}`: a send (name is the destination) or a
  * delivery (name is the sender).
  * @throws {TypeError} on an invalid name

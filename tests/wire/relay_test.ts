@@ -6,6 +6,7 @@ import {
   encodeRegister,
   FrameParser,
   type FrameSink,
+  HeaderCache,
   headerLength,
   MAX_REGISTRATION_BYTES,
   MessageDecoder,
@@ -434,4 +435,16 @@ Deno.test("MessageDecoder lets a reader fill a large payload in place", () => {
   // Back to ordinary parsing afterwards.
   assert.equal(decoder.push(enc.encode("b|1|x"))[0].name, "b");
   assert.throws(() => decoder.advance(1), RangeError);
+});
+
+Deno.test("HeaderCache encodes a header once per length and again after clear", () => {
+  const headers = new HeaderCache(new TextEncoder().encode("alice"));
+  const five = headers.of(5);
+  assert.deepEqual(new TextDecoder().decode(five), "alice|5|");
+  assert.equal(headers.of(5), five, "the same length reuses the header");
+  assert.deepEqual(new TextDecoder().decode(headers.of(12)), "alice|12|");
+  const again = headers.of(12);
+  headers.clear();
+  assert.notEqual(headers.of(12), again, "made again after clear");
+  assert.deepEqual(new TextDecoder().decode(headers.of(12)), "alice|12|");
 });

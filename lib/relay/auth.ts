@@ -129,6 +129,20 @@ export async function loadAuthFile(path: string): Promise<Map<string, Uint8Array
 }
 
 /**
+ * An {@linkcode AuthPolicy} as plain data, for `structuredClone` and `postMessage` (a worker
+ * of `relay serve --threads N` rebuilds the policy from it with
+ * {@linkcode AuthPolicy.fromSnapshot}).
+ */
+export interface AuthSnapshot {
+  /** The auth file the policy reloads from; absent for a policy from memory. */
+  path?: string;
+  /** Digest bytes (SHA-256, 32 bytes) by owned name. */
+  digests: Map<string, Uint8Array>;
+  /** Whether names not in the file are refused. */
+  requireAuth: boolean;
+}
+
+/**
  * Decides who may register which name, from an auth file.
  * @example
  * ```ts
@@ -181,6 +195,34 @@ export class AuthPolicy {
       Object.entries(digests).map(([name, sha256]) => [name, { sha256 }]),
     );
     return new AuthPolicy(undefined, digestsOf(entries, "<memory>"), options);
+  }
+
+  /**
+   * A policy rebuilt from {@linkcode AuthPolicy.snapshot} (in another thread): the same
+   * digests and `requireAuth`; `reload` re-reads the same file, or keeps the digests of a policy
+   * from memory.
+   * @throws {SyntaxError} when a digest is not 32 bytes
+   */
+  static fromSnapshot(snapshot: AuthSnapshot): AuthPolicy {
+    const digests = new Map<string, Uint8Array>();
+    for (const [name, digest] of snapshot.digests) {
+      if (digest.length !== 32) {
+        throw new SyntaxError(`Invalid auth snapshot: entry ${JSON.stringify(name)}: not 32 bytes`);
+      }
+      digests.set(name, new Uint8Array(digest));
+    }
+    return new AuthPolicy(snapshot.path, digests, { requireAuth: snapshot.requireAuth });
+  }
+
+  /** This policy as plain data (copies), to rebuild it elsewhere with `fromSnapshot`. */
+  snapshot(): AuthSnapshot {
+    const digests = new Map<string, Uint8Array>();
+    for (const [name, digest] of this.#digests) digests.set(name, new Uint8Array(digest));
+    return {
+      ...(this.#path === undefined ? {} : { path: this.#path }),
+      digests,
+      requireAuth: this.#requireAuth,
+    };
   }
 
   /** Number of owned names. */

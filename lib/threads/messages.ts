@@ -18,8 +18,9 @@ import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/se
 import type { CrossedStats } from "./worker_mesh.ts";
 import type { WebServerOptions } from "../web/server.ts";
 import type { ClusterSettings } from "../cluster/join.ts";
+import type { AuthSnapshot } from "../relay/auth.ts";
 
-/** Server options that cross to a worker (plain data; the auth policy goes as its file). */
+/** Server options that cross to a worker (plain data; the auth policy goes as a file or snapshot). */
 export type WorkerServerOptions = Omit<
   RelayServerOptions,
   "auth" | "sharedMemory" | "reusePort" | "connectionGate" | "mesh" | "ipLimits"
@@ -34,6 +35,8 @@ export interface StartMessage {
   options: WorkerServerOptions;
   /** The auth file to load, if any. */
   auth?: { path: string; requireAuth: boolean };
+  /** An auth policy to rebuild (`AuthPolicy.fromSnapshot`), when there is no file to load. */
+  authPolicy?: AuthSnapshot;
   /** Lowest level of the log records to send to the main thread. */
   logLevel: string;
   /** The process's name table. */

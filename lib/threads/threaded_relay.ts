@@ -42,6 +42,7 @@ import type { WebServerOptions } from "../web/server.ts";
 import { connectionGateBuffer } from "./connection_gate.ts";
 import { SharedIpLimits } from "./ip_table.ts";
 import { sleep } from "../util/async.ts";
+import type { AuthPolicy } from "../relay/auth.ts";
 import { type ClusterSettings, workerNodeName } from "../cluster/join.ts";
 
 /**
@@ -59,13 +60,19 @@ const SETTLE_POLL_MS = 10;
 const WORKER_STOP_MARGIN_MS = 5_000;
 
 /** Options of {@linkcode ThreadedRelay.listen}. */
-export interface ThreadedRelayOptions extends Omit<RelayServerOptions, "auth" | "sharedMemory"> {
+export interface ThreadedRelayOptions extends Omit<RelayServerOptions, "sharedMemory"> {
   /** Workers to start (at least 1). */
   threads: number;
   /** The HTTP side (`--http-port`), served by the first worker for the whole relay. */
   web?: Omit<WebServerOptions, "relay">;
   /** The auth file each worker loads (`--auth-file`), and whether names must be in it. */
   authFile?: { path: string; requireAuth: boolean };
+  /**
+   * An auth policy already loaded (or from memory): each worker rebuilds it from its snapshot
+   * (`AuthPolicy.snapshot`); `reload({ auth: true })` re-reads its file in every worker.
+   * `authFile` wins when both are given.
+   */
+  auth?: AuthPolicy;
   /**
    * Cluster mode (`--cluster` with `--threads N`): every worker joins the cluster as a node of
    * its own, `<node>-w<i>`, so names are unique cluster-wide through the cluster's claims and a
@@ -111,6 +118,7 @@ export class ThreadedRelay implements AsyncDisposable {
   readonly #budget: BigInt64Array;
   readonly #budgetBytes: number;
   readonly #graceMs: number;
+  readonly #auth: AuthPolicy | undefined;
   readonly #log: Logger = getLogger(["relay", "threads"]);
   readonly #pending = new Map<number, Pending>();
   readonly #closed: Promise<void>[] = [];
@@ -132,6 +140,7 @@ export class ThreadedRelay implements AsyncDisposable {
     this.#budget = new BigInt64Array(budget);
     this.#budgetBytes = options.maxMemoryBytes ?? MAX_MEMORY_BYTES;
     this.#graceMs = options.shutdownGraceMs ?? 0;
+    this.#auth = options.auth;
     this.failed = new Promise((resolve) => this.#fail = resolve);
     this.#workers = [];
     this.#directory = new Directory(() => table.entries().map(([name]) => name));
@@ -201,6 +210,7 @@ export class ThreadedRelay implements AsyncDisposable {
     const {
       threads: _threads,
       authFile,
+      auth,
       logLevel,
       web,
       reusePort: _reuse,
@@ -217,7 +227,7 @@ export class ThreadedRelay implements AsyncDisposable {
     const connections = connectionGateBuffer();
     // Only when a per-IP limit is on (the wrong-token one is, with an auth file): ~12 MiB.
     const perIp = (options.maxConnectionsPerIp ?? 0) > 0 || options.registerRate !== undefined ||
-      authFile !== undefined;
+      authFile !== undefined || auth !== undefined;
     const ipTable = SharedIpLimits.buffer(perIp ? MAX_TRACKED_IPS : 0);
     const gather = nodes.map(() => ({} as Record<number, MessagePort>));
     for (let i = 0; i < threads; i++) {
@@ -238,6 +248,7 @@ export class ThreadedRelay implements AsyncDisposable {
         index: i,
         options: serverOptions,
         auth: authFile,
+        authPolicy: authFile ? undefined : auth?.snapshot(),
         logLevel: logLevel ?? "info",
         table: this.#table.buffer,
         budget,
@@ -393,6 +404,15 @@ export class ThreadedRelay implements AsyncDisposable {
     return used;
   }
 
+  /**
+   * The auth policy given to `listen`, if any: this thread's copy. Reload it with
+   * {@linkcode ThreadedRelay.reload} (every worker re-reads its file, and so does this copy);
+   * its own `reload()` changes this copy only.
+   */
+  get auth(): AuthPolicy | undefined {
+    return this.#auth;
+  }
+
   /** The memory budget of the whole process (0: none). */
   get memoryBudgetBytes(): number {
     return this.#budgetBytes;
@@ -435,6 +455,7 @@ export class ThreadedRelay implements AsyncDisposable {
   async reload(reload: { tls?: TlsCertificate; auth: boolean }): Promise<number | undefined> {
     const answers = await this.#ask((id) => ({ type: "reload", id, ...reload }));
     let names: number | undefined;
+    if (reload.auth) await this.#auth?.reload().catch(() => {}); // the workers say if it fails
     for (const m of answers as Extract<FromWorker, { type: "reloaded" }>[]) {
       if (m.error !== undefined) {
         throw m.errorName === "TypeError" ? new TypeError(m.error) : new Error(m.error);

@@ -91,7 +91,7 @@ async function start(message: StartMessage): Promise<void> {
   });
   const auth = message.auth
     ? await AuthPolicy.load(message.auth.path, { requireAuth: message.auth.requireAuth })
-    : undefined;
+    : message.authPolicy && AuthPolicy.fromSnapshot(message.authPolicy);
   // Names that changed hands here, told to the other workers once per turn of the event loop
   // (one message for a burst of registrations, not one each).
   const changes: NameChange[] = [];

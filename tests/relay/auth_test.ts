@@ -180,3 +180,32 @@ Deno.test("AuthPolicy.fromDigests builds a policy in memory", async () => {
   assert.equal(await auth.reload(), 1);
   assert.throws(() => AuthPolicy.fromDigests({ "a:b": SHA256_TEST }), /entry "a:b"/);
 });
+
+Deno.test("AuthPolicy.snapshot survives structuredClone and rebuilds the same policy", async (t) => {
+  await t.step("from memory: the digests, requireAuth, and reload keeps them", async () => {
+    const auth = AuthPolicy.fromDigests({ lab: SHA256_TEST }, { requireAuth: true });
+    const copy = AuthPolicy.fromSnapshot(structuredClone(auth.snapshot()));
+    assert.equal(await copy.check("lab", "test"), "ok");
+    assert.equal(await copy.check("lab", "abc"), "wrong_token");
+    assert.equal(await copy.check("x", undefined), "token_required");
+    assert.equal(copy.requireAuth, true);
+    assert.equal(await copy.reload(), 1);
+  });
+  await t.step("from a file: reload re-reads the same file", async () => {
+    await withAuthFile({ lab: { sha256: SHA256_TEST } }, async (path) => {
+      const auth = await AuthPolicy.load(path);
+      const snapshot = auth.snapshot();
+      assert.equal(snapshot.path, path);
+      const copy = AuthPolicy.fromSnapshot(structuredClone(snapshot));
+      assert.equal(await copy.check("x", undefined), "ok", "open names stay open");
+      await Deno.writeTextFile(path, JSON.stringify({ lab: { sha256: SHA256_ABC } }));
+      assert.equal(await copy.reload(), 1);
+      assert.equal(await copy.check("lab", "abc"), "ok");
+      assert.equal(await auth.check("lab", "test"), "ok", "the original is its own copy");
+    });
+  });
+  await t.step("a digest of the wrong length is refused", () => {
+    const bad = { digests: new Map([["lab", new Uint8Array(31)]]), requireAuth: false };
+    assert.throws(() => AuthPolicy.fromSnapshot(bad), SyntaxError);
+  });
+});

@@ -19,6 +19,7 @@ import {
 } from "../../lib/relay/server.ts";
 import type { Page, PageRequest } from "../../lib/relay/directory.ts";
 import { ThreadedRelay } from "../../lib/threads/threaded_relay.ts";
+import type { AuthPolicy } from "../../lib/relay/auth.ts";
 
 /** A ThreadedRelay shaped like the RelayServer the suites were written for. */
 class ThreadedTestRelay implements AsyncDisposable {
@@ -35,8 +36,23 @@ class ThreadedTestRelay implements AsyncDisposable {
   get hostname(): string {
     return this.#relay.hostname;
   }
-  get auth(): undefined {
-    return undefined;
+  /** The relay's auth policy; its `reload()` reloads the file in every worker. */
+  get auth(): AuthPolicy | undefined {
+    const auth = this.#relay.auth;
+    if (auth === undefined) return undefined;
+    const relay = this.#relay;
+    const view: Pick<AuthPolicy, "size" | "requireAuth" | "owns" | "check" | "reload"> = {
+      get size() {
+        return auth.size;
+      },
+      get requireAuth() {
+        return auth.requireAuth;
+      },
+      owns: (name) => auth.owns(name),
+      check: (name, token) => auth.check(name, token),
+      reload: async () => (await relay.reload({ auth: true })) ?? auth.size,
+    };
+    return view as AuthPolicy;
   }
   stats() {
     return this.#relay.statsNow();
@@ -70,9 +86,6 @@ export const WHOLE =
 /** `serve(conn)` with an in-process connection object. */
 export const IN_MEMORY =
   "it hands the server in-memory connections, which cannot cross to a worker";
-/** `auth: AuthPolicy.fromDigests(…)`: the CLI's --auth-file is loaded by every worker instead. */
-export const AUTH =
-  "an in-memory auth policy cannot cross to a worker (--auth-file: serve_threads_test)";
 /** Presence from another worker comes as a message, after events of this worker may have. */
 export const PRESENCE =
   "a presence event from another worker can still be on its way when a later one from this worker is told";
@@ -87,9 +100,6 @@ export const BUDGET =
 export function useThreads(threads: number, skips: Skips): void {
   const listen = RelayServer.listen;
   RelayServer.listen = (options: RelayServerOptions = {}) => {
-    if (options.auth) {
-      return Promise.reject(new TypeError("An in-memory auth policy cannot cross to a worker"));
-    }
     void listen;
     return ThreadedRelay.listen({ ...options, threads })
       .then((relay) => new ThreadedTestRelay(relay) as unknown as RelayServer);

@@ -4,11 +4,10 @@
  * @module
  */
 
-import { AUTH, PRESENCE, useThreads } from "./_matrix.ts";
+import { PRESENCE, useThreads } from "./_matrix.ts";
 
 useThreads(4, {
   "watch reports who is online and then presence changes": PRESENCE,
-  "RegistrationError carries the relay's typed reason": AUTH,
 });
 
 await import("../client/client_test.ts");

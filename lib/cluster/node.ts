@@ -24,6 +24,7 @@ import { NatsTransport } from "./nats_transport.ts";
 import type { PairReceiver } from "./pair_receiver.ts";
 import type { FenceReason } from "./reasons.ts";
 import { ClusterStreams } from "./streams.ts";
+import { guardNatsSocketResets } from "./socket_guard.ts";
 
 /** Options of {@linkcode ClusterNode.start}. */
 export interface ClusterNodeOptions {
@@ -131,6 +132,7 @@ export class ClusterNode implements AsyncDisposable {
    * ```
    */
   static async start(options: ClusterNodeOptions): Promise<ClusterNode> {
+    guardNatsSocketResets(); // a refused connection's late reset would end the thread
     const nc = await connect({
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,

@@ -44,6 +44,10 @@ export interface NatsServerOptions {
   name?: string;
   /** Join a cluster: its name, this server's route port and every server's route URL. */
   cluster?: { name: string; port: number; routes: string[] };
+  /** A configuration file's text (`-c`): authorization, TLS; the flags above still apply. */
+  config?: string;
+  /** Options of the readiness check's connection (credentials, TLS), with `config`. */
+  connection?: Record<string, unknown>;
 }
 
 /** One nats-server process with JetStream, in its own temp dir. */
@@ -75,6 +79,10 @@ export class NatsServer implements AsyncDisposable {
       args.push("--cluster", `nats://127.0.0.1:${port}`, "--cluster_name", name);
       args.push("--routes", routes.join(","));
     }
+    if (options.config !== undefined) {
+      await Deno.writeTextFile(join(dir, "nats.conf"), options.config);
+      args.push("-c", join(dir, "nats.conf"));
+    }
     const process = new Deno.Command(NATS_SERVER, {
       args,
       stdin: "null",
@@ -87,7 +95,7 @@ export class NatsServer implements AsyncDisposable {
         const ports = await readPorts(dir);
         if (ports?.nats?.[0]) {
           const server = new NatsServer(process, dir, ports.nats[0], ports.cluster?.[0]);
-          await waitForClient(server.url, deadline);
+          await waitForClient(server.url, deadline, options.connection);
           return server;
         }
         const text = await log(dir);
@@ -275,10 +283,14 @@ async function readPorts(dir: string): Promise<{ nats?: string[]; cluster?: stri
   return null;
 }
 
-async function waitForClient(url: string, deadline: number): Promise<void> {
+async function waitForClient(
+  url: string,
+  deadline: number,
+  connection: Record<string, unknown> = {},
+): Promise<void> {
   for (;;) {
     try {
-      const nc = await connect({ servers: url, timeout: 1_000 });
+      const nc = await connect({ ...connection, servers: url, timeout: 1_000 });
       await nc.close();
       return;
     } catch (error) {

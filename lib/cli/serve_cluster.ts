@@ -10,12 +10,7 @@ import { UsageError } from "./flags.ts";
 import type { ClusterMesh } from "../cluster/mesh.ts";
 import { MAX_NODE_NAME_BYTES } from "../limits.ts";
 import { describeError } from "./common.ts";
-import {
-  type ClusterSettings,
-  joinCluster as join,
-  nodeNameRoom,
-  workerNodeName,
-} from "../cluster/join.ts";
+import { type ClusterSettings, joinCluster as join } from "../cluster/join.ts";
 
 export { ClusterJoinError, type ClusterSettings } from "../cluster/join.ts";
 
@@ -84,7 +79,7 @@ export function parseClusterUrls(label: string, text: string): string[] {
 
 /**
  * The default node name: the host name (letters, digits, `-`, `_` only) and a random suffix,
- * at most `room` bytes (less than the limit with `--threads`: room for `-w<i>`).
+ * at most `room` bytes.
  */
 export function defaultNodeName(room: number = MAX_NODE_NAME_BYTES): string {
   let host = "relay";
@@ -101,12 +96,12 @@ export function defaultNodeName(room: number = MAX_NODE_NAME_BYTES): string {
 }
 
 /**
- * Reads and checks the cluster flags; undefined without `--cluster`. With `threads` above 1,
- * each worker joins as `<node>-w<i>`, so the node name must leave room for that suffix.
+ * Reads and checks the cluster flags; undefined without `--cluster`. With `--threads N` the
+ * process is still one node of that name (its workers share it, lib/threads/cluster_mesh.ts).
  */
 export async function clusterSettings(
   flags: ParsedFlags,
-  threads = 1,
+  _threads = 1,
 ): Promise<ClusterSettings | undefined> {
   const cluster = flags.string("cluster");
   const others = ["node-name", "cluster-creds", "cluster-tls-ca"].filter((f) =>
@@ -117,20 +112,12 @@ export async function clusterSettings(
     return undefined;
   }
   const servers = parseClusterUrls(flags.label("cluster"), cluster);
-  const room = nodeNameRoom(threads);
-  const node = flags.string("node-name") ?? defaultNodeName(room);
+  const node = flags.string("node-name") ?? defaultNodeName();
   if (!NODE_NAME.test(node)) {
     throw new UsageError(
       `${flags.label("node-name")} ${
         JSON.stringify(node)
       }: use 1-${MAX_NODE_NAME_BYTES} letters, digits, - or _`,
-    );
-  }
-  if (node.length > room) {
-    throw new UsageError(
-      `${flags.label("node-name")} ${JSON.stringify(node)}: at most ${room} characters with ${
-        flags.label("threads")
-      } ${threads} (each worker joins as ${workerNodeName(node, threads - 1)})`,
     );
   }
   const read = async (flag: string): Promise<string | undefined> => {
@@ -162,8 +149,8 @@ export async function clusterSettings(
 }
 
 /**
- * Joins the cluster as one node (`--threads 1`); logs the join and every rejoin, retrying for
- * `CLUSTER_JOIN_TIMEOUT_MS` (lib/cluster/join.ts).
+ * Joins the cluster as one node (`--threads 1`; with more, worker 0 joins for the process);
+ * logs the join and every rejoin, retrying for `CLUSTER_JOIN_TIMEOUT_MS` (lib/cluster/join.ts).
  * @throws {ClusterJoinError} when the cluster could not be joined in that time
  */
 export function joinCluster(

@@ -1,8 +1,8 @@
 /**
  * Joining the cluster at start (`relay serve --cluster`): the settings the CLI checked, and a
  * join that is retried while NATS comes up. The NATS client is loaded here by a dynamic
- * `import()`, only when a cluster is joined. With `--threads N` every worker joins on its own,
- * as node `<node>-w<i>` (see {@linkcode workerNodeName}).
+ * `import()`, only when a cluster is joined. With `--threads N` the process is one node:
+ * worker 0 joins, for every worker (lib/threads/cluster_mesh.ts).
  * @module
  */
 
@@ -12,7 +12,6 @@ import {
   CLUSTER_JOIN_TIMEOUT_MS,
   LEASE_RENEW_MS,
   LEASE_TTL_MS,
-  MAX_NODE_NAME_BYTES,
   REJOIN_RETRY_MS,
 } from "../limits.ts";
 import { errorText } from "../util/async.ts";
@@ -29,21 +28,6 @@ export interface ClusterSettings {
   creds?: string;
   /** PEM CA certificate of the NATS servers (turns on TLS). */
   tlsCa?: string;
-}
-
-/**
- * The cluster node name of worker `index` of a process whose node is `node` (`--threads N`):
- * each worker is a node of its own, so names stay unique cluster-wide through the same claims.
- */
-export function workerNodeName(node: string, index: number): string {
-  return `${node}-w${index}`;
-}
-
-/** Bytes a node name may have so that every worker's name (`-w<i>`) still fits. */
-export function nodeNameRoom(threads: number): number {
-  return threads > 1
-    ? MAX_NODE_NAME_BYTES - workerNodeName("", threads - 1).length
-    : MAX_NODE_NAME_BYTES;
 }
 
 /** A failure to join the cluster at start: a runtime failure (exit 1), one line. */

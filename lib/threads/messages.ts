@@ -61,7 +61,7 @@ export interface StartMessage {
   gather: Record<number, MessagePort>;
   /** The HTTP side, served by worker 0 alone (`--http-port`). */
   web?: Omit<WebServerOptions, "relay">;
-  /** Cluster mode: the cluster this worker joins, with its own node name (`<node>-w<i>`). */
+  /** Cluster mode: the cluster and the process's node name (worker 0 joins it for all). */
   cluster?: ClusterSettings;
 }
 

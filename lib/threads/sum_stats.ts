@@ -8,9 +8,11 @@ import type { WorkerStats } from "./messages.ts";
 
 /**
  * The sum of the workers' counters, as one relay's: a message that crossed from one worker to
- * another is counted by both servers as delivered, and once here.
+ * another is counted by both servers as delivered, and once here. With `cluster`, the mesh is
+ * the process's one node: its name, the names on other nodes (the siblings' names are this
+ * node's), and the pairs in of every worker.
  */
-export function sumStats(workers: WorkerStats[], usedBytes: number): RelayStats {
+export function sumStats(workers: WorkerStats[], usedBytes: number, cluster = false): RelayStats {
   const all = workers.map((w) => w.relay);
   const out: RelayStats = {
     connections: 0,
@@ -44,6 +46,14 @@ export function sumStats(workers: WorkerStats[], usedBytes: number): RelayStats 
     out.messages -= crossed.messages;
     out.bytes -= crossed.bytes;
     crossed.messageSizes.forEach((n, i) => out.messageSizes[i] -= n);
+  }
+  const mesh = all[0]?.mesh;
+  if (cluster && mesh) {
+    const remoteNames = { ...mesh.remoteNames };
+    delete remoteNames[mesh.node];
+    let pairsIn = 0;
+    for (const s of all) pairsIn += s.mesh?.pairsIn ?? 0;
+    out.mesh = { node: mesh.node, remoteNames, pairsIn };
   }
   return out;
 }

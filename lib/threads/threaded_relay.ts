@@ -43,7 +43,7 @@ import { connectionGateBuffer } from "./connection_gate.ts";
 import { SharedIpLimits } from "./ip_table.ts";
 import { sleep } from "../util/async.ts";
 import type { AuthPolicy } from "../relay/auth.ts";
-import { type ClusterSettings, workerNodeName } from "../cluster/join.ts";
+import type { ClusterSettings } from "../cluster/join.ts";
 
 /**
  * Time a worker has to listen and say so: generous, because under `deno test` (which
@@ -74,9 +74,10 @@ export interface ThreadedRelayOptions extends Omit<RelayServerOptions, "sharedMe
    */
   auth?: AuthPolicy;
   /**
-   * Cluster mode (`--cluster` with `--threads N`): every worker joins the cluster as a node of
-   * its own, `<node>-w<i>`, so names are unique cluster-wide through the cluster's claims and a
-   * name on another worker is reached like one on another process (docs/CLUSTER.md, "Threads").
+   * Cluster mode (`--cluster` with `--threads N`): the process is one cluster node; worker 0
+   * joins it and the others reach the cluster through worker 0, while a name on another worker
+   * is reached through the rings as without a cluster (lib/threads/cluster_mesh.ts,
+   * docs/CLUSTER.md "Threads").
    */
   cluster?: ClusterSettings;
   /**
@@ -199,8 +200,7 @@ export class ThreadedRelay implements AsyncDisposable {
     const threads = options.threads;
     const nodes = Array.from({ length: threads }, (_, i) => workerNode(i));
     const peers = nodes.map(() => ({} as Record<string, MessagePort>));
-    // In cluster mode the workers reach each other through the cluster: no ports between them.
-    for (let i = 0; i < threads && !options.cluster; i++) {
+    for (let i = 0; i < threads; i++) {
       for (let j = i + 1; j < threads; j++) {
         const channel = new MessageChannel();
         peers[i][nodes[j]] = channel.port1;
@@ -259,7 +259,7 @@ export class ThreadedRelay implements AsyncDisposable {
         webBoxes: this.#webBoxes,
         gather: gather[i],
         web: i === 0 ? web : undefined,
-        cluster: cluster && { ...cluster, node: workerNodeName(cluster.node, i) },
+        cluster, // one node for the process: worker 0 joins, the others go through it
       };
       worker.postMessage(start, [...Object.values(peers[i]), ...Object.values(gather[i])]);
     }

@@ -102,28 +102,34 @@ async function start(message: StartMessage): Promise<void> {
     if (changes.length === 0) setTimeout(flushChanges, CHANGES_BATCH_MS);
     changes.push(change);
   };
-  // Cluster mode: this worker is a cluster node of its own (`<node>-w<i>`), joined before it
-  // listens, so no client registers a name the cluster has not seen; the other workers of the
-  // process are nodes like any other. Otherwise the workers share the name table.
-  let workers: WorkerMesh | undefined;
-  let mesh: Mesh;
+  // The workers share the name table in both modes. Cluster mode: the process is one cluster
+  // node (cluster_mesh.ts); worker 0 joins it and the others reach it through worker 0, each
+  // listening only once the node has joined, so no client registers a name the cluster has
+  // not seen.
+  const workers: WorkerMesh | undefined = new WorkerMesh({
+    index: message.index,
+    table: message.table,
+    peers: new Map(Object.entries(message.peers)),
+    hint,
+    maxMessageBytes: message.options.maxMessageBytes ?? Infinity,
+  });
+  let mesh: Mesh = workers;
   if (message.cluster) {
-    const { joinCluster } = await import("../cluster/join.ts");
+    const { joinThreadCluster } = await import("./cluster_mesh.ts");
     try {
-      mesh = await joinCluster(message.cluster, getLogger(["relay", "cluster"]));
+      mesh = await joinThreadCluster({
+        index: message.index,
+        settings: message.cluster,
+        workers,
+        gather: message.gather,
+        log: getLogger(["relay", "cluster"]),
+      });
     } catch (error) {
+      await workers.close();
       post({ type: "failed", error: errorText(error), code: "ClusterJoinError" });
       scope.close();
       return;
     }
-  } else {
-    mesh = workers = new WorkerMesh({
-      index: message.index,
-      table: message.table,
-      peers: new Map(Object.entries(message.peers)),
-      hint,
-      maxMessageBytes: message.options.maxMessageBytes ?? Infinity,
-    });
   }
   let server: RelayServer;
   try {
@@ -277,7 +283,7 @@ function startWeb(
       const all = [own(), ...others.map(({ box }) => readReply<WorkerStats>(box, deadline))];
       let used = 0;
       for (let at = 0; at < slots.length; at += 8) used += Number(Atomics.load(slots, at));
-      return sumStats(all, used);
+      return sumStats(all, used, message.cluster !== undefined);
     },
     names: (prefix, limit) => server.names(prefix, limit),
     namesPage: (request) => server.namesPage(request),

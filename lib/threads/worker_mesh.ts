@@ -179,6 +179,14 @@ export class WorkerMesh implements Mesh {
   open(node: string, key: string): MeshPair {
     const fast = this.#links.get(node)?.open(key, this.#table.generation);
     if (fast !== undefined) return fast;
+    return this.openStream(node, key);
+  }
+
+  /**
+   * Opens a pair to another worker on the stream layer, never the ring: its receiving worker
+   * gets the pair itself (cluster mode: worker 0 forwards it to another node, cluster_mesh.ts).
+   */
+  openStream(node: string, key: string): MeshPair {
     const pair = this.#streams.open(node, key);
     // Followed so that a shutdown can wait for data on its way between workers (`busy`).
     const send = pair.send.bind(pair);

@@ -1,30 +1,41 @@
 /**
- * Cluster mode with `--threads 2`, real processes: each worker joins the cluster as node
- * `<node>-w<i>`, so a name is unique over every worker of every process, messages reach names
- * on the other worker of the same process and on the other process, and a SIGKILLed process's
- * names (held by two worker nodes) are free within the lease.
+ * Cluster mode with `--threads 2`, real processes: each process is ONE cluster node (one join,
+ * one lease, `relay_node_info` and `/api/status` name it, its peers see it under that name),
+ * a name is unique over every worker of every process, a message between two workers of one
+ * process never touches NATS (a test subscriber on `relay.node.>` counts every packet between
+ * nodes), messages reach names on the other process from and to each worker, whole even when
+ * large, and a SIGKILLed process's names are free within the lease.
  */
 import assert from "node:assert/strict";
+import { connect } from "@nats-io/transport-node";
 import { RelayClient } from "../../lib/client/client.ts";
 import { LEASE_TTL_MS } from "../../lib/limits.ts";
 import { ServeProcess } from "../_helpers/relay.ts";
 import { NATS_SKIP, NatsServer } from "./_nats.ts";
-import { claimWhenFree, waitForNames } from "./_relays.ts";
+import { checkPattern, claimWhenFree, pattern, waitForNames } from "./_relays.ts";
 
 /** Connections tried before giving up on landing one on a given worker (1 in 2 does). */
 const MAX_PLACEMENT_TRIES = 40;
+/** Messages sent one at a time between the two workers of a process. */
+const SIBLING_MESSAGES = 50;
+/** A message larger than a NATS packet (1 MiB), so it crosses in several chunks. */
+const LARGE_BYTES = 1_500_000;
 
-function startThreaded(url: string, node: string): Promise<ServeProcess> {
-  return ServeProcess.start([
+async function startThreaded(url: string, node: string) {
+  const relay = await ServeProcess.start([
     "--cluster",
     url,
     "--node-name",
     node,
     "--threads",
     "2",
+    "--http-port",
+    "0",
     "--log-format",
     "json",
   ]);
+  const web = Number((await relay.waitLog(/Web status on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+  return { relay, web };
 }
 
 /** The worker that logged registering `name` (the JSON log lines carry the worker's index). */
@@ -53,23 +64,50 @@ async function onWorker(relay: ServeProcess, worker: number, prefix: string) {
   throw new Error(`No connection landed on worker ${worker}`);
 }
 
+interface Status {
+  mesh?: { node: string; remoteNames: Record<string, number>; pairsIn: number };
+}
+
+async function status(web: number): Promise<Status> {
+  const response = await fetch(`http://127.0.0.1:${web}/api/status`);
+  assert.equal(response.status, 200);
+  return await response.json();
+}
+
+/** Polls `/api/status` until `check` holds (at most `timeoutMs`), returns the last status. */
+async function statusWhen(web: number, check: (s: Status) => boolean, timeoutMs = 5_000) {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const s = await status(web);
+    if (check(s) || performance.now() > deadline) return s;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+const bytes = (s: string) => new TextEncoder().encode(s);
 
 Deno.test({
   name:
-    "cluster with --threads 2: every worker a node, one namespace, delivery across workers and processes",
+    "cluster with --threads 2: one node per process, sibling traffic off NATS, delivery across processes",
   ignore: NATS_SKIP !== undefined,
   async fn(t) {
     await using nats = await NatsServer.start();
-    await using p = await startThreaded(nats.url, "p");
-    const q = await startThreaded(nats.url, "q");
+    // Every packet between nodes, by subject (relay.node.<node>); leases and claims are on
+    // JetStream subjects, not these.
+    const spy = await connect({ servers: nats.url });
+    const packets = new Map<string, number>();
+    spy.subscribe("relay.node.>", {
+      callback: (_error, msg) => {
+        packets.set(msg.subject, (packets.get(msg.subject) ?? 0) + 1);
+      },
+    });
+    await spy.flush();
+    const total = () => [...packets.values()].reduce((a, b) => a + b, 0);
+    const { relay: p, web: pWeb } = await startThreaded(nats.url, "p");
+    await using _p = p;
+    const { relay: q, web: qWeb } = await startThreaded(nats.url, "q");
     await using _q = q;
-    for (const relay of [p, q]) {
-      for (const w of [0, 1]) await relay.waitLog(/Joined cluster as node (\S+)/, 10_000, w + 1);
-    }
-    assert.match(p.stderr, /Joined cluster as node p-w0/);
-    assert.match(p.stderr, /Joined cluster as node p-w1/);
-    assert.match(q.stderr, /Joined cluster as node q-w1/);
 
     const p0 = await onWorker(p, 0, "pzero");
     const p1 = await onWorker(p, 1, "pone");
@@ -81,21 +119,75 @@ Deno.test({
       await waitForNames(p.port, names);
       await waitForNames(q.port, names);
 
-      await t.step("delivery between the two workers of one process, both ways", async () => {
-        await p0.client.send(p1.name, new TextEncoder().encode("w0 to w1"));
-        const got = await p1.client.receive();
-        assert.equal(got?.from, p0.name);
-        assert.equal(text(got!.payload), "w0 to w1");
-        await p1.client.send(p0.name, new TextEncoder().encode("w1 to w0"));
-        assert.equal(text((await p0.client.receive())!.payload), "w1 to w0");
+      await t.step("each process joins once, as its node name", async () => {
+        for (const [relay, node] of [[p, "p"], [q, "q"]] as const) {
+          const joins = [...relay.stderr.matchAll(/Joined cluster as node (\S+?) /g)];
+          assert.deepEqual(joins.map((m) => m[1]), [node], relay.stderr);
+        }
+        const metrics = await (await fetch(`http://127.0.0.1:${pWeb}/metrics`)).text();
+        assert.match(metrics, /^relay_node_info\{node="p"\} 1$/m);
+        assert.equal(metrics.match(/^relay_node_info\{/gm)?.length, 1, metrics);
+        assert.equal((await status(pWeb)).mesh?.node, "p");
+        assert.equal((await status(qWeb)).mesh?.node, "q");
       });
 
-      await t.step("delivery across processes, to and from each worker", async () => {
-        for (const [from, to] of [[p0, q1], [q0, p1], [p1, q0], [q1, p0]]) {
-          await from.client.send(to.name, new TextEncoder().encode(`${from.name}>${to.name}`));
-          const got = await to.client.receive();
-          assert.equal(got?.from, from.name);
-          assert.equal(text(got!.payload), `${from.name}>${to.name}`);
+      await t.step(
+        "the other process's names under its one node, a sibling's not at all",
+        async () => {
+          // The probes of waitForNames come and go: wait until only the clients are left.
+          const two = (node: string) => (s: Status) =>
+            JSON.stringify(s.mesh?.remoteNames) === JSON.stringify({ [node]: 2 });
+          assert.deepEqual((await statusWhen(pWeb, two("q"))).mesh?.remoteNames, { q: 2 });
+          assert.deepEqual((await statusWhen(qWeb, two("p"))).mesh?.remoteNames, { p: 2 });
+        },
+      );
+
+      await t.step("who lists every name of every worker and node once", async () => {
+        for (const c of all) {
+          const listed = await c.client.who();
+          for (const name of names) {
+            assert.equal(listed.filter((n) => n === name).length, 1, `${name} in ${listed}`);
+          }
+        }
+      });
+
+      await t.step("messages between the two workers of one process never touch NATS", async () => {
+        assert.equal(total(), 0, JSON.stringify([...packets]));
+        for (let i = 0; i < SIBLING_MESSAGES; i++) {
+          await p0.client.send(p1.name, bytes(`w0 to w1 ${i}`));
+          const got = await p1.client.receive();
+          assert.equal(got?.from, p0.name);
+          assert.equal(text(got!.payload), `w0 to w1 ${i}`);
+          await q1.client.send(q0.name, bytes(`w1 to w0 ${i}`));
+          assert.equal(text((await q0.client.receive())!.payload), `w1 to w0 ${i}`);
+        }
+        await spy.flush();
+        assert.equal(total(), 0, JSON.stringify([...packets]));
+      });
+
+      await t.step(
+        "delivery across processes, to and from each worker, on node subjects",
+        async () => {
+          for (const [from, to] of [[p0, q1], [q0, p1], [p1, q0], [q1, p0], [p1, q1]]) {
+            await from.client.send(to.name, bytes(`${from.name}>${to.name}`));
+            const got = await to.client.receive();
+            assert.equal(got?.from, from.name);
+            assert.equal(text(got!.payload), `${from.name}>${to.name}`);
+          }
+          await spy.flush();
+          assert.ok(total() >= 5, JSON.stringify([...packets]));
+          assert.deepEqual([...packets.keys()].sort(), ["relay.node.p", "relay.node.q"]);
+        },
+      );
+
+      await t.step("a large message crosses whole, in order, between workers 1", async () => {
+        for (let seq = 0; seq < 3; seq++) {
+          await p1.client.send(q1.name, pattern(7, seq, LARGE_BYTES));
+        }
+        for (let seq = 0; seq < 3; seq++) {
+          const got = await q1.client.receive();
+          assert.equal(got?.payload.length, LARGE_BYTES);
+          assert.deepEqual(checkPattern(got!.payload), { tag: 7, seq });
         }
       });
 
@@ -112,33 +204,48 @@ Deno.test({
             }
           }
           // The holder is unharmed.
-          await q0.client.send(p1.name, new TextEncoder().encode("still here"));
+          await q0.client.send(p1.name, bytes("still here"));
           assert.equal(text((await p1.client.receive())!.payload), "still here");
         },
       );
 
       await t.step(
-        "SIGKILL of a process: its workers' names are free within the lease",
+        "a name let go on one worker is taken again in the process at once",
         async () => {
-          const killedAt = performance.now();
-          q.child.kill("SIGKILL");
-          await q.exited();
-          const [a, b] = await Promise.all([
-            claimWhenFree(p.port, q0.name, LEASE_TTL_MS + 5_000),
-            claimWhenFree(p.port, q1.name, LEASE_TTL_MS + 5_000),
-          ]);
-          await using _a = a.client;
-          await using _b = b.client;
-          const ms = performance.now() - killedAt;
-          console.log(`SIGKILL: both names free ${(ms / 1000).toFixed(1)} s after the kill`);
-          // The lease runs from the last renewal (at most 1 s before the kill).
-          assert.ok(ms <= LEASE_TTL_MS + 1_500, `names free in ${ms} ms`);
-          await p0.client.send(q1.name, new TextEncoder().encode("after"));
-          assert.equal(text((await b.client.receive())!.payload), "after");
+          for (let round = 0; round < 4; round++) {
+            const name = `handover${round}`;
+            const first = await RelayClient.connect({ port: p.port, name });
+            await first.close();
+            // The kernel puts the next connection on either worker; no lease time to wait.
+            const { client, ms } = await claimWhenFree(p.port, name, 2_000);
+            await using _again = client;
+            assert.ok(ms < 2_000, `${name} taken again after ${ms} ms`);
+            await q0.client.send(name, bytes("to the new holder"));
+            assert.equal(text((await client.receive())!.payload), "to the new holder");
+          }
         },
       );
+
+      await t.step("SIGKILL of a process: its names are free within the lease", async () => {
+        const killedAt = performance.now();
+        q.child.kill("SIGKILL");
+        await q.exited();
+        const [a, b] = await Promise.all([
+          claimWhenFree(p.port, q0.name, LEASE_TTL_MS + 5_000),
+          claimWhenFree(p.port, q1.name, LEASE_TTL_MS + 5_000),
+        ]);
+        await using _a = a.client;
+        await using _b = b.client;
+        const ms = performance.now() - killedAt;
+        console.log(`SIGKILL: both names free ${(ms / 1000).toFixed(1)} s after the kill`);
+        // The lease runs from the last renewal (at most 1 s before the kill).
+        assert.ok(ms <= LEASE_TTL_MS + 1_500, `names free in ${ms} ms`);
+        await p0.client.send(q1.name, bytes("after"));
+        assert.equal(text((await b.client.receive())!.payload), "after");
+      });
     } finally {
       for (const c of all) await c.client.close();
+      await spy.close();
     }
   },
 });

@@ -12,6 +12,9 @@
  *                              ◀──────────  claimed {id, result}
  * release {name}               ──────────▶  cluster.release(name)
  *                              ◀──────────  fenced {reason}   (the lease is gone: close clients)
+ * bye (its server has closed)  ──────────▶  worker 0 leaves the cluster once every worker said
+ *                                           it (or after a deadline), so no name of a worker
+ *                                           still closing is freed in the cluster under it
  * ```
  *
  * Data does not go through here: lib/threads/cluster_mesh.ts opens pairs (a stream pair to
@@ -28,7 +31,8 @@ import type { ClusterMesh } from "../cluster/mesh.ts";
 export type ToDoor =
   | { door: "hello" }
   | { door: "claim"; id: number; name: string }
-  | { door: "release"; name: string };
+  | { door: "release"; name: string }
+  | { door: "bye" };
 
 /** Messages from worker 0 to a worker. */
 export type FromDoor =
@@ -60,6 +64,9 @@ export class DoorServer {
   readonly #ports: MessagePort[] = [];
   /** The worker each name claimed (or being claimed) in the cluster is for. */
   readonly #owners = new Map<string, number>();
+  /** Workers that have not said bye yet. */
+  readonly #staying = new Set<number>();
+  readonly #allGone = Promise.withResolvers<void>();
   #closed = false;
 
   /**
@@ -70,6 +77,7 @@ export class DoorServer {
   constructor(cluster: ClusterMesh, asked: Record<number, MessagePort>) {
     this.#cluster = cluster;
     for (const [index, port] of Object.entries(asked)) {
+      this.#staying.add(Number(index));
       port.onmessage = (event: MessageEvent<{ door?: MessagePort }>) => {
         const door = event.data?.door;
         if (door instanceof MessagePort) this.#serve(Number(index), door);
@@ -128,8 +136,26 @@ export class DoorServer {
         case "release":
           this.release(worker, m.name);
           return;
+        case "bye":
+          this.#staying.delete(worker);
+          if (this.#staying.size === 0) this.#allGone.resolve();
+          return;
       }
     };
+  }
+
+  /**
+   * Resolves once every other worker said bye (its server closed), or after `timeoutMs` (a
+   * worker that died says nothing).
+   */
+  async othersGone(timeoutMs: number): Promise<void> {
+    if (this.#staying.size === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#allGone.promise,
+      new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Tells every worker that a name elsewhere came or went. */
@@ -264,6 +290,12 @@ export class DoorClient {
   /** Every name on other nodes, with its node. */
   remoteNames(): Iterable<[name: string, node: string]> {
     return this.#remote.entries();
+  }
+
+  /** Tells worker 0 this worker's server has closed, then stops (see {@linkcode close}). */
+  bye(): void {
+    this.#post({ door: "bye" });
+    this.close();
   }
 
   /** Stops; claims still waiting are answered `cluster_unavailable`. */

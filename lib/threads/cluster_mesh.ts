@@ -46,6 +46,13 @@ import { CLUSTER_JOIN_TIMEOUT_MS } from "../limits.ts";
  */
 const DOOR_OPEN_TIMEOUT_MS = CLUSTER_JOIN_TIMEOUT_MS + 10_000;
 
+/**
+ * How long worker 0, leaving, waits for the other workers' servers to have closed before it
+ * leaves the cluster: below the main thread's margin for a worker to stop after its grace
+ * (threaded_relay.ts, 5 s), since the workers close together.
+ */
+const DOOR_BYE_TIMEOUT_MS = 3_000;
+
 /** What {@linkcode joinThreadCluster} needs of a worker. */
 export interface ThreadClusterOptions {
   /** The worker's index: 0 joins the cluster. */
@@ -217,7 +224,7 @@ export class ThreadClusterMesh implements Mesh {
   #fromSibling(receiver: PairReceiver): void {
     const forward = parseForwardKey(receiver.key);
     if (forward === undefined) return this.#events?.pair(receiver);
-    if (!this.#cluster || this.#closing) return receiver.close("cluster_unavailable");
+    if (!this.#cluster) return receiver.close("cluster_unavailable");
     let out: MeshPair;
     try {
       out = this.#cluster.open(forward.node, forward.key);
@@ -231,7 +238,7 @@ export class ThreadClusterMesh implements Mesh {
   #fromNode(receiver: PairReceiver): void {
     const dest = receiver.key.slice(receiver.key.indexOf("|") + 1);
     const sibling = this.#workers.holder(dest);
-    if (sibling === undefined || this.#closing) return this.#events?.pair(receiver);
+    if (sibling === undefined) return this.#events?.pair(receiver);
     this.#bridge(receiver, this.#workers.open(sibling, receiver.key));
   }
 
@@ -263,11 +270,17 @@ export class ThreadClusterMesh implements Mesh {
     return this.#bridges > 0 || this.#workers.busy;
   }
 
-  /** Leaves: the siblings' pairs end, then (worker 0) the cluster; safe to call twice. */
+  /**
+   * Leaves (after the server closed): a worker other than 0 says bye to worker 0; worker 0
+   * waits for every bye (at most `DOOR_BYE_TIMEOUT_MS`), forwarding for them meanwhile, then
+   * ends the siblings' pairs and leaves the cluster, freeing the process's names there last.
+   * Safe to call twice.
+   */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#door?.bye();
+      await this.#doors?.othersGone(DOOR_BYE_TIMEOUT_MS);
       await this.#workers.close();
-      this.#door?.close();
       this.#doors?.close();
       await this.#cluster?.close();
     })();

@@ -4,7 +4,8 @@
  * a name is unique over every worker of every process, a message between two workers of one
  * process never touches NATS (a test subscriber on `relay.node.>` counts every packet between
  * nodes), messages reach names on the other process from and to each worker, whole even when
- * large, and a SIGKILLed process's names are free within the lease.
+ * large, a cleanly stopped process's names are free at once and a SIGKILLed one's within the
+ * lease.
  */
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
@@ -225,6 +226,27 @@ Deno.test({
           }
         },
       );
+
+      await t.step("a process stopped cleanly frees both workers' names at once", async () => {
+        const { relay: r } = await startThreaded(nats.url, "r");
+        await using _r = r;
+        const r0 = await onWorker(r, 0, "rzero");
+        const r1 = await onWorker(r, 1, "rone");
+        await waitForNames(p.port, [r0.name, r1.name]);
+        const stoppedAt = performance.now();
+        assert.equal(await r.stopWith("SIGTERM"), 0, r.stderr);
+        await r0.client.close();
+        await r1.client.close();
+        const [a, b] = await Promise.all([
+          claimWhenFree(p.port, r0.name, LEASE_TTL_MS),
+          claimWhenFree(p.port, r1.name, LEASE_TTL_MS),
+        ]);
+        await a.client.close();
+        await b.client.close();
+        const ms = performance.now() - stoppedAt;
+        // Released and the lease deleted on the way out: no lease time to wait.
+        assert.ok(ms < LEASE_TTL_MS / 2, `names free ${ms} ms after SIGTERM`);
+      });
 
       await t.step("SIGKILL of a process: its names are free within the lease", async () => {
         const killedAt = performance.now();

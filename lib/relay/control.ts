@@ -70,6 +70,11 @@ export interface ControlHubOptions {
   namesGeneration?: () => number;
   /** Whether a name is registered now. */
   isOnline: (name: string) => boolean;
+  /**
+   * Tells every presence event of changes made elsewhere so far (a mesh whose events come
+   * later, `Mesh.sync`): called before a pong and a watch reply, which follow those events.
+   */
+  sync?: () => void;
 }
 
 /** What every control session of one relay shares. */
@@ -90,6 +95,8 @@ export class ControlHub {
   readonly isOnline: (name: string) => boolean;
   /** Answers connections refused at accept. */
   readonly refuser: Refuser = new Refuser();
+  /** Tells the presence events of changes made elsewhere so far (see the options). */
+  readonly sync: () => void;
 
   /** @param options what to announce */
   constructor(options: ControlHubOptions) {
@@ -115,6 +122,7 @@ export class ControlHub {
     this.maxBufferBytes = options.maxBufferBytes;
     this.directory = new Directory(options.names, options.namesGeneration);
     this.isOnline = options.isOnline;
+    this.sync = options.sync ?? (() => {});
   }
 
   /** `name` was registered. */
@@ -508,6 +516,7 @@ export class ControlSession implements Watcher {
             return this.#error(id, "bad_request", (error as Error).message);
           }
         }
+        this.#hub.sync(); // the reply and the events after it tell one story
         if (!this.#hub.presence.watch(this, request.names)) {
           return this.#error(id, "too_many_watches", "Too many watched names");
         }
@@ -550,6 +559,7 @@ export class ControlSession implements Watcher {
   }
 
   #pong(id: RequestId | undefined): void {
+    this.#hub.sync(); // events of changes made before the ping come before its pong
     const dropped = this.#dropped;
     this.#dropped = 0;
     this.#send({ op: "pong", id, time: Date.now(), dropped });

@@ -89,6 +89,13 @@ export interface Mesh extends AsyncDisposable {
    * nor told twice. Absent: `holder` is used.
    */
   announced?(name: string): boolean;
+  /**
+   * Tells the listener every `changed` event for changes made anywhere so far, at once, in
+   * the order they were made; optional (the workers' shared presence log). The server calls it
+   * before a reply that must follow those events (a pong, a watch reply) and before it tells
+   * a name of its own going, so presence keeps one order across workers.
+   */
+  sync?(): void;
   /** Every name held on other nodes, with its node (for `who` and the status page). */
   remoteNames(): Iterable<[name: string, node: string]>;
   /** Sets who gets the events (one listener; set before the server accepts clients). */

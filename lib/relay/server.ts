@@ -323,6 +323,7 @@ export class RelayServer implements AsyncDisposable {
         (options.mesh !== undefined &&
           (options.mesh.announced?.(name) ?? options.mesh.holder(name) !== undefined)),
       namesGeneration: options.mesh && (() => options.mesh!.generation),
+      sync: options.mesh?.sync && (() => options.mesh!.sync!()),
     });
     const mesh = options.mesh;
     if (mesh) {
@@ -763,7 +764,8 @@ export class RelayServer implements AsyncDisposable {
       },
       count: (event, bytes) => this.#host.count(event, bytes),
       changed: (name, node) => {
-        if (this.#registry.get(name) !== undefined) return; // held here: local events count
+        // Held here (registered): local events count. One still claiming it is not yet.
+        if (this.#registry.get(name)?.name !== undefined) return;
         if (node === null) control.offline(name);
         else control.online(name);
       },
@@ -820,6 +822,7 @@ export class RelayServer implements AsyncDisposable {
       release: (name, conn) => {
         if (registry.get(name) !== conn) return;
         registry.release(name, conn);
+        mesh?.sync?.(); // what other workers changed before this goes first
         control.offline(name);
         if (mesh) {
           mesh.release(name);

@@ -41,6 +41,8 @@ export interface StartMessage {
   logLevel: string;
   /** The process's name table. */
   table: SharedArrayBuffer;
+  /** The process's presence log (presence_log.ts): every name change, in one order. */
+  presenceLog: SharedArrayBuffer;
   /** The process's memory budget slots. */
   budget: SharedArrayBuffer;
   /** The process's connection count (`--max-connections` for all workers together). */

@@ -19,6 +19,7 @@
 
 import { MAX_NAME_BYTES } from "../limits.ts";
 import { hashBytes, lock, unlock } from "./spin_lock.ts";
+import { PresenceLog } from "./presence_log.ts";
 
 const LOCK = 0;
 const GENERATION = 1;
@@ -56,11 +57,15 @@ export class NameTable {
   readonly #bytes: Uint8Array;
   readonly #slots: number;
   readonly #scratch = new Uint8Array(MAX_NAME_BYTES * 3 + 3);
+  /** Every change, in generation order, for the workers' presence events (presence_log.ts). */
+  readonly #log: PresenceLog | undefined;
 
   /**
    * @param buffer a buffer of {@linkcode nameTableBytes} bytes, zeroed when first shared
+   * @param log the process's presence log, written under this table's lock on every change
    */
-  constructor(buffer: SharedArrayBuffer) {
+  constructor(buffer: SharedArrayBuffer, log?: SharedArrayBuffer) {
+    this.#log = log && new PresenceLog(log);
     this.#words = new Int32Array(buffer);
     this.#bytes = new Uint8Array(buffer);
     this.#slots = (this.#words.length - HEADER_WORDS) / SLOT_WORDS;
@@ -84,6 +89,9 @@ export class NameTable {
    * are numbered 1, 2, 3… in the order they happened, over every thread.
    */
   lastChange = 0;
+
+  /** The presence log's sequence number of this view's last change (with a log). */
+  lastRecord = -1;
 
   /** Moves on every claim and release by any thread. */
   get generation(): number {
@@ -134,6 +142,7 @@ export class NameTable {
       this.#words[free + STATE] = USED;
       this.#words[LIVE]++;
       this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
+      if (this.#log) this.lastRecord = this.#log.append(this.lastChange, owner, this.#scratch, length);
       return true;
     } finally {
       unlock(this.#words, LOCK);
@@ -152,6 +161,7 @@ export class NameTable {
       this.#words[LIVE]--;
       this.#words[TOMBSTONES]++;
       this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
+      if (this.#log) this.lastRecord = this.#log.append(this.lastChange, -1, this.#scratch, length);
       return true;
     } finally {
       unlock(this.#words, LOCK);
@@ -161,17 +171,24 @@ export class NameTable {
   /** Frees every name of `owner` (a worker that stopped); returns the names freed. */
   releaseAll(owner: number): string[] {
     const freed: string[] = [];
+    const slots: number[] = [];
     lock(this.#words, LOCK);
     try {
       for (let i = 0; i < this.#slots; i++) {
         const at = HEADER_WORDS + i * SLOT_WORDS;
         if (this.#words[at + STATE] !== USED || this.#words[at + OWNER] !== owner) continue;
         freed.push(this.#nameAt(at));
+        slots.push(at);
         this.#words[at + STATE] = FREED;
         this.#words[LIVE]--;
         this.#words[TOMBSTONES]++;
       }
       if (freed.length > 0) this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
+      for (const at of this.#log ? slots : []) {
+        // A freed slot keeps its bytes until it is reused, which needs this lock.
+        const name = this.#bytes.subarray((at + SLOT_META_WORDS) * 4);
+        this.lastRecord = this.#log!.append(this.lastChange, -1, name, this.#words[at + LENGTH]);
+      }
     } finally {
       unlock(this.#words, LOCK);
     }
@@ -211,6 +228,47 @@ export class NameTable {
       unlock(this.#words, LOCK);
     }
     return out;
+  }
+
+  /** The presence log's head (records appended so far, mod 2^32), read without the lock. */
+  get logHead(): number {
+    return this.#log?.head ?? 0;
+  }
+
+  /**
+   * Copies presence-log records from `cursor` on into `out`, under the lock (at most `max`).
+   * @returns the number copied, or -1 when some were overwritten (see `PresenceLog.copy`)
+   * @throws {TypeError} when this view has no presence log
+   */
+  readLog(cursor: number, max: number, out: Uint8Array): number {
+    if (!this.#log) throw new TypeError("This name table has no presence log");
+    lock(this.#words, LOCK);
+    try {
+      return this.#log.copy(cursor, max, out);
+    } finally {
+      unlock(this.#words, LOCK);
+    }
+  }
+
+  /**
+   * Under one hold of the lock, the presence log's head and every name with its owner except
+   * `except`'s: where a presence reader that fell behind the log starts again.
+   */
+  logSnapshot(except: number): { head: number; entries: [name: string, owner: number][] } {
+    lock(this.#words, LOCK);
+    try {
+      const head = this.#log?.head ?? 0;
+      const entries: [string, number][] = [];
+      for (let i = 0; i < this.#slots; i++) {
+        const at = HEADER_WORDS + i * SLOT_WORDS;
+        if (this.#words[at + STATE] !== USED) continue;
+        const owner = this.#words[at + OWNER];
+        if (owner !== except) entries.push([this.#nameAt(at), owner]);
+      }
+      return { head, entries };
+    } finally {
+      unlock(this.#words, LOCK);
+    }
   }
 
   #encode(name: string): number {

@@ -34,6 +34,7 @@ import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
 import { sharedBudgetBuffer } from "../relay/memory_budget.ts";
 import type { FromWorker, StartMessage, WorkerServerOptions, WorkerStats } from "./messages.ts";
 import { NameTable } from "./name_table.ts";
+import { PresenceLog } from "./presence_log.ts";
 import { Directory, type Page, type PageRequest } from "../relay/directory.ts";
 import { workerNode } from "./worker_mesh.ts";
 import { clearReply, readReply, replyBox } from "./reply_box.ts";
@@ -225,6 +226,7 @@ export class ThreadedRelay implements AsyncDisposable {
       maxConnections, // counted for all workers together (SharedConnectionGate)
     };
     const connections = connectionGateBuffer();
+    const presenceLog = PresenceLog.create().buffer;
     // Only when a per-IP limit is on (the wrong-token one is, with an auth file): ~12 MiB.
     const perIp = (options.maxConnectionsPerIp ?? 0) > 0 || options.registerRate !== undefined ||
       authFile !== undefined || auth !== undefined;
@@ -251,6 +253,7 @@ export class ThreadedRelay implements AsyncDisposable {
         authPolicy: authFile ? undefined : auth?.snapshot(),
         logLevel: logLevel ?? "info",
         table: this.#table.buffer,
+        presenceLog,
         budget,
         connections,
         ipTable,

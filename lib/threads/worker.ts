@@ -109,6 +109,7 @@ async function start(message: StartMessage): Promise<void> {
   const workers: WorkerMesh | undefined = new WorkerMesh({
     index: message.index,
     table: message.table,
+    presenceLog: message.presenceLog,
     peers: new Map(Object.entries(message.peers)),
     hint,
     maxMessageBytes: message.options.maxMessageBytes ?? Infinity,

@@ -10,8 +10,9 @@
  * route    links["w2"].open(key) ─ ring w1→w2 (records, one doorbell a task) ─▶ w2's outboxes
  *          (before w2's ring is here, or with every pair id in use: streams.open("w2", key)
  *           ─ WorkerTransport (ArrayBuffers, one message a task) ─▶ w2, as between nodes)
- * changed  {generation, name, owner} from the main thread → in generation order →
- *          events.changed(name, node)
+ * changed  presence log (presence_log.ts, appended under the table's lock) read in order at
+ *          each claim, release, sync() and doorbell (a change message from the main thread)
+ *          → events.changed(name, node)
  * ```
  *
  * Why a ring and not the cluster's stream layer: between workers nothing is lost or reordered
@@ -23,10 +24,13 @@
  * shared memory that the receiving worker sets while the receiver is over its share. The
  * stream path stays for the moments the ring cannot serve (startup, pair ids used up).
  *
- * Changes from different workers reach this one by different paths, so they may arrive out of
- * order; each carries the table generation it made, and they are told to the listener strictly
- * in that order (a change that arrives early waits for the ones before it), so presence events
- * follow the order in which names really changed hands.
+ * Changes from different workers are told to the listener in the one order of the shared
+ * presence log, the order in which names really changed hands; the change messages through the
+ * main thread are only a doorbell. The log is read before this worker's own change is told
+ * (claim, release) and whenever the server calls `sync()` (before a pong or a watch reply),
+ * so no event of this worker is told before an earlier one of another worker, and a pong
+ * follows every change made before its ping. A worker that fell more than the log's length
+ * behind resyncs from the table and tells the difference.
  * @module
  */
 
@@ -39,6 +43,10 @@ import type { NameChange } from "./messages.ts";
 import { MESSAGE_SIZE_BUCKETS_BYTES } from "../relay/server.ts";
 import { RingLink, type RingLinkBuffers } from "./ring_link.ts";
 import { RingInbox } from "./ring_inbox.ts";
+import { PRESENCE_RECORD_BYTES, readRecord } from "./presence_log.ts";
+
+/** Presence-log records copied out per hold of the table's lock (68 KiB). */
+const PRESENCE_BATCH_RECORDS = 256;
 
 /**
  * Messages this worker took from pairs of other workers. The sending server counts them as
@@ -71,6 +79,8 @@ export interface WorkerMeshOptions {
   peers: Map<string, MessagePort>;
   /** Posts a change of a name here (to the main thread, which tells the other workers). */
   hint(change: NameChange): void;
+  /** The process's presence log (presence_log.ts), written with the name table. */
+  presenceLog: SharedArrayBuffer;
   /** Largest message between workers (the relay's message limit). */
   maxMessageBytes: number;
 }
@@ -84,10 +94,10 @@ export class WorkerMesh implements Mesh {
   readonly #transport: WorkerTransport;
   readonly #streams: ClusterStreams;
   readonly #hint: (change: NameChange) => void;
-  /** The generation of the next change to tell the listener. */
-  #next: number;
-  /** Changes that arrived before those numbered below them (empty: a change made here). */
-  readonly #early = new Map<number, NameChange[]>();
+  /** The presence log's sequence number of the next change to tell the listener. */
+  #cursor: number;
+  /** Presence-log records copied out under the table's lock, decoded after. */
+  readonly #records = new Uint8Array(PRESENCE_RECORD_BYTES * PRESENCE_BATCH_RECORDS);
   /** Names held by other workers as last told to the listener. */
   readonly #known = new Map<string, string>();
   #events: MeshEvents | undefined;
@@ -112,9 +122,10 @@ export class WorkerMesh implements Mesh {
   constructor(options: WorkerMeshOptions) {
     this.#index = options.index;
     this.node = workerNode(options.index);
-    this.#table = new NameTable(options.table);
+    this.#table = new NameTable(options.table, options.presenceLog);
     this.#hint = options.hint;
-    this.#next = this.#table.generation + 1; // earlier changes are in the table already
+    // Earlier changes are in the table already (no listener yet: nothing is told).
+    this.#cursor = this.#resync();
     this.#transport = new WorkerTransport(this.node, options.peers);
     this.#streams = new ClusterStreams(this.#transport, {
       maxMessageBytes: options.maxMessageBytes,
@@ -243,36 +254,69 @@ export class WorkerMesh implements Mesh {
     this.#events = events;
   }
 
-  /** Changes made by other workers, in any order: told to the listener in generation order. */
-  changed(changes: readonly NameChange[]): void {
-    for (const change of changes) {
-      if (change.generation < this.#next) continue; // from before this worker started
-      const list = this.#early.get(change.generation);
-      if (list) list.push(change);
-      else this.#early.set(change.generation, [change]);
-    }
-    this.#drain();
+  /**
+   * Changes made by other workers (the main thread's doorbell): the presence log is read, and
+   * its changes told in its order (the messages' own order does not count).
+   */
+  changed(_changes: readonly NameChange[]): void {
+    this.sync();
   }
 
-  /** A change made here: told to the others, and counted in this worker's order. */
+  /**
+   * Tells the listener every change made anywhere so far, in the order they were made: called
+   * before a reply that must follow them (a pong, a watch reply) and before a change of this
+   * worker's own is told.
+   */
+  sync(): void {
+    this.#follow(Infinity);
+  }
+
+  /** A change made here: told to the others; the log is read up to it (not past it). */
   #made(changes: NameChange[]): void {
     for (const change of changes) this.#hint(change);
-    if (changes.length > 0) this.#early.set(changes[0].generation, []);
-    this.#drain();
+    if (changes.length > 0) this.#follow(((this.#table.lastRecord + 1 - this.#cursor) >>> 0));
   }
 
-  #drain(): void {
-    for (let list = this.#early.get(this.#next); list; list = this.#early.get(this.#next)) {
-      this.#early.delete(this.#next++);
-      for (const { name, owner } of list) {
-        const node = owner < 0 || owner === this.#index ? null : workerNode(owner);
-        const before = this.#known.get(name) ?? null;
-        if (node === before) continue;
-        if (node === null) this.#known.delete(name);
-        else this.#known.set(name, node);
-        this.#events?.changed(name, node);
+  /** Tells the next `max` changes of the log (all there are, at most). */
+  #follow(max: number): void {
+    const out = this.#records;
+    while (max > 0 && this.#table.logHead !== this.#cursor) {
+      const n = this.#table.readLog(this.#cursor, max, out);
+      if (n < 0) {
+        this.#cursor = this.#resync();
+        return;
+      }
+      if (n === 0) return;
+      this.#cursor = (this.#cursor + n) >>> 0;
+      max -= n;
+      for (let i = 0; i < n; i++) {
+        const { name, owner } = readRecord(out, i);
+        this.#tell(name, owner < 0 || owner === this.#index ? null : workerNode(owner));
       }
     }
+  }
+
+  /** Tells the listener `name` is now on `node` (null: not on another worker), if news. */
+  #tell(name: string, node: string | null): void {
+    const before = this.#known.get(name) ?? null;
+    if (node === before) return;
+    if (before !== null && node !== null) this.#tell(name, null); // moved: gone, then back
+    if (node === null) this.#known.delete(name);
+    else this.#known.set(name, node);
+    this.#events?.changed(name, node);
+  }
+
+  /**
+   * Starts again from the table (this worker fell more than the log's length behind, or has
+   * just started): tells the listener the difference from what it was told.
+   * @returns the log's head at the snapshot
+   */
+  #resync(): number {
+    const { head, entries } = this.#table.logSnapshot(this.#index);
+    const now = new Map(entries.map(([name, owner]) => [name, workerNode(owner)]));
+    for (const name of [...this.#known.keys()]) if (!now.has(name)) this.#tell(name, null);
+    for (const [name, node] of now) this.#tell(name, node);
+    return head;
   }
 
   /** Pairs open in each direction (for tests and stats). */

@@ -4,11 +4,9 @@
  * @module
  */
 
-import { PRESENCE, useThreads } from "./_matrix.ts";
+import { useThreads } from "./_matrix.ts";
 
-useThreads(4, {
-  "watch reports who is online and then presence changes": PRESENCE,
-});
+useThreads(4, {});
 
 await import("../client/client_test.ts");
 await import("../client/control_test.ts");

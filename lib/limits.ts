@@ -138,6 +138,43 @@ export const TUNNEL_MAX_RETIRED_SESSIONS = 16;
  */
 export const TUNNEL_LINK_BUFFER_BYTES = 1024 * 1024;
 
+// Threads (`relay serve --threads N`, lib/threads/memory_plan.ts): how --max-memory covers the
+// memory between workers.
+
+/**
+ * Largest ring between two workers (one per ordered pair): 1 MiB holds 13 k messages of 64 B or
+ * 15 of 64 KiB, enough to keep a busy pair moving; there are N·(N−1) rings, so not more.
+ */
+export const MAX_RING_BYTES = 1024 * 1024;
+
+/**
+ * Smallest ring between two workers: still 1,000 messages of 64 B, and records of 32 KiB (half
+ * a ring), so a large message crosses in pieces of that size.
+ */
+export const MIN_RING_BYTES = 64 * 1024;
+
+/**
+ * Share of --max-memory the rings between workers are sized to (each ring the largest power of
+ * two that fits, within MIN_RING_BYTES … MAX_RING_BYTES): the rings are memory whether used or
+ * not, so they are set aside from the budget at start; an eighth leaves the queues the rest
+ * (256 MiB: 1 MiB rings up to 5 threads, 128 KiB at 16).
+ */
+export const RING_BUDGET_SHARE = 1 / 8;
+
+/**
+ * Most of --max-memory the rings may take at their smallest before a start is refused (the
+ * queues would get less than the other half).
+ */
+export const MAX_RING_BUDGET_SHARE = 1 / 2;
+
+/**
+ * Credit window of a stream-layer pair between two workers (the path for a pair opened before
+ * the other worker's ring is here, or with every ring pair id in use): its chunks are charged to
+ * --max-memory while they wait here, and a pair can pass the budget by at most one window, as a
+ * sender by one read (`MAX_READ_BYTES`).
+ */
+export const WORKER_PAIR_WINDOW_BYTES = 256 * 1024;
+
 // Cluster mode (lib/cluster/, docs/CLUSTER.md) and the mesh seam (lib/relay/mesh.ts).
 
 /**

@@ -10,6 +10,8 @@ import { getLogger } from "@logtape/logtape";
 import type { TlsCertificate } from "../relay/server.ts";
 import { ThreadedRelay, type ThreadedRelayOptions } from "../threads/threaded_relay.ts";
 import { ClusterJoinError } from "../cluster/join.ts";
+import { MemoryPlanError } from "../threads/memory_plan.ts";
+import { UsageError } from "./flags.ts";
 
 /** What `relay serve` has parsed and checked before it starts the threads. */
 export interface ThreadedServe {
@@ -34,6 +36,8 @@ export async function serveThreaded(serve: ThreadedServe): Promise<number> {
   try {
     started = await ThreadedRelay.listen(serve.options);
   } catch (error) {
+    // --max-memory too small for the rings between the threads: bad usage, exit 2.
+    if (error instanceof MemoryPlanError) throw new UsageError(error.message);
     // A worker that could not join the cluster: its one-line reason, exit 1.
     if ((error as { cluster?: boolean }).cluster) {
       throw new ClusterJoinError((error as Error).message);

@@ -34,6 +34,17 @@
  * {@linkcode PUBLISH_STEP_BYTES}, reading the others' slots at the same moment. `usedBytes`
  * is its own total plus the others' last published totals, so the process as a whole passes
  * the budget by at most about two steps per worker on top of the read buffers above.
+ *
+ * At N workers the budget covers the whole process's relay memory, not only the queues:
+ *
+ * ```
+ * budget = reserved (the rings between workers: fixed, set aside at start, lib/threads/memory_plan.ts)
+ *        + used     (queues and pinned read buffers, per worker: slots 0 … N−1
+ *                    + held outside the queues, per worker: slots N … 2N−1, a HeldMeter:
+ *                      ring records held aside for a blocked receiver, stream-layer chunks
+ *                      from another worker not yet queued)
+ * senders wait as above, with budget − reserved in place of the budget
+ * ```
  * @module
  */
 
@@ -50,16 +61,33 @@ export const PUBLISH_STEP_BYTES = 64 * 1024;
 
 /** The slots through which the workers of one process share one budget. */
 export interface SharedBudget {
-  /** One BigInt64 slot per worker (`sharedBudgetBuffer`). */
+  /** Two BigInt64 slots per worker (`sharedBudgetBuffer`). */
   buffer: SharedArrayBuffer;
-  /** This worker's slot. */
+  /** This worker's index (its slots are `slot` and `workers + slot`). */
   slot: number;
+  /**
+   * Bytes of the budget set aside at start for memory the workers hold whether it is used or
+   * not (the rings between them): the queues share what is left.
+   * @default {0}
+   */
+  reservedBytes?: number;
 }
 
-/** A buffer of slots for `workers` workers sharing one budget. */
+/**
+ * A buffer of slots for `workers` workers sharing one budget: per worker one for its queues
+ * ({@linkcode MemoryBudget}) and one for what it holds outside them ({@linkcode HeldMeter}).
+ */
 export function sharedBudgetBuffer(workers: number): SharedArrayBuffer {
   // One 64-byte cache line per slot, so a worker's publish does not slow the others' reads.
-  return new SharedArrayBuffer(workers * 64);
+  return new SharedArrayBuffer(2 * workers * 64);
+}
+
+/** Bytes in use over every slot of a {@linkcode sharedBudgetBuffer} (the whole process). */
+export function sharedUsedBytes(buffer: SharedArrayBuffer): number {
+  const slots = new BigInt64Array(buffer);
+  let used = 0;
+  for (let at = 0; at < slots.length; at += SLOT_STRIDE) used += Number(Atomics.load(slots, at));
+  return used;
 }
 
 /** Words of a BigInt64Array between two slots (one cache line). */
@@ -70,6 +98,43 @@ class IpGroup {
   usedBytes = 0;
   receivers = 0;
   constructor(readonly key: string) {}
+}
+
+/**
+ * What one worker holds for its receivers outside their queues, charged to the shared budget
+ * (its second slot, read by every worker's {@linkcode MemoryBudget} with the others'): ring
+ * records held aside for a receiver over its share, and chunks of the stream layer between
+ * workers not yet queued. Published every {@linkcode PUBLISH_STEP_BYTES} and when back at 0.
+ */
+export class HeldMeter {
+  #bytes = 0;
+  #published = 0;
+  readonly #slots: BigInt64Array;
+  readonly #at: number;
+
+  /** @param shared the worker's slots (the second of its two) */
+  constructor(shared: SharedBudget) {
+    this.#slots = new BigInt64Array(shared.buffer);
+    const workers = this.#slots.length / SLOT_STRIDE / 2;
+    this.#at = (workers + shared.slot) * SLOT_STRIDE;
+  }
+
+  /** Bytes held now. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Adds `bytes` (negative: gives them back). */
+  add(bytes: number): void {
+    this.#bytes += bytes;
+    if (
+      Math.abs(this.#bytes - this.#published) >= PUBLISH_STEP_BYTES ||
+      (this.#bytes === 0 && this.#published !== 0)
+    ) {
+      this.#published = this.#bytes;
+      Atomics.store(this.#slots, this.#at, BigInt(this.#bytes));
+    }
+  }
 }
 
 /** Options of a {@linkcode MemoryBudget}. */
@@ -91,6 +156,10 @@ export interface MemoryBudgetOptions {
 export class MemoryBudget implements SlackMeter {
   /** Bytes all receivers may hold together; 0 when there is no global budget. */
   readonly budgetBytes: number;
+  /** The part of `budgetBytes` set aside at start (`SharedBudget.reservedBytes`). */
+  readonly reservedBytes: number;
+  /** `budgetBytes − reservedBytes`: what queues and held bytes share. */
+  readonly poolBytes: number;
   /** Bytes held now by this worker's receivers. */
   #local = 0;
   /** The other workers' totals as last read (0 without a shared budget). */
@@ -105,6 +174,13 @@ export class MemoryBudget implements SlackMeter {
 
   constructor(options: MemoryBudgetOptions) {
     this.budgetBytes = options.budgetBytes;
+    this.reservedBytes = options.budgetBytes > 0 ? options.shared?.reservedBytes ?? 0 : 0;
+    this.poolBytes = this.budgetBytes - this.reservedBytes;
+    if (this.budgetBytes > 0 && this.poolBytes <= 0) {
+      throw new RangeError(
+        `Memory budget of ${this.budgetBytes} bytes has nothing left after ${this.reservedBytes} set aside`,
+      );
+    }
     this.#maxPerReceiver = options.maxPerReceiverBytes;
     this.#guaranteed = Math.min(
       options.guaranteedBytes ?? GUARANTEED_QUEUE_BYTES,
@@ -114,7 +190,10 @@ export class MemoryBudget implements SlackMeter {
     this.#slot = (options.shared?.slot ?? 0) * SLOT_STRIDE;
   }
 
-  /** Bytes held now, over all receivers (of every worker, with a shared budget). */
+  /**
+   * Bytes held now, over all receivers (of every worker, with a shared budget, and what the
+   * workers hold outside the queues); the reserved part is not in it.
+   */
   get usedBytes(): number {
     return this.#local + this.#others;
   }
@@ -220,8 +299,8 @@ export class ReceiverShare implements QueueShare {
   full(queuedBytes: number): boolean {
     if (queuedBytes <= 0) return false;
     const budget = this.#budget;
-    const total = budget.budgetBytes;
-    if (total === 0) return queuedBytes > this.#max;
+    const total = budget.poolBytes;
+    if (budget.budgetBytes === 0) return queuedBytes > this.#max;
     if (budget.usedBytes >= total) return true;
     if (queuedBytes <= this.#guaranteed) return false;
     return queuedBytes > this.#max || this.#group.usedBytes > total - budget.usedBytes;

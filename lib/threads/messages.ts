@@ -45,6 +45,10 @@ export interface StartMessage {
   presenceLog: SharedArrayBuffer;
   /** The process's memory budget slots. */
   budget: SharedArrayBuffer;
+  /** Bytes of the budget set aside for the rings between workers (memory_plan.ts). */
+  reservedBytes: number;
+  /** Capacity of each ring into this worker (memory_plan.ts). */
+  ringBytes: number;
   /** The process's connection count (`--max-connections` for all workers together). */
   connections: SharedArrayBuffer;
   /** The process's per-IP counts (see `ip_table.ts`), so per-IP limits hold for all workers. */

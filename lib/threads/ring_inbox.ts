@@ -44,9 +44,9 @@ const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
 
 /**
- * Bytes of each ring into a worker: the most a worker's senders can have on the way to one
- * other worker (1 MiB holds 13 k messages of 64 B, or 15 of 64 KiB; at 16 workers that is
- * 240 rings, 240 MiB, which is why it is not larger).
+ * Bytes of each ring into a worker when not sized from the memory budget: the most a worker's
+ * senders can have on the way to one other worker (1 MiB holds 13 k messages of 64 B, or 15 of
+ * 64 KiB). `relay serve --threads N` sizes them from `--max-memory` (lib/threads/memory_plan.ts).
  */
 export const RING_CAPACITY_BYTES = 1 << 20;
 
@@ -62,6 +62,11 @@ export interface RingInboxHost {
    * for the process, when it routed it.
    */
   gone(bytes: number): void;
+  /**
+   * Charges `bytes` held aside for a blocked receiver to the memory budget (negative: gives
+   * them back).
+   */
+  hold?(bytes: number): void;
 }
 
 /** One pair bound to a local connection. */
@@ -71,6 +76,8 @@ class Binding {
   closed = false;
   /** Records that came while blocked (written before the senders saw the cell), copied. */
   held: { tag: number; aux: number; bytes: Uint8Array }[] = [];
+  /** Bytes of `held` as last charged to the budget. */
+  heldBytes = 0;
   constructor(
     readonly slots: (Binding | undefined)[],
     readonly cells: Int32Array,
@@ -115,15 +122,21 @@ export class RingInbox {
   #closed = false;
   #running: Promise<void> | undefined;
 
-  /** @param host the worker */
-  constructor(host: RingInboxHost) {
+  readonly #ringBytes: number;
+
+  /**
+   * @param host the worker
+   * @param ringBytes capacity of each ring into this worker (a power of two)
+   */
+  constructor(host: RingInboxHost, ringBytes: number = RING_CAPACITY_BYTES) {
     this.#host = host;
+    this.#ringBytes = ringBytes;
   }
 
   /** Makes the ring from worker `from` (to hand to it) and starts reading it. */
   ringFrom(from: string): RingLinkBuffers {
     const buffers: RingLinkBuffers = {
-      ring: createRing(RING_CAPACITY_BYTES),
+      ring: createRing(this.#ringBytes),
       cells: new SharedArrayBuffer(MAX_RING_PAIRS * 4),
       bell: this.#bell,
     };
@@ -223,6 +236,8 @@ export class RingInbox {
       // Kept aside, not queued: the receiver's queue stays within its share, and the ring
       // keeps moving for the others (at most what its senders wrote before they saw the cell).
       b.held.push({ tag, aux, bytes: payload.slice() });
+      b.heldBytes += payload.length;
+      this.#host.hold?.(payload.length);
       return;
     }
     this.#deliver(b, conn, tag, aux, payload);
@@ -292,12 +307,21 @@ export class RingInbox {
       this.#deliver(b, conn, tag, aux, bytes);
     }
     b.held.splice(0, i);
+    this.#recharge(b);
     if (b.held.length > 0 || outbox.overBudget(b)) {
       outbox.waitForRoom(b).then(() => this.#resume(b));
       return;
     }
     b.blocked = false;
     if (b.move(CELL_BLOCKED, CELL_OPEN)) Atomics.notify(b.cells, b.id);
+  }
+
+  /** Charges the budget for what `b` holds aside now (after records left `held`). */
+  #recharge(b: Binding): void {
+    let bytes = 0;
+    for (const record of b.held) bytes += record.bytes.length;
+    if (bytes !== b.heldBytes) this.#host.hold?.(bytes - b.heldBytes);
+    b.heldBytes = bytes;
   }
 
   /** Lets go of a pair; `cell` ≥ 0: the state its senders see (CLOSED), −1: leave it. */
@@ -310,6 +334,7 @@ export class RingInbox {
     }
     for (const { tag, aux } of b.held) if (tag & REC_LAST) this.#host.gone(aux);
     b.held = [];
+    this.#recharge(b);
     const frame = b.frame;
     b.frame = undefined;
     const conn = b.conn;

@@ -31,7 +31,8 @@ import {
   MAX_WHO_LIMIT,
 } from "../limits.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
-import { sharedBudgetBuffer } from "../relay/memory_budget.ts";
+import { sharedBudgetBuffer, sharedUsedBytes } from "../relay/memory_budget.ts";
+import { type MemoryPlan, planMemory } from "./memory_plan.ts";
 import type { FromWorker, StartMessage, WorkerServerOptions, WorkerStats } from "./messages.ts";
 import { NameTable } from "./name_table.ts";
 import { PresenceLog } from "./presence_log.ts";
@@ -119,6 +120,8 @@ export class ThreadedRelay implements AsyncDisposable {
   readonly #table: NameTable;
   readonly #budget: BigInt64Array;
   readonly #budgetBytes: number;
+  /** The rings' size and the part of the budget set aside for them. */
+  #plan: MemoryPlan = { rings: 0, ringBytes: 0, reservedBytes: 0 };
   readonly #graceMs: number;
   readonly #auth: AuthPolicy | undefined;
   readonly #log: Logger = getLogger(["relay", "threads"]);
@@ -152,6 +155,8 @@ export class ThreadedRelay implements AsyncDisposable {
    * Starts `threads` workers on `hostname:port` (and `tlsPort`), resolved to a free port first
    * when it is 0.
    * @throws {RangeError} when `threads` is not a positive integer
+   * @throws {MemoryPlanError} when `maxMemoryBytes` cannot hold the rings between the workers
+   *   (memory_plan.ts)
    * @throws {Deno.errors.AddrInUse} and other listen errors, from the main thread's check or
    *   from a worker
    */
@@ -160,12 +165,15 @@ export class ThreadedRelay implements AsyncDisposable {
     if (!Number.isInteger(threads) || threads < 1) {
       throw new RangeError(`Invalid threads: ${threads}`);
     }
+    // The rings between workers are sized from the budget and set aside from it.
+    const plan = planMemory(options.maxMemoryBytes ?? MAX_MEMORY_BYTES, threads);
     const hostname = options.hostname ?? "0.0.0.0";
     const ports = choosePorts(hostname, options);
     const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
     const table = NameTable.create(maxConnections);
     const budget = sharedBudgetBuffer(threads);
     const relay = new ThreadedRelay(options, ports, table, budget);
+    relay.#plan = plan;
     try {
       await relay.#start(options, ports, budget, maxConnections);
     } catch (error) {
@@ -188,6 +196,12 @@ export class ThreadedRelay implements AsyncDisposable {
       if (ports.tlsPort !== undefined) {
         announce.info("Listening on {hostname}:{port} (TLS)", { hostname, port: ports.tlsPort });
       }
+    }
+    if (plan.reservedBytes > 0) {
+      relay.#log.info(
+        "Memory budget: {reservedBytes} bytes of {budgetBytes} set aside for {rings} rings of {ringBytes} bytes between the threads",
+        { ...plan, budgetBytes: relay.#budgetBytes },
+      );
     }
     return relay;
   }
@@ -255,6 +269,8 @@ export class ThreadedRelay implements AsyncDisposable {
         table: this.#table.buffer,
         presenceLog,
         budget,
+        reservedBytes: this.#plan.reservedBytes,
+        ringBytes: this.#plan.ringBytes,
         connections,
         ipTable,
         peers: peers[i],
@@ -398,13 +414,12 @@ export class ThreadedRelay implements AsyncDisposable {
     return { ...sumStats(workers, this.memoryUsedBytes()), workers };
   }
 
-  /** Bytes held for receivers over every worker, as last published to the shared slots. */
+  /**
+   * Bytes held for receivers over every worker (queued, and held outside the queues), as last
+   * published to the shared slots; the rings' reserved part is not in it.
+   */
   memoryUsedBytes(): number {
-    let used = 0;
-    for (let at = 0; at < this.#budget.length; at += 8) {
-      used += Number(Atomics.load(this.#budget, at));
-    }
-    return used;
+    return sharedUsedBytes(this.#budget.buffer as SharedArrayBuffer);
   }
 
   /**
@@ -419,6 +434,14 @@ export class ThreadedRelay implements AsyncDisposable {
   /** The memory budget of the whole process (0: none). */
   get memoryBudgetBytes(): number {
     return this.#budgetBytes;
+  }
+
+  /**
+   * The rings between the workers: how many, each one's capacity, and the bytes of the memory
+   * budget set aside for them at start (the queues share the rest).
+   */
+  get memoryPlan(): MemoryPlan {
+    return { ...this.#plan };
   }
 
   /**

@@ -113,6 +113,8 @@ async function start(message: StartMessage): Promise<void> {
     peers: new Map(Object.entries(message.peers)),
     hint,
     maxMessageBytes: message.options.maxMessageBytes ?? Infinity,
+    ringBytes: message.ringBytes,
+    budget: { buffer: message.budget, slot: message.index },
   });
   let mesh: Mesh = workers;
   if (message.cluster) {
@@ -139,7 +141,11 @@ async function start(message: StartMessage): Promise<void> {
       auth,
       mesh,
       reusePort: true,
-      sharedMemory: { buffer: message.budget, slot: message.index },
+      sharedMemory: {
+        buffer: message.budget,
+        slot: message.index,
+        reservedBytes: message.reservedBytes,
+      },
       connectionGate: new SharedConnectionGate(
         message.connections,
         message.options.maxConnections ?? MAX_CONNECTIONS,

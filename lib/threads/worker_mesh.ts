@@ -43,6 +43,8 @@ import type { NameChange } from "./messages.ts";
 import { MESSAGE_SIZE_BUCKETS_BYTES } from "../relay/server.ts";
 import { RingLink, type RingLinkBuffers } from "./ring_link.ts";
 import { RingInbox } from "./ring_inbox.ts";
+import { HeldMeter, type SharedBudget } from "../relay/memory_budget.ts";
+import { WORKER_PAIR_WINDOW_BYTES } from "../limits.ts";
 import { PRESENCE_RECORD_BYTES, readRecord } from "./presence_log.ts";
 
 /** Presence-log records copied out per hold of the table's lock (68 KiB). */
@@ -83,6 +85,16 @@ export interface WorkerMeshOptions {
   presenceLog: SharedArrayBuffer;
   /** Largest message between workers (the relay's message limit). */
   maxMessageBytes: number;
+  /**
+   * Capacity of each ring into this worker, sized from the budget (memory_plan.ts).
+   * @default {RING_CAPACITY_BYTES}
+   */
+  ringBytes?: number;
+  /**
+   * This worker's slots of the process's memory budget: what it holds for its receivers
+   * outside their queues is charged there (ring records held aside, stream-layer chunks).
+   */
+  budget?: SharedBudget;
 }
 
 /** A worker's view of the other workers' names, and the way to reach them. */
@@ -110,6 +122,10 @@ export class WorkerMesh implements Mesh {
   readonly #links = new Map<string, RingLink>();
   /** The ring path: the rings into this worker. */
   readonly #inbox: RingInbox;
+  /** What this worker holds for its receivers outside their queues, charged to the budget. */
+  readonly #held: HeldMeter | undefined;
+  /** Bytes of stream-layer chunks waiting here to be queued, as charged to `#held`. */
+  #streamHeld = 0;
   /** The table generation each name held here was claimed at (ring pairs bind only older). */
   readonly #claimedAt = new Map<string, number>();
   /** Messages taken from pairs (see {@linkcode CrossedStats}). */
@@ -127,18 +143,22 @@ export class WorkerMesh implements Mesh {
     // Earlier changes are in the table already (no listener yet: nothing is told).
     this.#cursor = this.#resync();
     this.#transport = new WorkerTransport(this.node, options.peers);
+    this.#held = options.budget && new HeldMeter(options.budget);
+    this.#transport.onBatch = () => this.#meterStreams();
     this.#streams = new ClusterStreams(this.#transport, {
       maxMessageBytes: options.maxMessageBytes,
+      windowBytes: WORKER_PAIR_WINDOW_BYTES, // charged to the budget while it waits here
       onPair: (receiver) => this.#pair(receiver),
     });
     this.#inbox = new RingInbox({
       local: (name) => this.#events?.local?.(name),
       claimedAt: (name) => this.#claimedAt.get(name) ?? 0,
+      hold: (bytes) => this.#held?.add(bytes),
       gone: (bytes) => {
         this.#count(bytes); // the sending worker counted it as delivered
         this.#events?.count?.("receiver_gone", bytes);
       },
-    });
+    }, options.ringBytes);
     // Each worker makes the rings into it and hands each to its writer; until a peer's ring
     // is here, pairs to that peer go through the stream layer.
     this.#transport.onSignal = (from, signal) => {
@@ -223,7 +243,28 @@ export class WorkerMesh implements Mesh {
 
   #counted<T extends Chunk | null | undefined>(chunk: T): T {
     if (chunk?.last) this.#count(chunk.total);
+    if (chunk && this.#held) {
+      // Off the pair, into a queue (charged there).
+      this.#held.add(-chunk.bytes.length);
+      this.#streamHeld -= chunk.bytes.length;
+    }
     return chunk;
+  }
+
+  /**
+   * Charges the budget for the chunks of stream-layer pairs waiting here (after packets came,
+   * or a pair closed), so a stalled receiver's pairs count like its queue; each of their
+   * senders passes the budget by at most one window (`WORKER_PAIR_WINDOW_BYTES`).
+   */
+  #meterStreams(): void {
+    if (this.#held === undefined) return;
+    let bytes = 0;
+    for (const r of this.#receivers) {
+      if (r.reason !== undefined && r.bufferedBytes === 0) this.#receivers.delete(r);
+      else bytes += r.bufferedBytes;
+    }
+    this.#held.add(bytes - this.#streamHeld);
+    this.#streamHeld = bytes;
   }
 
   #count(bytes: number): void {
@@ -332,6 +373,11 @@ export class WorkerMesh implements Mesh {
     const tryRead = receiver.tryRead.bind(receiver);
     receiver.read = async (signal) => this.#counted(await read(signal));
     receiver.tryRead = () => this.#counted(tryRead());
+    const close = receiver.close.bind(receiver);
+    receiver.close = (reason) => {
+      close(reason); // its chunks are dropped: no longer charged
+      this.#meterStreams();
+    };
     this.#receivers.add(receiver);
     if (this.#events && !this.#closing) this.#events.pair(receiver);
     else receiver.close("receiver_closed");

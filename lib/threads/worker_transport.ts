@@ -48,6 +48,7 @@ export class WorkerTransport implements NodeTransport {
         const data = event.data;
         if (!Array.isArray(data)) return this.onSignal?.(from, data.signal);
         for (const buffer of data) this.#receiver?.packet(new Uint8Array(buffer));
+        this.onBatch?.();
       };
     }
     this.#tick.port1.onmessage = () => this.#flush();
@@ -78,6 +79,12 @@ export class WorkerTransport implements NodeTransport {
     for (const [to, buffers] of this.#queued) this.#ports.get(to)!.postMessage(buffers, buffers);
     this.#queued.clear();
   }
+
+  /**
+   * Called after the packets of one incoming message were handed on (the mesh charges what its
+   * pairs now hold to the memory budget); set once, before use.
+   */
+  onBatch: (() => void) | undefined;
 
   /** Gets a signal another worker posted with {@linkcode signal} (set once, before use). */
   onSignal: ((from: string, signal: unknown) => void) | undefined;

@@ -15,6 +15,7 @@ import {
   REJOIN_RETRY_MS,
 } from "../limits.ts";
 import { errorText } from "../util/async.ts";
+import { permanentJoinFailure } from "./join_errors.ts";
 
 /** What `--cluster` and its flags ask for, checked before anything starts. */
 export interface ClusterSettings {
@@ -88,9 +89,12 @@ export async function joinCluster(
       });
     } catch (error) {
       const why = describe(error);
-      if (performance.now() + REJOIN_RETRY_MS > deadline || signal?.aborted) {
+      const permanent = permanentJoinFailure(error); // retrying would be refused alike
+      if (permanent || performance.now() + REJOIN_RETRY_MS > deadline || signal?.aborted) {
         throw new ClusterJoinError(
-          `Cannot join the cluster at ${settings.servers.join(",")}: ${why}`,
+          `Cannot join the cluster at ${settings.servers.join(",")}: ${why}${
+            permanent ? `: ${permanent}` : ""
+          }`,
         );
       }
       log.warn("Cannot join the cluster yet ({error}); retrying", { error: why });

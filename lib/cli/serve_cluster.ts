@@ -11,6 +11,7 @@ import type { ClusterMesh } from "../cluster/mesh.ts";
 import { MAX_NODE_NAME_BYTES } from "../limits.ts";
 import { describeError } from "./common.ts";
 import { type ClusterSettings, joinCluster as join } from "../cluster/join.ts";
+import { credsProblem } from "../cluster/creds.ts";
 
 export { ClusterJoinError, type ClusterSettings } from "../cluster/join.ts";
 
@@ -130,11 +131,10 @@ export async function clusterSettings(
     }
   };
   const creds = await read("cluster-creds");
-  if (creds !== undefined && !/-----BEGIN NATS USER JWT-----/.test(creds)) {
+  const credsWrong = creds === undefined ? undefined : await credsProblem(creds);
+  if (credsWrong !== undefined) {
     throw new UsageError(
-      `${flags.label("cluster-creds")} ${
-        flags.string("cluster-creds")
-      }: not a NATS credentials file`,
+      `${flags.label("cluster-creds")} ${flags.string("cluster-creds")}: ${credsWrong}`,
     );
   }
   const tlsCa = await read("cluster-tls-ca");

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { createUser } from "@nats-io/nkeys";
 import { credsAuthenticator } from "@nats-io/transport-node";
-import { expectText, RawPeer, ServeProcess } from "../_helpers/relay.ts";
+import { expectText, RawPeer, runCli, ServeProcess } from "../_helpers/relay.ts";
 import { NATS_SKIP, NatsServer } from "./_nats.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url);
@@ -101,6 +101,28 @@ Deno.test({
       await Deno.remove(wrong);
     }
   },
+});
+
+Deno.test("--cluster-creds with a mistyped seed: exit 2 at start, one line naming the file", async () => {
+  const seed = new TextDecoder().decode(createUser().getSeed());
+  const typo = seed.slice(0, 10) + (seed[10] === "A" ? "B" : "A") + seed.slice(11);
+  const path = await writeTemp(credsFor(new TextEncoder().encode(typo)), ".creds");
+  try {
+    const { code, stderr } = await runCli([
+      "serve",
+      "--port",
+      "0",
+      "--cluster",
+      "nats://127.0.0.1:1", // never contacted
+      "--cluster-creds",
+      path,
+    ]);
+    assert.equal(code, 2, stderr);
+    assert.match(stderr, /--cluster-creds \S+\.creds: the NKey seed does not decode/);
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+  } finally {
+    await Deno.remove(path);
+  }
 });
 
 Deno.test({

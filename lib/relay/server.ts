@@ -269,6 +269,8 @@ export class RelayServer implements AsyncDisposable {
   readonly #options: Options;
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #stop = new AbortController();
+  /** Set by `stopAccepting`: listeners closed, new connections refused, open ones served. */
+  #refusing = false;
   #closing: Promise<void> | undefined;
   #nextId = 1;
   readonly #stats = {
@@ -457,7 +459,7 @@ export class RelayServer implements AsyncDisposable {
   }
 
   async #reload(tls: TlsCertificate): Promise<void> {
-    if (this.#stop.signal.aborted) return;
+    if (this.#stop.signal.aborted || this.#refusing) return;
     // Fails on a bad certificate or key before anything changes.
     Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tls }).close();
     const old = this.#secure!;
@@ -466,7 +468,7 @@ export class RelayServer implements AsyncDisposable {
     // The port is free only once the old accept loop has seen its listener close.
     await this.#acceptLoops.get(old);
     // Shutdown may have begun while the old listener closed: then nothing is reopened.
-    if (this.#stop.signal.aborted) return;
+    if (this.#stop.signal.aborted || this.#refusing) return;
     const reuse = this.#options.reusePort ? { reusePort: true } : {};
     this.#secure = Deno.listenTls({ hostname, port, ...reuse, ...tls });
     this.#startAccepting(this.#secure);
@@ -525,7 +527,7 @@ export class RelayServer implements AsyncDisposable {
    * HTTP side) exactly like an accepted one: same limits, registry and shutdown.
    */
   serve(conn: RelayConn): void {
-    if (this.#stop.signal.aborted) {
+    if (this.#stop.signal.aborted || this.#refusing) {
       try {
         conn.close();
       } catch {
@@ -534,6 +536,24 @@ export class RelayServer implements AsyncDisposable {
       return;
     }
     this.#admitConnection(conn);
+  }
+
+  /**
+   * Closes the listeners and refuses every connection from now on (`serve` too), while those
+   * open go on as before: the first step of a shutdown when several servers (the workers of
+   * `relay serve --threads N`) must all stop taking connections before any of them stops
+   * serving. {@linkcode RelayServer.close} follows. Safe to call more than once.
+   */
+  stopAccepting(): void {
+    if (this.#refusing) return;
+    this.#refusing = true;
+    for (const listener of [this.#plain, this.#secure]) {
+      try {
+        listener?.close();
+      } catch {
+        // Already closed.
+      }
+    }
   }
 
   /**
@@ -606,7 +626,7 @@ export class RelayServer implements AsyncDisposable {
 
   #admitConnection(conn: RelayConn): void {
     this.#stats.accepted++;
-    if (this.#stop.signal.aborted) {
+    if (this.#stop.signal.aborted || this.#refusing) {
       // Accepted just as shutdown began (or handed over by serve() too late): never run it.
       this.#refuse(conn, "server_shutdown");
       return;

@@ -79,6 +79,10 @@ export type ToWorker =
   | { type: "statsNow" }
   | { type: "quiet"; id: number }
   | { type: "reload"; id: number; tls?: TlsCertificate; auth: boolean }
+  /** A connection accepted elsewhere, to serve over `port` (conn_bridge.ts). */
+  | { type: "serve"; port: MessagePort; remoteAddr: Deno.NetAddr }
+  /** The first step of a shutdown: listeners closed, open connections served on. */
+  | { type: "stopAccepting" }
   | { type: "close" }
   /** Tests only: fail with an uncaught error, as a bug would. */
   | { type: "crash" };

@@ -36,6 +36,8 @@ import { type MemoryPlan, planMemory } from "./memory_plan.ts";
 import type { FromWorker, StartMessage, WorkerServerOptions, WorkerStats } from "./messages.ts";
 import { NameTable } from "./name_table.ts";
 import { PresenceLog } from "./presence_log.ts";
+import { type Bridge, bridgeConn } from "./conn_bridge.ts";
+import type { RelayConn } from "../relay/connection.ts";
 import { Directory, type Page, type PageRequest } from "../relay/directory.ts";
 import { workerNode } from "./worker_mesh.ts";
 import { clearReply, readReply, replyBox } from "./reply_box.ts";
@@ -127,6 +129,11 @@ export class ThreadedRelay implements AsyncDisposable {
   readonly #log: Logger = getLogger(["relay", "threads"]);
   readonly #pending = new Map<number, Pending>();
   readonly #closed: Promise<void>[] = [];
+  /** Connections handed over by `serve`, bridged to a worker, with the worker's index. */
+  readonly #bridges = new Map<Bridge, number>();
+  /** Bridged connections open on each worker (`serve` picks the worker with fewest). */
+  #bridged: number[] = [];
+  #nextBridge = 0;
   #nextId = 1;
   #fail!: (error: Error) => void;
   #closing: Promise<void> | undefined;
@@ -491,6 +498,50 @@ export class ThreadedRelay implements AsyncDisposable {
     return names;
   }
 
+  /**
+   * Runs a connection that did not come from the workers' listeners (an in-process connection,
+   * a WebSocket adapter in this thread) on the worker with the fewest such connections, exactly
+   * like one it accepted: its bytes cross to the worker and back (lib/threads/conn_bridge.ts).
+   * Once the relay is closing, `conn` is closed at once.
+   * @param worker the worker to run it on instead (tests place connections with it)
+   * @throws {RangeError} when `worker` is not the index of a worker
+   */
+  serve(conn: RelayConn, worker?: number): void {
+    const valid = (i: number) => Number.isInteger(i) && i >= 0 && i < this.threads;
+    if (worker !== undefined && !valid(worker)) {
+      throw new RangeError(`Invalid worker: ${worker}`);
+    }
+    if (this.#closing) {
+      try {
+        conn.close();
+      } catch {
+        // Already gone.
+      }
+      return;
+    }
+    const threads = this.#workers.length;
+    if (this.#bridged.length !== threads) this.#bridged = new Array(threads).fill(0);
+    let index = worker ?? this.#nextBridge++ % threads;
+    for (let i = 0; i < threads && worker === undefined; i++) {
+      if (this.#bridged[i] < this.#bridged[index]) index = i;
+    }
+    const { port1, port2 } = new MessageChannel();
+    const bridge = bridgeConn(conn, port1);
+    this.#bridges.set(bridge, index);
+    this.#bridged[index]++;
+    bridge.closed.then(() => {
+      this.#bridges.delete(bridge);
+      this.#bridged[index]--;
+    });
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    const remoteAddr: Deno.NetAddr = {
+      transport: addr.transport ?? "tcp",
+      hostname: addr.hostname,
+      port: addr.port,
+    };
+    this.#workers[index].postMessage({ type: "serve", port: port2, remoteAddr }, [port2]);
+  }
+
   /** Stops every worker (each gives queued data the shutdown grace). Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= this.#stopWorkers();
@@ -525,6 +576,14 @@ export class ThreadedRelay implements AsyncDisposable {
   async #stopWorkers(): Promise<void> {
     this.#closing ??= Promise.resolve();
     const started = performance.now();
+    // Every worker stops taking connections at once; those open have the grace.
+    for (const worker of this.#workers) {
+      try {
+        worker.postMessage({ type: "stopAccepting" });
+      } catch {
+        // Already gone.
+      }
+    }
     if (this.#graceMs > 0) await this.#settle(started + this.#graceMs);
     for (const worker of this.#workers) {
       try {
@@ -540,6 +599,8 @@ export class ThreadedRelay implements AsyncDisposable {
     ]);
     clearTimeout(timer);
     for (const worker of this.#workers) worker.terminate();
+    // Handed-over connections a worker did not close on its way out.
+    for (const bridge of [...this.#bridges.keys()]) bridge.close();
     for (const pending of this.#pending.values()) pending.reject(new Error("Relay stopped"));
     this.#pending.clear();
     this.#log.info("Stopped {threads} threads", { threads: this.threads });

@@ -43,6 +43,7 @@ const NOTHING_CROSSED = { messages: 0, bytes: 0, messageSizes: [] };
 /** Longest wait of the web side for the other workers' counters. */
 const GATHER_TIMEOUT_MS = 2_000;
 import { WorkerMesh } from "./worker_mesh.ts";
+import { BridgedConn } from "./conn_bridge.ts";
 import { SharedConnectionGate } from "./connection_gate.ts";
 import { MAX_CONNECTIONS } from "../limits.ts";
 import { SharedIpLimits } from "./ip_table.ts";
@@ -234,6 +235,12 @@ async function start(message: StartMessage): Promise<void> {
               errorName: (error as Error).name,
             }),
         );
+        return;
+      case "serve":
+        server.serve(new BridgedConn(m.port, m.remoteAddr));
+        return;
+      case "stopAccepting":
+        server.stopAccepting();
         return;
       case "crash":
         setTimeout(() => {

@@ -5,10 +5,12 @@
  * suites (`matrix_*_test.ts`, three files so that `deno test --parallel` runs them side by
  * side).
  *
- * Tests that cannot run across threads are ignored by name, each with the reason: they hand
- * the server in-memory connections (`serve(MemoryConn)`) or pass an in-memory auth policy, or
- * what they check differs between workers (see docs/SELF_HOSTING.md, "Threads"). Per-IP limits
- * are shared by the workers (lib/threads/ip_table.ts), so their tests run here too.
+ * An in-memory auth policy crosses to the workers as its snapshot, in-memory connections
+ * (`serve(MemoryConn)`) are bridged to a worker (lib/threads/conn_bridge.ts), presence keeps
+ * one order through the shared presence log: those tests run here too, as do the per-IP ones
+ * (lib/threads/ip_table.ts). Tests that cannot run across threads are ignored by name, each
+ * with the reason: what they check differs between workers (see docs/SELF_HOSTING.md,
+ * "Threads").
  * @module
  */
 
@@ -20,6 +22,7 @@ import {
 import type { Page, PageRequest } from "../../lib/relay/directory.ts";
 import { ThreadedRelay } from "../../lib/threads/threaded_relay.ts";
 import type { AuthPolicy } from "../../lib/relay/auth.ts";
+import type { RelayConn } from "../../lib/relay/connection.ts";
 
 /** A ThreadedRelay shaped like the RelayServer the suites were written for. */
 class ThreadedTestRelay implements AsyncDisposable {
@@ -66,8 +69,15 @@ class ThreadedTestRelay implements AsyncDisposable {
   async setCertificate(tls: TlsCertificate): Promise<void> {
     await this.#relay.reload({ tls, auth: false });
   }
-  serve(): void {
-    throw new Error("An in-memory connection cannot cross to a worker");
+  /**
+   * Runs an in-memory connection on worker 1, all of a test's on the same one: the suites
+   * that hand the server connections time one sender against one receiver (held back, idle,
+   * read buffers pinned by views), which holds for two connections of one worker; between
+   * two workers the ring takes a sender's frame whatever the receiver's budget (BUDGET).
+   * Bridged connections between workers are tested in conn_bridge_test.ts.
+   */
+  serve(conn: RelayConn): void {
+    this.#relay.serve(conn, IN_MEMORY_WORKER);
   }
   close(): Promise<void> {
     return this.#relay.close();
@@ -77,18 +87,15 @@ class ThreadedTestRelay implements AsyncDisposable {
   }
 }
 
+/** The worker the suites' in-memory connections run on (not 0, which also serves the web). */
+const IN_MEMORY_WORKER = 1;
+
 /** Why each ignored test cannot run against workers. */
 export type Skips = Record<string, string>;
 
 /** A large frame crosses workers whole (lib/relay/router.ts), not streamed as it arrives. */
 export const WHOLE =
   "a frame to another worker is sent once complete, so a receiver never has part of one";
-/** `serve(conn)` with an in-process connection object. */
-export const IN_MEMORY =
-  "it hands the server in-memory connections, which cannot cross to a worker";
-/** Presence from another worker comes as a message, after events of this worker may have. */
-export const PRESENCE =
-  "a presence event from another worker can still be on its way when a later one from this worker is told";
 /** Pair windows and whole-message assembly are outside the receivers' queues. */
 export const BUDGET =
   "between workers, each pair's credit window and a message being assembled come on top of the budget";

@@ -4,15 +4,12 @@
  * @module
  */
 
-import { BUDGET, IN_MEMORY, useThreads, WHOLE } from "./_matrix.ts";
+import { BUDGET, useThreads, WHOLE } from "./_matrix.ts";
 
 useThreads(4, {
   "a sender that dies mid-way through a streamed large message ends the receiver": WHOLE,
   "a frame begun to the old holder of a name finishes there; the next goes to the new one": WHOLE,
   "a frame whose receiver leaves mid-way is dropped, not counted as delivered": WHOLE,
-  "time held back by a full receiver is not idle": IN_MEMORY,
-  "with the write timeout off, a sender held back past the idle timeout is let go": IN_MEMORY,
-  "relay: small views cannot pin read buffers past the memory budget": IN_MEMORY,
   "relay: stalled receivers stop at the memory budget and a fresh pair still talks": BUDGET,
 });
 

@@ -42,6 +42,13 @@ export interface MeshPair {
   send(message: Uint8Array, signal?: AbortSignal): Promise<void>;
   /** Sends now if it can, copying `message` before it returns; false: nothing sent. */
   trySend(message: Uint8Array): boolean;
+  /**
+   * Sends a copy of `message` now, or queued behind what waits; optional (the ring between
+   * workers, which holds waiting small messages back to back). Undefined: sent now; else a
+   * promise shared by the messages queued together, settled (never rejected) once they left
+   * or the pair ended.
+   */
+  queue?(message: Uint8Array): Promise<void> | undefined;
   /** Ends the pair once what was handed to it has left. */
   end(): void;
 }

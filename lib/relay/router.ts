@@ -68,6 +68,8 @@ class RemoteRoute implements RoomWaiter {
   pending = 0;
   /** Settles when every message handed to the pair so far has been copied into packets. */
   tail: Promise<void> = SETTLED;
+  /** The pair's backlog batch that messages were last queued into (`MeshPair.queue`). */
+  batch: { done: Promise<void>; messages: number; bytes: number } | undefined;
   constructor(readonly name: string, readonly node: string, readonly pair: MeshPair) {}
   waitForRoom(): Promise<void> {
     return this.tail;
@@ -368,7 +370,16 @@ export class Router implements FrameSink {
       // The whole payload is in this read: sent now if the pair can copy it at once.
       this.#remote = undefined;
       this.#mode = Route.Drop;
-      if (route.pair.reason === undefined && route.pair.trySend(bytes)) {
+      const pair = route.pair;
+      if (pair.reason === undefined && pair.trySend(bytes)) {
+        this.#host.count("delivered", bytes.length);
+      } else if (
+        pair.queue !== undefined && pair.reason === undefined && bytes.length < COPY_BELOW_BYTES
+      ) {
+        // Small: a copy in the pair's backlog (no promise per message, and the read buffer
+        // is free at once); a large one is streamed from the read buffer below.
+        const queued = pair.queue(bytes);
+        if (queued !== undefined) this.#queued(route, queued, bytes.length);
         this.#host.count("delivered", bytes.length);
       } else {
         this.#sendRemote(route, bytes.slice(), 0);
@@ -393,6 +404,29 @@ export class Router implements FrameSink {
     this.#remote = undefined;
     this.#mode = Route.Drop;
     this.#sendRemote(route, whole, charged);
+  }
+
+  /**
+   * A message the pair queued (a copy in its backlog): the reader waits for the batch, whose
+   * bytes are charged to the memory budget until they are in the ring (about one read per
+   * sender at most, as a local receiver's queue passes its share by at most one read).
+   */
+  #queued(route: RemoteRoute, batch: Promise<void>, bytes: number): void {
+    route.pending++;
+    const slack = this.#host.slack;
+    slack?.chargeSlack(bytes);
+    let held = route.batch;
+    if (held === undefined || held.done !== batch) {
+      const h = held = route.batch = { done: batch, messages: 0, bytes: 0 };
+      route.tail = batch.then(() => {
+        route.pending -= h.messages;
+        slack?.chargeSlack(-h.bytes);
+        if (route.batch === h) route.batch = undefined;
+      });
+    }
+    held.messages++;
+    held.bytes += bytes;
+    if (!this.#full.includes(route)) this.#full.push(route);
   }
 
   /** Hands `message` (owned, unchanged until sent) to the pair; the reader waits for it. */

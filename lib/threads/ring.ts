@@ -17,8 +17,8 @@
  * Torn reads are impossible: the writer publishes the tail with `Atomics.store` only after
  * the whole record is written, and the reader loads it before it reads any byte of a record
  * (sequentially consistent atomics order the plain writes and reads around them); the reader
- * publishes the head only after it has finished with the records, so the writer never
- * overwrites a record being read.
+ * publishes the head only past records it has finished with (every 64 KiB of a pass, and at
+ * its end), so the writer never overwrites a record being read.
  * @module
  */
 
@@ -205,6 +205,24 @@ export class RingWriter {
 /** Visits one record: its `tag`, `aux` and payload (a view of the ring, valid only now). */
 export type RecordVisitor = (tag: number, aux: number, payload: Uint8Array) => void;
 
+/**
+ * Visits one record in place: its payload is `bytes[start, start + length)` (the ring's own
+ * bytes, valid only now), so a reader that copies it out makes no view per record.
+ */
+export type InPlaceVisitor = (
+  tag: number,
+  aux: number,
+  bytes: Uint8Array,
+  start: number,
+  length: number,
+) => void;
+
+/**
+ * Bytes the reader visits before it gives their room back, mid-pass: a writer waiting for
+ * room goes on while the rest of a full ring (1 MiB, 13 k records of 64 B) is read.
+ */
+const HEAD_PUBLISH_BYTES = 64 * 1024;
+
 /** The reading end of a ring (one per ring, on one thread). */
 export class RingReader {
   readonly #ring: RingView;
@@ -227,11 +245,23 @@ export class RingReader {
    * @returns the number of records visited
    */
   read(visit: RecordVisitor): number {
+    return this.readInPlace((tag, aux, bytes, start, length) => {
+      visit(tag, aux, bytes.subarray(start, start + length));
+    });
+  }
+
+  /**
+   * Like {@linkcode RingReader.read}, with each payload given in place (see
+   * {@linkcode InPlaceVisitor}); room is given back every `HEAD_PUBLISH_BYTES` too.
+   * @returns the number of records visited
+   */
+  readInPlace(visit: InPlaceVisitor): number {
     const ring = this.#ring;
     const tail = Atomics.load(ring.control, TAIL) >>> 0;
     let head = this.#head;
     if (head === tail) return 0;
     let n = 0;
+    let published = head;
     try {
       while (head !== tail) {
         const at = head & ring.mask;
@@ -241,20 +271,29 @@ export class RingReader {
           continue;
         }
         const w = at >>> 2;
-        const from = at + RECORD_HEADER_BYTES;
         // Advanced before the visit: a visitor that throws does not see the record again.
         head = (head + recordBytes(length)) >>> 0;
         n++;
-        visit(ring.words[w + 1], ring.words[w + 2], ring.bytes.subarray(from, from + length));
+        visit(ring.words[w + 1], ring.words[w + 2], ring.bytes, at + RECORD_HEADER_BYTES, length);
+        if (((head - published) >>> 0) >= HEAD_PUBLISH_BYTES) {
+          published = head;
+          this.#publish(head);
+        }
       }
     } finally {
-      this.#head = head;
-      Atomics.store(ring.control, HEAD, head | 0);
-      if (Atomics.load(ring.control, WAITING) !== 0) {
-        Atomics.store(ring.control, WAITING, 0);
-        Atomics.notify(ring.control, HEAD);
-      }
+      this.#publish(head);
     }
     return n;
+  }
+
+  /** Gives the room up to `head` back to the writer, and wakes it if it waits. */
+  #publish(head: number): void {
+    const ring = this.#ring;
+    this.#head = head;
+    Atomics.store(ring.control, HEAD, head | 0);
+    if (Atomics.load(ring.control, WAITING) !== 0) {
+      Atomics.store(ring.control, WAITING, 0);
+      Atomics.notify(ring.control, HEAD);
+    }
   }
 }

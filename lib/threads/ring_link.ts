@@ -153,6 +153,10 @@ export class RingPair {
   #reason: PairCloseReason | undefined;
   #tail: Promise<void> = RESOLVED;
   #pending = 0;
+  /** The batch of {@linkcode RingPair.queue} that new messages join, while it is last in line. */
+  #backlog: Backlog | undefined;
+  /** A drained backlog's buffer, for the next one. */
+  #spare: Uint8Array | undefined;
   readonly #closed: Promise<PairCloseReason>;
   #resolveClosed!: (reason: PairCloseReason) => void;
 
@@ -216,6 +220,61 @@ export class RingPair {
     ) return false;
     link.ring();
     return true;
+  }
+
+  /**
+   * Sends a copy of `message` (at most {@linkcode RingLink.maxChunkBytes}): now when it can,
+   * else behind what waits, from a backlog holding the waiting messages back to back. A sender
+   * that finds the ring full or its receiver blocked queues the rest of its read this way: one
+   * copy per message and one promise per batch (a promise chain and a copy with its own buffer
+   * per 64 B message made most of the garbage, and the costly scavenges, at 256 pairs).
+   * @returns undefined when sent now; else a promise, shared by the messages queued together,
+   *   that settles (never rejects) once they are in the ring or the pair has ended
+   */
+  queue(message: Uint8Array): Promise<void> | undefined {
+    if (this.#pending === 0 && this.trySend(message)) return undefined;
+    let backlog = this.#backlog;
+    // Only the batch last in line may grow: anything chained after it must stay after it.
+    if (backlog === undefined || this.#tail !== backlog.done) {
+      const b = backlog = new Backlog(this.#spare);
+      this.#spare = undefined;
+      this.#backlog = b;
+      this.#pending++;
+      b.done = this.#tail.then(() => this.#flush(b)).catch(() => {}).finally(() => {
+        this.#pending--;
+      });
+      this.#tail = b.done;
+    }
+    backlog.add(message);
+    return backlog.done;
+  }
+
+  /** Writes a backlog into the ring as room comes, in order; drops it once the pair ended. */
+  async #flush(b: Backlog): Promise<void> {
+    const link = this.#link;
+    const writer = link.writer;
+    try {
+      for (;;) {
+        while (b.at < b.end && this.reason === undefined) {
+          if ((Atomics.load(link.cells, this.id) & 3) === CELL_BLOCKED || !this.#opened()) break;
+          const length = b.length();
+          if (!writer.tryPut(this.id | REC_FIRST | REC_LAST, length, b.bytes, b.at + 4, length)) {
+            break;
+          }
+          b.at += 4 + length;
+        }
+        link.ring();
+        if (b.at >= b.end || this.reason !== undefined) return;
+        const value = Atomics.load(link.cells, this.id);
+        if ((value & 3) === CELL_BLOCKED) {
+          const waited = Atomics.waitAsync(link.cells, this.id, value, RING_WAIT_MS);
+          if (waited.async) await waited.value;
+        } else await writer.waitForRoom(RING_WAIT_MS);
+      }
+    } finally {
+      if (this.#backlog === b) this.#backlog = undefined;
+      this.#spare = b.recycle();
+    }
   }
 
   /**
@@ -300,5 +359,60 @@ export class RingPair {
     this.#reason = reason;
     this.#link.free(this);
     this.#resolveClosed(reason);
+  }
+}
+
+/** Bytes of a backlog's first buffer (it doubles as messages come). */
+const BACKLOG_START_BYTES = 4096;
+/** A backlog's buffer kept for the next one only up to this size (one read's worth). */
+const BACKLOG_SPARE_BYTES = 256 * 1024;
+
+/** Messages waiting for a ring pair, back to back as `u32 length, bytes`. */
+class Backlog {
+  bytes: Uint8Array;
+  /** Where the next message to write starts, and where the queued ones end. */
+  at = 0;
+  end = 0;
+  done: Promise<void> = RESOLVED;
+  constructor(spare: Uint8Array | undefined) {
+    this.bytes = spare ?? new Uint8Array(BACKLOG_START_BYTES);
+  }
+
+  /** Appends a copy of `message`. */
+  add(message: Uint8Array): void {
+    const need = this.end + 4 + message.length;
+    if (need > this.bytes.length) {
+      const grown = new Uint8Array(Math.max(need, this.bytes.length * 2));
+      grown.set(this.bytes.subarray(this.at, this.end));
+      this.end -= this.at;
+      this.at = 0;
+      this.bytes = grown;
+    }
+    const bytes = this.bytes;
+    let end = this.end;
+    const length = message.length;
+    bytes[end] = length;
+    bytes[end + 1] = length >>> 8;
+    bytes[end + 2] = length >>> 16;
+    bytes[end + 3] = length >>> 24;
+    end += 4;
+    if (length <= 32) { for (let i = 0; i < length; i++) bytes[end + i] = message[i]; }
+    else bytes.set(message, end);
+    this.end = end + length;
+  }
+
+  /** The length of the message at `at`. */
+  length(): number {
+    const b = this.bytes;
+    const at = this.at;
+    return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+  }
+
+  /** The buffer, emptied, when it is worth keeping. */
+  recycle(): Uint8Array | undefined {
+    const bytes = this.bytes;
+    this.bytes = new Uint8Array(0);
+    this.at = this.end = 0;
+    return bytes.length <= BACKLOG_SPARE_BYTES ? bytes : undefined;
   }
 }

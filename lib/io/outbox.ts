@@ -382,11 +382,13 @@ export class Outbox {
     if (this.#closed) return false;
     const head = this.#frames[this.#head];
     // The owner of the frame being written must be able to finish it, or nothing behind it
-    // could drain: it waits only on what its own frame has queued.
-    const queued =
-      head !== undefined && head.owner === owner && owner !== undefined && !head.complete
-        ? head.queued
-        : this.#queued;
+    // could drain: it waits only on what its own frame has queued. A frame not yet written
+    // and too small to stream cannot be written at all: its owner may always fill it to
+    // the stream threshold, or a spent budget would hold it there for good.
+    const own = head !== undefined && head.owner === owner && owner !== undefined &&
+      !head.complete;
+    if (own && !head.started && head.queued < STREAM_THRESHOLD_BYTES) return false;
+    const queued = own ? head.queued : this.#queued;
     return this.#share === undefined ? queued > this.#budget : this.#share.full(queued);
   }
 

@@ -6,8 +6,9 @@
  *
  * ```
  * worker i                                  worker 0 (ClusterMesh, node <node>)
- * hello                        ──────────▶  snapshot {names on other nodes}, then every
- *                              ◀──────────  changed {name, node|null} as the cluster tells it
+ * hello                        ──────────▶  snapshot {names on other nodes, names online},
+ *                              ◀──────────  then every changed {name, node|null} (routing) and
+ *                                           presence {name, holder} (worker, node, or null)
  * claim {id, name}             ──────────▶  cluster.claim(name) (KV, as <node>)
  *                              ◀──────────  claimed {id, result}
  * release {name}               ──────────▶  cluster.release(name)
@@ -34,17 +35,28 @@ export type ToDoor =
   | { door: "release"; name: string }
   | { door: "bye" };
 
+/**
+ * Who holds a name, for presence: a worker of this node (its index, once the cluster took its
+ * claim), another node (its name), or nobody (null).
+ */
+export type PresenceHolder = number | string | null;
+
 /** Messages from worker 0 to a worker. */
 export type FromDoor =
-  | { door: "snapshot"; names: [name: string, node: string][] }
+  | {
+    door: "snapshot";
+    names: [name: string, node: string][];
+    presence: [name: string, holder: number | string][];
+  }
   | { door: "claimed"; id: number; result: MeshClaim }
   | { door: "changed"; name: string; node: string | null }
+  | { door: "presence"; name: string; holder: PresenceHolder }
   | { door: "fenced"; reason: "cluster_unavailable" | "lease_lost" };
 
 /** What a {@linkcode DoorClient} tells its worker. */
 export interface DoorEvents {
-  /** A name held on another node came or went (`node` null: gone). */
-  changed(name: string, node: string | null): void;
+  /** Who holds `name` now, for presence (see {@linkcode DoorServer}). */
+  presence(name: string, holder: PresenceHolder): void;
   /** The node lost the cluster: close every client with `reason`. */
   fenced(reason: "cluster_unavailable" | "lease_lost"): void;
 }
@@ -58,12 +70,28 @@ export interface DoorEvents {
  * claim can arrive before k's release. The node still holds the name in KV then, so j's claim
  * is a hand-over (ok, nothing asked of KV), and k's late release, no longer the holder's, is
  * ignored rather than deleting j's claim.
+ *
+ * It is also the node's one source of presence: a name is online on this node once the
+ * cluster took a worker's claim (not when the name table did: a claim there is tentative until
+ * then, and the name may be held on another node), and online elsewhere while the cluster shows
+ * it on another node. Both kinds of change happen here, in one order, and go to every worker in
+ * that order, so no worker tells a watcher that a name held elsewhere went offline because a
+ * sibling tried it, nor tells one change twice.
  */
 export class DoorServer {
   readonly #cluster: ClusterMesh;
   readonly #ports: MessagePort[] = [];
   /** The worker each name claimed (or being claimed) in the cluster is for. */
   readonly #owners = new Map<string, number>();
+  /** Names whose cluster claim is in, and the worker each is for. */
+  readonly #confirmed = new Map<string, number>();
+  /** Who holds each name online, as told to every worker. */
+  readonly #told = new Map<string, number | string>();
+  /** Worker 0's own listener of presence. */
+  onPresence: ((name: string, holder: PresenceHolder) => void) | undefined;
+  /** Workers not served their snapshot yet. */
+  readonly #unopened = new Set<number>();
+  readonly #allOpened = Promise.withResolvers<void>();
   /** Workers that have not said bye yet. */
   readonly #staying = new Set<number>();
   readonly #allGone = Promise.withResolvers<void>();
@@ -78,6 +106,7 @@ export class DoorServer {
     this.#cluster = cluster;
     for (const [index, port] of Object.entries(asked)) {
       this.#staying.add(Number(index));
+      this.#unopened.add(Number(index));
       port.onmessage = (event: MessageEvent<{ door?: MessagePort }>) => {
         const door = event.data?.door;
         if (door instanceof MessagePort) this.#serve(Number(index), door);
@@ -94,6 +123,8 @@ export class DoorServer {
       // Handed over inside the process: the table says `owner` let go of it.
       if (this.#cluster.current?.claims.held.has(name)) {
         this.#owners.set(name, worker);
+        this.#confirmed.set(name, worker);
+        this.#recompute(name);
         return { ok: true };
       }
       // `owner`'s claim is still on its way to KV: the name is not this worker's yet.
@@ -109,6 +140,10 @@ export class DoorServer {
     if (!result.ok && this.#owners.get(name) === worker) this.#owners.delete(name);
     // Released while KV was asked (the client left): the claim that came in is let go now.
     if (result.ok && !this.#owners.has(name)) this.#cluster.release(name);
+    else if (result.ok && this.#owners.get(name) === worker) {
+      this.#confirmed.set(name, worker);
+      this.#recompute(name);
+    }
     return result;
   }
 
@@ -116,7 +151,19 @@ export class DoorServer {
   release(worker: number, name: string): void {
     if (this.#owners.get(name) !== worker) return;
     this.#owners.delete(name);
+    this.#confirmed.delete(name);
     this.#cluster.release(name);
+    this.#recompute(name);
+  }
+
+  /** Tells every worker who holds `name` now, if that changed. */
+  #recompute(name: string): void {
+    const holder = this.#confirmed.get(name) ?? this.#cluster.holder(name) ?? null;
+    if (holder === (this.#told.get(name) ?? null)) return;
+    if (holder === null) this.#told.delete(name);
+    else this.#told.set(name, holder);
+    this.onPresence?.(name, holder);
+    this.#broadcast({ door: "presence", name, holder });
   }
 
   #serve(worker: number, port: MessagePort): void {
@@ -128,7 +175,13 @@ export class DoorServer {
       const m = event.data;
       switch (m.door) {
         case "hello":
-          post({ door: "snapshot", names: [...this.#cluster.remoteNames()] });
+          post({
+            door: "snapshot",
+            names: [...this.#cluster.remoteNames()],
+            presence: [...this.#told],
+          });
+          this.#unopened.delete(worker);
+          if (this.#unopened.size === 0) this.#allOpened.resolve();
           return;
         case "claim":
           this.claim(worker, m.name).then((result) => post({ door: "claimed", id: m.id, result }));
@@ -145,6 +198,22 @@ export class DoorServer {
   }
 
   /**
+   * Resolves once every other worker has its snapshot (it goes on starting by itself from
+   * then), or after `timeoutMs`. Worker 0 waits for this before it listens: its web side asks
+   * the other workers for counters synchronously (blocking its thread), and a worker still
+   * waiting at the door for worker 0 could not answer.
+   */
+  async othersOpened(timeoutMs: number): Promise<void> {
+    if (this.#unopened.size === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#allOpened.promise,
+      new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /**
    * Resolves once every other worker said bye (its server closed), or after `timeoutMs` (a
    * worker that died says nothing).
    */
@@ -158,14 +227,17 @@ export class DoorServer {
     clearTimeout(timer);
   }
 
-  /** Tells every worker that a name elsewhere came or went. */
+  /** Tells every worker that a name elsewhere came or went (for routing and presence). */
   changed(name: string, node: string | null): void {
     this.#broadcast({ door: "changed", name, node });
+    this.#recompute(name);
   }
 
   /** Tells every worker that the node lost the cluster (its claims are forgotten). */
   fenced(reason: "cluster_unavailable" | "lease_lost"): void {
     this.#owners.clear();
+    this.#confirmed.clear();
+    for (const name of [...this.#told.keys()]) this.#recompute(name);
     this.#broadcast({ door: "fenced", reason });
   }
 
@@ -187,8 +259,10 @@ const UNAVAILABLE: MeshClaim = { ok: false, reason: "cluster_unavailable" };
 export class DoorClient {
   readonly #port: MessagePort;
   readonly #claims = new Map<number, (result: MeshClaim) => void>();
-  /** Names on other nodes, as worker 0 told them. */
+  /** Names on other nodes, as worker 0 told them (routing). */
   readonly #remote = new Map<string, string>();
+  /** The snapshot's presence, until a listener takes it. */
+  #presence: [name: string, holder: number | string][] = [];
   #events: DoorEvents | undefined;
   #nextId = 1;
   #generation = 0;
@@ -212,6 +286,7 @@ export class DoorClient {
       const m = event.data;
       if (m.door === "snapshot") {
         for (const [name, node] of m.names) client.#changed(name, node);
+        client.#presence = m.presence;
         channel.port1.onmessage = (event: MessageEvent<FromDoor>) => client.#receive(event.data);
         resolve(true);
       }
@@ -243,6 +318,9 @@ export class DoorClient {
       case "changed":
         this.#changed(m.name, m.node);
         return;
+      case "presence":
+        this.#events?.presence(m.name, m.holder);
+        return;
       case "fenced":
         this.#events?.fenced(m.reason);
         return;
@@ -254,12 +332,12 @@ export class DoorClient {
     if (node === null) this.#remote.delete(name);
     else this.#remote.set(name, node);
     this.#generation++;
-    this.#events?.changed(name, node);
   }
 
-  /** Sets who gets name changes and fencing. */
+  /** Sets who gets presence and fencing; told the snapshot's presence first. */
   listen(events: DoorEvents): void {
     this.#events = events;
+    for (const [name, holder] of this.#presence.splice(0)) events.presence(name, holder);
   }
 
   /** Claims `name` cluster-wide for this node, through worker 0. */

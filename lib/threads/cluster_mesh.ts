@@ -16,6 +16,8 @@
  *           to a node, from worker i: stream pair "|node|key" ─▶ worker 0 ─ bridge ─ NATS ─▶
  * receive   a pair from a node (worker 0's subject relay.node.<node>) for a name on
  *           worker 0 ─▶ its outbox; on w<j> ─ bridge ─ ring ─▶ w<j>'s outbox
+ * presence  worker 0 alone says who holds a name (a worker, once the cluster took its claim;
+ *           another node), in one order, to every worker: `who`, `watch` and the events
  * fenced    worker 0's lease lost ─► every worker closes its clients (cluster_unavailable)
  * ```
  *
@@ -35,7 +37,7 @@ import type { Mesh, MeshClaim, MeshEvents, MeshPair } from "../relay/mesh.ts";
 import type { ClusterMesh } from "../cluster/mesh.ts";
 import type { PairReceiver } from "../cluster/pair_receiver.ts";
 import { type WorkerMesh, workerNode } from "./worker_mesh.ts";
-import { DoorClient, DoorServer } from "./cluster_door.ts";
+import { DoorClient, DoorServer, type PresenceHolder } from "./cluster_door.ts";
 import type { Logger } from "@logtape/logtape";
 import { type ClusterSettings, joinCluster } from "../cluster/join.ts";
 import { CLUSTER_JOIN_TIMEOUT_MS } from "../limits.ts";
@@ -79,10 +81,12 @@ export async function joinThreadCluster(
   const { index, settings, workers, gather } = options;
   if (index === 0) {
     const cluster = await joinCluster(settings, options.log);
-    return ThreadClusterMesh.first(workers, cluster, new DoorServer(cluster, gather));
+    const doors = new DoorServer(cluster, gather);
+    await doors.othersOpened(DOOR_OPEN_TIMEOUT_MS);
+    return ThreadClusterMesh.first(workers, cluster, doors);
   }
   const door = await DoorClient.open(gather[0], DOOR_OPEN_TIMEOUT_MS);
-  return ThreadClusterMesh.other(workers, settings.node, door);
+  return ThreadClusterMesh.other(workers, index, settings.node, door);
 }
 
 /** What the composed mesh needs from the cluster, on worker 0 and on the others alike. */
@@ -91,7 +95,6 @@ interface Elsewhere {
   release(name: string): void;
   holder(name: string): string | undefined;
   readonly generation: number;
-  remoteNames(): Iterable<[name: string, node: string]>;
 }
 
 /** A worker's mesh in cluster mode: siblings through the rings, other nodes through NATS. */
@@ -107,16 +110,26 @@ export class ThreadClusterMesh implements Mesh {
   /** Workers other than 0: the cluster through worker 0. */
   readonly #door: DoorClient | undefined;
   #events: MeshEvents | undefined;
+  /** This worker's index. */
+  readonly #index: number;
+  /**
+   * Who holds each name online, as worker 0 told it (cluster_door.ts): a worker's index or
+   * another node. The name table's changes are not presence here: a claim there is tentative
+   * until the cluster took it.
+   */
+  readonly #online = new Map<string, number | string>();
   #closing: Promise<void> | undefined;
   /** Bridges moving messages between a pair and another (worker 0). */
   #bridges = 0;
 
   private constructor(
     workers: WorkerMesh,
+    index: number,
     node: string,
     parts: { cluster: ClusterMesh; doors: DoorServer } | { door: DoorClient },
   ) {
     this.#workers = workers;
+    this.#index = index;
     this.node = node;
     if ("cluster" in parts) {
       this.#cluster = parts.cluster;
@@ -129,7 +142,6 @@ export class ThreadClusterMesh implements Mesh {
         get generation() {
           return parts.cluster.generation;
         },
-        remoteNames: () => parts.cluster.remoteNames(),
       };
     } else {
       this.#door = parts.door;
@@ -139,12 +151,17 @@ export class ThreadClusterMesh implements Mesh {
 
   /** Worker 0's mesh: it is the process's member of the cluster and serves the others' doors. */
   static first(workers: WorkerMesh, cluster: ClusterMesh, doors: DoorServer): ThreadClusterMesh {
-    return new ThreadClusterMesh(workers, cluster.node, { cluster, doors });
+    return new ThreadClusterMesh(workers, 0, cluster.node, { cluster, doors });
   }
 
   /** Another worker's mesh: the cluster through worker 0's door. */
-  static other(workers: WorkerMesh, node: string, door: DoorClient): ThreadClusterMesh {
-    return new ThreadClusterMesh(workers, node, { door });
+  static other(
+    workers: WorkerMesh,
+    index: number,
+    node: string,
+    door: DoorClient,
+  ): ThreadClusterMesh {
+    return new ThreadClusterMesh(workers, index, node, { door });
   }
 
   /** Claims `name` in the process (name table), then in the cluster (through worker 0). */
@@ -184,7 +201,8 @@ export class ThreadClusterMesh implements Mesh {
 
   /** Whether the events told so far say a sibling or another node holds `name`. */
   announced(name: string): boolean {
-    return this.#workers.announced(name) || this.#elsewhere.holder(name) !== undefined;
+    const holder = this.#online.get(name);
+    return holder !== undefined && holder !== this.#index;
   }
 
   /**
@@ -192,32 +210,57 @@ export class ThreadClusterMesh implements Mesh {
    * `who` and the status page), another node's under that node.
    */
   *remoteNames(): Iterable<[name: string, node: string]> {
-    for (const [name] of this.#workers.remoteNames()) yield [name, this.node];
-    yield* this.#elsewhere.remoteNames();
+    for (const [name, holder] of this.#online) {
+      if (holder !== this.#index) yield [name, this.#label(holder)];
+    }
+  }
+
+  #label(holder: number | string): string {
+    return typeof holder === "number" ? this.node : holder;
   }
 
   /** Sets who gets the events of the siblings and of the cluster. */
   listen(events: MeshEvents): void {
     this.#events = events;
-    this.#workers.listen({ ...events, pair: (receiver) => this.#fromSibling(receiver) });
+    this.#workers.listen({
+      ...events,
+      pair: (receiver) => this.#fromSibling(receiver),
+      changed: () => {}, // presence comes from worker 0 (see #online)
+    });
     const fenced = (reason: "cluster_unavailable" | "lease_lost") => events.fenced(reason);
     if (this.#cluster) {
       const doors = this.#doors!;
+      doors.onPresence = (name, holder) => this.#presence(name, holder);
       this.#cluster.listen({
         ...events,
         pair: (receiver) => this.#fromNode(receiver),
-        changed: (name, node) => {
-          doors.changed(name, node);
-          events.changed(name, node);
-        },
+        changed: (name, node) => doors.changed(name, node),
         fenced: (reason) => {
           doors.fenced(reason);
           fenced(reason);
         },
       });
     } else {
-      this.#door!.listen({ changed: events.changed, fenced });
+      this.#door!.listen({ presence: (name, holder) => this.#presence(name, holder), fenced });
     }
+  }
+
+  /**
+   * Worker 0 says who holds `name` now: told to the server as online or offline elsewhere
+   * when that changed (this worker's own names are its server's to tell). A name that moved
+   * from one holder elsewhere to another (a hand-over between workers, a takeover of a dead
+   * node's claim) left and came back.
+   */
+  #presence(name: string, holder: PresenceHolder): void {
+    const events = this.#events;
+    const before = this.#online.get(name) ?? null;
+    if (holder === null) this.#online.delete(name);
+    else this.#online.set(name, holder);
+    const was = before !== null && before !== this.#index;
+    const is = holder !== null && holder !== this.#index;
+    if (was && is && before !== holder) events?.changed(name, null);
+    if (is && (!was || before !== holder)) events?.changed(name, this.#label(holder));
+    else if (was && !is) events?.changed(name, null);
   }
 
   /** A stream pair from a sibling: for a name here, or (worker 0) to forward to a node. */

@@ -210,6 +210,38 @@ Deno.test({
         },
       );
 
+      await t.step("a name tried and refused here never looks offline to watchers", async () => {
+        const watched = await RelayClient.connect({ port: q.port, name: "watched" });
+        const seen: string[] = [];
+        await waitForNames(p.port, ["watched"]);
+        // A watcher on each worker of p.
+        for (const c of [p0, p1]) {
+          c.client.onPresence = (change) =>
+            seen.push(`${c.name} ${change.name} ${change.online ? "online" : "offline"}`);
+          assert.deepEqual(await c.client.watch(["watched"]), ["watched"]);
+        }
+        // Each try takes the name in p's name table, then the cluster refuses it.
+        for (let i = 0; i < 6; i++) {
+          await assert.rejects(
+            () => RelayClient.connect({ port: p.port, name: "watched" }),
+            /already registered|name_taken/i,
+          );
+        }
+        await watched.close();
+        const deadline = performance.now() + 5_000;
+        while (seen.length < 2 && performance.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        // Anything told late would show up here too.
+        await p0.client.ping();
+        await p1.client.ping();
+        assert.deepEqual(
+          seen.sort(),
+          [`${p0.name} watched offline`, `${p1.name} watched offline`].sort(),
+        );
+        for (const c of [p0, p1]) c.client.onPresence = undefined;
+      });
+
       await t.step(
         "a name let go on one worker is taken again in the process at once",
         async () => {

@@ -42,6 +42,8 @@ export interface MeshPair {
   send(message: Uint8Array, signal?: AbortSignal): Promise<void>;
   /** Sends now if it can, copying `message` before it returns; false: nothing sent. */
   trySend(message: Uint8Array): boolean;
+  /** Like `trySend`, of `source[start, start + length)`; optional (the ring between workers). */
+  trySendAt?(source: Uint8Array, start: number, length: number): boolean;
   /**
    * Sends a copy of `message` now, or queued behind what waits; optional (the ring between
    * workers, which holds waiting small messages back to back). Undefined: sent now; else a

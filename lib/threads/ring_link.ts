@@ -203,10 +203,10 @@ export class RingPair {
    * room for it whole: its bytes are copied into the ring before this returns, so it may be a
    * view of a read buffer that is reused next. Otherwise sends nothing and returns false.
    */
-  trySend(message: Uint8Array): boolean {
+  trySend(message: Uint8Array, start = 0, length = message.length - start): boolean {
     const link = this.#link;
     if (
-      this.#pending !== 0 || this.#reason !== undefined || message.length > link.maxChunkBytes
+      this.#pending !== 0 || this.#reason !== undefined || length > link.maxChunkBytes
     ) return false;
     const value = Atomics.load(link.cells, this.id);
     if (value !== cellValue(this.#epoch, CELL_OPEN)) {
@@ -216,10 +216,15 @@ export class RingPair {
     // An OPEN written without its data is harmless: the data follows through `send`.
     if (
       !this.#opened() ||
-      !link.writer.tryPut(this.id | REC_FIRST | REC_LAST, message.length, message)
+      !link.writer.tryPut(this.id | REC_FIRST | REC_LAST, length, message, start, length)
     ) return false;
     link.ring();
     return true;
+  }
+
+  /** {@linkcode RingPair.trySend} of `source[start, start + length)`: no view made for it. */
+  trySendAt(source: Uint8Array, start: number, length: number): boolean {
+    return this.trySend(source, start, length);
   }
 
   /**

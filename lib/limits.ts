@@ -157,7 +157,7 @@ export const MIN_RING_BYTES = 64 * 1024;
  * Share of --max-memory the rings between workers are sized to (each ring the largest power of
  * two that fits, within MIN_RING_BYTES … MAX_RING_BYTES): the rings are memory whether used or
  * not, so they are set aside from the budget at start; an eighth leaves the queues the rest
- * (256 MiB: 1 MiB rings up to 5 threads, 128 KiB at 16).
+ * (256 MiB: 1 MiB rings up to 6 threads, 512 KiB at 8, 64 KiB at 16).
  */
 export const RING_BUDGET_SHARE = 1 / 8;
 

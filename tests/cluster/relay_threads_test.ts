@@ -10,9 +10,10 @@
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
 import { RelayClient } from "../../lib/client/client.ts";
-import { LEASE_TTL_MS } from "../../lib/limits.ts";
+import { FENCE_MARGIN_MS, LEASE_TTL_MS } from "../../lib/limits.ts";
 import { ServeProcess } from "../_helpers/relay.ts";
 import { NATS_SKIP, NatsServer } from "./_nats.ts";
+import { Cut } from "./_cut.ts";
 import { checkPattern, claimWhenFree, pattern, waitForNames } from "./_relays.ts";
 
 /** Connections tried before giving up on landing one on a given worker (1 in 2 does). */
@@ -300,6 +301,79 @@ Deno.test({
     } finally {
       for (const c of all) await c.client.close();
       await spy.close();
+    }
+  },
+});
+
+/** Reads `client` until the relay says bye; its reason. */
+async function byeOf(client: RelayClient): Promise<string> {
+  try {
+    for await (const _ of client) { /* nothing is sent to it */ }
+  } catch (error) {
+    return String(error);
+  }
+  return client.bye?.reason ?? "ended without a bye";
+}
+
+Deno.test({
+  name: "a --threads 2 node cut off from NATS closes the clients of both workers, then rejoins",
+  ignore: NATS_SKIP !== undefined,
+  async fn() {
+    await using nats = await NatsServer.start();
+    const natsPort = Number(new URL(nats.url.replace("nats:", "http:")).port);
+    await using cut = new Cut(natsPort);
+    const { relay: p } = await startThreaded(nats.url, "p");
+    await using _p = p;
+    const { relay: b } = await startThreaded(`nats://127.0.0.1:${cut.port}`, "b");
+    await using _b = b;
+    const b0 = await onWorker(b, 0, "bzero");
+    const b1 = await onWorker(b, 1, "bone");
+    await using _b0 = b0.client;
+    await using _b1 = b1.client;
+    await using ann = await RelayClient.connect({ port: p.port, name: "ann" });
+    await waitForNames(p.port, [b0.name, b1.name]);
+
+    const cutAt = performance.now();
+    cut.cut();
+    const late = new Promise<string>((r) =>
+      setTimeout(() => r("still open"), LEASE_TTL_MS + 2_000)
+    );
+    const reasons = await Promise.all([b0, b1].map((c) => Promise.race([byeOf(c.client), late])));
+    const fencedMs = performance.now() - cutAt;
+    console.log(
+      `fencing: both workers' clients closed ${(fencedMs / 1000).toFixed(1)} s after the cut`,
+    );
+    assert.deepEqual(reasons, ["cluster_unavailable", "cluster_unavailable"]);
+    assert.ok(fencedMs <= LEASE_TTL_MS - FENCE_MARGIN_MS + 1_000, `fenced in ${fencedMs} ms`);
+    await b.waitLog(/fenced \(cluster_unavailable\)/, 1_000);
+    // The one node fenced (worker 0 holds its lease), and each worker closed its own clients.
+    const fenced = [...b.stderr.matchAll(/Cluster node (\S+) fenced/g)].map((m) => m[1]);
+    assert.deepEqual(fenced, ["b", "b"], b.stderr);
+
+    // While fenced, registrations on either worker are refused with cluster_unavailable.
+    for (let i = 0; i < 4; i++) {
+      await assert.rejects(RelayClient.connect({ port: b.port, name: `bea${i}` }), /cluster/i);
+    }
+    // Its names are free on the other node.
+    const [x, y] = await Promise.all([
+      claimWhenFree(p.port, b0.name, LEASE_TTL_MS + 5_000),
+      claimWhenFree(p.port, b1.name, LEASE_TTL_MS + 5_000),
+    ]);
+    await x.client.close();
+    await y.client.close();
+
+    cut.restore();
+    await b.waitLog(/Rejoined cluster as node b /, 15_000);
+    const again0 = await onWorker(b, 0, "againzero");
+    const again1 = await onWorker(b, 1, "againone");
+    await using _a0 = again0.client;
+    await using _a1 = again1.client;
+    await waitForNames(p.port, [again0.name, again1.name]);
+    for (const c of [again0, again1]) {
+      await ann.send(c.name, bytes("back"));
+      const got = await c.client.receive();
+      assert.equal(got?.from, "ann");
+      assert.equal(text(got!.payload), "back");
     }
   },
 });

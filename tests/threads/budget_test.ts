@@ -2,6 +2,12 @@ import assert from "node:assert/strict";
 import { ThreadedRelay } from "../../lib/threads/threaded_relay.ts";
 import { MemoryPlanError, planMemory, ringFootprintBytes } from "../../lib/threads/memory_plan.ts";
 import { RelayServer } from "../../lib/relay/server.ts";
+import {
+  HeldMeter,
+  MemoryBudget,
+  sharedBudgetBuffer,
+  sharedUsedBytes,
+} from "../../lib/relay/memory_budget.ts";
 import { MAX_READ_BYTES, MAX_RING_BYTES, MIN_RING_BYTES } from "../../lib/limits.ts";
 import { bytes, expectText, RawPeer, runCli, waitFor } from "../_helpers/relay.ts";
 import { frame, onWorker } from "./_place.ts";
@@ -30,6 +36,32 @@ Deno.test("memory plan: rings sized from the budget and the threads, within thei
     (error: Error) =>
       error instanceof MemoryPlanError && /--max-memory 1\.0 MiB/.test(error.message) &&
       /--threads 4/.test(error.message) && /give --max-memory 2MiB or more/.test(error.message),
+  );
+});
+
+Deno.test("memory budget at N workers: queues share what is not reserved, held bytes count for all", () => {
+  const buffer = sharedBudgetBuffer(2);
+  const options = { budgetBytes: 4 * MiB, maxPerReceiverBytes: 8 * MiB, guaranteedBytes: 64 * KiB };
+  const budget = new MemoryBudget({ ...options, shared: { buffer, slot: 0, reservedBytes: MiB } });
+  assert.equal(budget.poolBytes, 3 * MiB);
+  const share = budget.share("10.0.0.1");
+  share.charge(3 * MiB);
+  assert.equal(share.full(1), true, "spent at budget − reserved");
+  assert.equal(budget.usedBytes, 3 * MiB, "the reserved part is not shown as used");
+  share.charge(-3 * MiB);
+  // Worker 1 holds 2 MiB outside its queues: worker 0 sees it with the others' totals.
+  const held = new HeldMeter({ buffer, slot: 1 });
+  held.add(2 * MiB);
+  assert.equal(sharedUsedBytes(buffer), 2 * MiB);
+  budget.sync();
+  assert.equal(budget.usedBytes, 2 * MiB);
+  held.add(-2 * MiB);
+  budget.sync();
+  assert.equal(budget.usedBytes, 0);
+  assert.equal(sharedUsedBytes(buffer), 0);
+  assert.throws(
+    () => new MemoryBudget({ ...options, shared: { buffer, slot: 0, reservedBytes: 4 * MiB } }),
+    RangeError,
   );
 });
 

@@ -38,12 +38,13 @@
  * At N workers the budget covers the whole process's relay memory, not only the queues:
  *
  * ```
- * budget = reserved (the rings between workers: fixed, set aside at start, lib/threads/memory_plan.ts)
+ * budget ≥ reserved (the rings between workers: fixed, set aside at start, lib/threads/memory_plan.ts)
  *        + used     (queues and pinned read buffers, per worker: slots 0 … N−1
  *                    + held outside the queues, per worker: slots N … 2N−1, a HeldMeter:
  *                      ring records held aside for a blocked receiver, stream-layer chunks
  *                      from another worker not yet queued)
- * senders wait as above, with budget − reserved in place of the budget
+ * senders wait as above, with budget − reserved in place of the budget (and pass it as above,
+ * and by what was in a ring when a receiver was stopped)
  * ```
  * @module
  */

@@ -294,9 +294,22 @@ export class ThreadClusterMesh implements Mesh {
     this.#bridges++;
     out.closed.then((reason) => receiver.close(reason));
     try {
+      // Chunks already queued are taken without awaiting (one await per burst, not per message).
+      const next = async () => receiver.tryRead() ?? await receiver.read();
       for (;;) {
-        const message = await receiver.readMessage();
-        if (message === null) break;
+        let chunk = receiver.tryRead();
+        if (chunk === undefined) chunk = await receiver.read();
+        if (chunk === null) break;
+        let message = chunk.bytes;
+        if (!chunk.last) {
+          const parts = [chunk.bytes];
+          do {
+            chunk = await next();
+            if (chunk === null) return; // ended mid-message: nothing of it goes on
+            parts.push(chunk.bytes);
+          } while (!chunk.last);
+          message = concat(parts, chunk.total);
+        }
         if (!out.trySend(message)) await out.send(message);
         this.#events?.count?.("delivered", message.length);
       }
@@ -350,4 +363,15 @@ export function parseForwardKey(key: string): { node: string; key: string } | un
   const bar = key.indexOf("|", 1);
   if (bar < 0) return undefined;
   return { node: key.slice(1, bar), key: key.slice(bar + 1) };
+}
+
+/** The parts of one message, in one array of `total` bytes. */
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }

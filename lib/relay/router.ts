@@ -215,8 +215,10 @@ export class Router implements FrameSink {
     const remote = this.#lastRemote;
     const pair = remote?.pair;
     if (
+      // No `pair.reason` here (an atomic read of the pair's cell): a pair that ended refuses
+      // in trySendAt, and the long way counts the drop.
       pair?.trySendAt === undefined || length === 0 || length >= COPY_BELOW_BYTES ||
-      this.#lastRemoteGeneration !== this.#host.generation || pair.reason !== undefined ||
+      this.#lastRemoteGeneration !== this.#host.generation ||
       !bytesEqualAt(chunk, nameStart, nameEnd, this.#lastRemoteName) ||
       !pair.trySendAt(chunk, payloadStart, length)
     ) return false;

@@ -20,7 +20,7 @@ import type { WebServerOptions } from "../web/server.ts";
 import type { ClusterSettings } from "../cluster/join.ts";
 import type { AuthSnapshot } from "../relay/auth.ts";
 
-/** Server options that cross to a worker (plain data; the auth policy goes as a file or snapshot). */
+/** Server options that cross to a worker (plain data; the auth policy goes apart). */
 export type WorkerServerOptions = Omit<
   RelayServerOptions,
   "auth" | "sharedMemory" | "reusePort" | "connectionGate" | "mesh" | "ipLimits"

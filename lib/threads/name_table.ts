@@ -149,7 +149,9 @@ export class NameTable {
       this.#words[free + STATE] = USED;
       this.#words[LIVE]++;
       this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
-      if (this.#log) this.lastRecord = this.#log.append(this.lastChange, owner, this.#scratch, length);
+      if (this.#log) {
+        this.lastRecord = this.#log.append(this.lastChange, owner, this.#scratch, length);
+      }
       return true;
     } finally {
       unlock(this.#words, LOCK);
@@ -168,7 +170,9 @@ export class NameTable {
       this.#words[LIVE]--;
       this.#words[TOMBSTONES]++;
       this.lastChange = Atomics.add(this.#words, GENERATION, 1) + 1;
-      if (this.#log) this.lastRecord = this.#log.append(this.lastChange, -1, this.#scratch, length);
+      if (this.#log) {
+        this.lastRecord = this.#log.append(this.lastChange, -1, this.#scratch, length);
+      }
       return true;
     } finally {
       unlock(this.#words, LOCK);

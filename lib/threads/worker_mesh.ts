@@ -315,7 +315,7 @@ export class WorkerMesh implements Mesh {
   /** A change made here: told to the others; the log is read up to it (not past it). */
   #made(changes: NameChange[]): void {
     for (const change of changes) this.#hint(change);
-    if (changes.length > 0) this.#follow(((this.#table.lastRecord + 1 - this.#cursor) >>> 0));
+    if (changes.length > 0) this.#follow((this.#table.lastRecord + 1 - this.#cursor) >>> 0);
   }
 
   /** Tells the next `max` changes of the log (all there are, at most). */

@@ -118,16 +118,20 @@ async function start(message: StartMessage): Promise<void> {
     budget: { buffer: message.budget, slot: message.index },
   });
   let mesh: Mesh = workers;
+  // Data on its way to or from another worker here (cluster mode: also through the bridges).
+  let busy = () => workers.busy;
   if (message.cluster) {
     const { joinThreadCluster } = await import("./cluster_mesh.ts");
     try {
-      mesh = await joinThreadCluster({
+      const joined = await joinThreadCluster({
         index: message.index,
         settings: message.cluster,
         workers,
         gather: message.gather,
         log: getLogger(["relay", "cluster"]),
       });
+      mesh = joined;
+      busy = () => joined.busy;
     } catch (error) {
       await workers.close();
       post({ type: "failed", error: errorText(error), code: "ClusterJoinError" });
@@ -211,7 +215,7 @@ async function start(message: StartMessage): Promise<void> {
         post({
           type: "quiet",
           id: m.id,
-          quiet: server.stats().queuedBytes === 0 && !workers?.busy,
+          quiet: server.stats().queuedBytes === 0 && !busy(),
         });
         return;
       case "statsNow":

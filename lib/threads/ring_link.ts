@@ -155,8 +155,6 @@ export class RingPair {
   #pending = 0;
   /** The batch of {@linkcode RingPair.queue} that new messages join, while it is last in line. */
   #backlog: Backlog | undefined;
-  /** A drained backlog's buffer, for the next one. */
-  #spare: Uint8Array | undefined;
   readonly #closed: Promise<PairCloseReason>;
   #resolveClosed!: (reason: PairCloseReason) => void;
 
@@ -244,8 +242,7 @@ export class RingPair {
     let backlog = this.#backlog;
     // Only the batch last in line may grow: anything chained after it must stay after it.
     if (backlog === undefined || this.#tail !== backlog.done) {
-      const b = backlog = new Backlog(this.#spare);
-      this.#spare = undefined;
+      const b = backlog = new Backlog();
       this.#backlog = b;
       this.#pending++;
       b.done = this.#tail.then(() => this.#flush(b)).catch(() => {}).finally(() => {
@@ -281,7 +278,7 @@ export class RingPair {
       }
     } finally {
       if (this.#backlog === b) this.#backlog = undefined;
-      this.#spare = b.recycle();
+      b.clear(); // an idle pair keeps no buffer (4096 pairs a link)
     }
   }
 
@@ -372,8 +369,7 @@ export class RingPair {
 
 /** Bytes of a backlog's first buffer (it doubles as messages come). */
 const BACKLOG_START_BYTES = 4096;
-/** A backlog's buffer kept for the next one only up to this size (one read's worth). */
-const BACKLOG_SPARE_BYTES = 256 * 1024;
+const EMPTY_BACKLOG = new Uint8Array(0);
 
 /** Messages waiting for a ring pair, back to back as `u32 length, bytes`. */
 class Backlog {
@@ -382,8 +378,8 @@ class Backlog {
   at = 0;
   end = 0;
   done: Promise<void> = RESOLVED;
-  constructor(spare: Uint8Array | undefined) {
-    this.bytes = spare ?? new Uint8Array(BACKLOG_START_BYTES);
+  constructor() {
+    this.bytes = new Uint8Array(BACKLOG_START_BYTES);
   }
 
   /** Appends a copy of `message`. */
@@ -416,11 +412,9 @@ class Backlog {
     return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
   }
 
-  /** The buffer, emptied, when it is worth keeping. */
-  recycle(): Uint8Array | undefined {
-    const bytes = this.bytes;
-    this.bytes = new Uint8Array(0);
+  /** Lets go of the buffer (everything in it was written, or dropped). */
+  clear(): void {
+    this.bytes = EMPTY_BACKLOG;
     this.at = this.end = 0;
-    return bytes.length <= BACKLOG_SPARE_BYTES ? bytes : undefined;
   }
 }

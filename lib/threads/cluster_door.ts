@@ -88,7 +88,7 @@ export class DoorServer {
   /** Who holds each name online, as told to every worker. */
   readonly #told = new Map<string, number | string>();
   /** Worker 0's own listener of presence. */
-  onPresence: ((name: string, holder: PresenceHolder) => void) | undefined;
+  #onPresence: ((name: string, holder: PresenceHolder) => void) | undefined;
   /** Workers not served their snapshot yet. */
   readonly #unopened = new Set<number>();
   readonly #allOpened = Promise.withResolvers<void>();
@@ -104,6 +104,8 @@ export class DoorServer {
    */
   constructor(cluster: ClusterMesh, asked: Record<number, MessagePort>) {
     this.#cluster = cluster;
+    // The names on other nodes when worker 0 joined; changes come through `changed`.
+    for (const [name] of cluster.remoteNames()) this.#recompute(name);
     for (const [index, port] of Object.entries(asked)) {
       this.#staying.add(Number(index));
       this.#unopened.add(Number(index));
@@ -112,6 +114,12 @@ export class DoorServer {
         if (door instanceof MessagePort) this.#serve(Number(index), door);
       };
     }
+  }
+
+  /** Sets worker 0's own listener of presence; told every name online first. */
+  listen(onPresence: (name: string, holder: PresenceHolder) => void): void {
+    this.#onPresence = onPresence;
+    for (const [name, holder] of this.#told) onPresence(name, holder);
   }
 
   /** Claims `name` in the cluster for worker `worker` (which holds it in the name table). */
@@ -162,7 +170,7 @@ export class DoorServer {
     if (holder === (this.#told.get(name) ?? null)) return;
     if (holder === null) this.#told.delete(name);
     else this.#told.set(name, holder);
-    this.onPresence?.(name, holder);
+    this.#onPresence?.(name, holder);
     this.#broadcast({ door: "presence", name, holder });
   }
 
@@ -261,8 +269,8 @@ export class DoorClient {
   readonly #claims = new Map<number, (result: MeshClaim) => void>();
   /** Names on other nodes, as worker 0 told them (routing). */
   readonly #remote = new Map<string, string>();
-  /** The snapshot's presence, until a listener takes it. */
-  #presence: [name: string, holder: number | string][] = [];
+  /** Who holds each name online, as worker 0 told it (replayed to a listener when set). */
+  readonly #presence = new Map<string, number | string>();
   #events: DoorEvents | undefined;
   #nextId = 1;
   #generation = 0;
@@ -286,7 +294,7 @@ export class DoorClient {
       const m = event.data;
       if (m.door === "snapshot") {
         for (const [name, node] of m.names) client.#changed(name, node);
-        client.#presence = m.presence;
+        for (const [name, holder] of m.presence) client.#presence.set(name, holder);
         channel.port1.onmessage = (event: MessageEvent<FromDoor>) => client.#receive(event.data);
         resolve(true);
       }
@@ -319,6 +327,8 @@ export class DoorClient {
         this.#changed(m.name, m.node);
         return;
       case "presence":
+        if (m.holder === null) this.#presence.delete(m.name);
+        else this.#presence.set(m.name, m.holder);
         this.#events?.presence(m.name, m.holder);
         return;
       case "fenced":
@@ -337,7 +347,7 @@ export class DoorClient {
   /** Sets who gets presence and fencing; told the snapshot's presence first. */
   listen(events: DoorEvents): void {
     this.#events = events;
-    for (const [name, holder] of this.#presence.splice(0)) events.presence(name, holder);
+    for (const [name, holder] of this.#presence) events.presence(name, holder);
   }
 
   /** Claims `name` cluster-wide for this node, through worker 0. */

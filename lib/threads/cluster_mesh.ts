@@ -81,9 +81,11 @@ export async function joinThreadCluster(
   const { index, settings, workers, gather } = options;
   if (index === 0) {
     const cluster = await joinCluster(settings, options.log);
+    // The mesh follows the cluster from here on (its names now, then every change).
     const doors = new DoorServer(cluster, gather);
+    const mesh = ThreadClusterMesh.first(workers, cluster, doors);
     await doors.othersOpened(DOOR_OPEN_TIMEOUT_MS);
-    return ThreadClusterMesh.first(workers, cluster, doors);
+    return mesh;
   }
   const door = await DoorClient.open(gather[0], DOOR_OPEN_TIMEOUT_MS);
   return ThreadClusterMesh.other(workers, index, settings.node, door);
@@ -143,9 +145,24 @@ export class ThreadClusterMesh implements Mesh {
           return parts.cluster.generation;
         },
       };
+      doors.listen((name, holder) => this.#presence(name, holder));
+      parts.cluster.listen({
+        pair: (receiver) => this.#fromNode(receiver),
+        changed: (name, node) => doors.changed(name, node),
+        fenced: (reason) => {
+          doors.fenced(reason);
+          this.#events?.fenced(reason);
+        },
+        local: (name) => this.#events?.local?.(name),
+        count: (event, bytes) => this.#events?.count?.(event, bytes),
+      });
     } else {
       this.#door = parts.door;
       this.#elsewhere = parts.door;
+      parts.door.listen({
+        presence: (name, holder) => this.#presence(name, holder),
+        fenced: (reason) => this.#events?.fenced(reason),
+      });
     }
   }
 
@@ -219,7 +236,10 @@ export class ThreadClusterMesh implements Mesh {
     return typeof holder === "number" ? this.node : holder;
   }
 
-  /** Sets who gets the events of the siblings and of the cluster. */
+  /**
+   * Sets who gets the events of the siblings and of the cluster (the cluster's are followed
+   * from the start: names, presence and fencing before this are in the mesh already).
+   */
   listen(events: MeshEvents): void {
     this.#events = events;
     this.#workers.listen({
@@ -227,22 +247,6 @@ export class ThreadClusterMesh implements Mesh {
       pair: (receiver) => this.#fromSibling(receiver),
       changed: () => {}, // presence comes from worker 0 (see #online)
     });
-    const fenced = (reason: "cluster_unavailable" | "lease_lost") => events.fenced(reason);
-    if (this.#cluster) {
-      const doors = this.#doors!;
-      doors.onPresence = (name, holder) => this.#presence(name, holder);
-      this.#cluster.listen({
-        ...events,
-        pair: (receiver) => this.#fromNode(receiver),
-        changed: (name, node) => doors.changed(name, node),
-        fenced: (reason) => {
-          doors.fenced(reason);
-          fenced(reason);
-        },
-      });
-    } else {
-      this.#door!.listen({ presence: (name, holder) => this.#presence(name, holder), fenced });
-    }
   }
 
   /**
@@ -266,7 +270,9 @@ export class ThreadClusterMesh implements Mesh {
   /** A stream pair from a sibling: for a name here, or (worker 0) to forward to a node. */
   #fromSibling(receiver: PairReceiver): void {
     const forward = parseForwardKey(receiver.key);
-    if (forward === undefined) return this.#events?.pair(receiver);
+    if (forward === undefined) {
+      return this.#events ? this.#events.pair(receiver) : receiver.close("receiver_closed");
+    }
     if (!this.#cluster) return receiver.close("cluster_unavailable");
     let out: MeshPair;
     try {
@@ -281,7 +287,9 @@ export class ThreadClusterMesh implements Mesh {
   #fromNode(receiver: PairReceiver): void {
     const dest = receiver.key.slice(receiver.key.indexOf("|") + 1);
     const sibling = this.#workers.holder(dest);
-    if (sibling === undefined) return this.#events?.pair(receiver);
+    if (sibling === undefined) {
+      return this.#events ? this.#events.pair(receiver) : receiver.close("receiver_closed");
+    }
     this.#bridge(receiver, this.#workers.open(sibling, receiver.key));
   }
 

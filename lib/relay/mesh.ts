@@ -53,6 +53,20 @@ export interface MeshPair {
   queue?(message: Uint8Array): Promise<void> | undefined;
   /** Ends the pair once what was handed to it has left. */
   end(): void;
+  /**
+   * Streaming, optional (the ring between workers; cluster pairs take whole messages only):
+   * begins a message of `length` bytes, after every message handed to the pair before it,
+   * whose payload follows through {@linkcode MeshPair.append} as the sender's reads bring it.
+   */
+  begin?(length: number): void;
+  /**
+   * Streaming: the next bytes of the message begun, copied now as far as the pair has room.
+   * @returns true: all taken; false: the pair has ended (the rest of the message is dropped);
+   *   a promise of one of those when some wait: `bytes` stays unchanged until it settles
+   */
+  append?(bytes: Uint8Array): boolean | Promise<boolean>;
+  /** Streaming: gives up the message being appended (its sender left part-way through). */
+  abandon?(): void;
 }
 
 /** The outcome of a mesh-wide claim. */

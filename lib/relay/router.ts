@@ -10,18 +10,26 @@
  *   len < 16 KiB     ─► assembled whole, then copied into the receiver's queue
  *   larger           ─► streamed into the receiver's queue as it arrives (views, no copy)
  *   held on another node (a mesh, see mesh.ts) ─► that node's pair (one per sender, name, node)
+ *     pair streams (worker ring) ─► begin(len), append(piece) as each read brings it (one copy)
+ *     else                       ─► assembled whole, then sent (cluster pairs)
  * ```
  *
  * A name held on another node (cluster mode, worker threads) is reached through a
  * {@linkcode PairSender} of the server's {@linkcode Mesh}: one pair per destination name and
  * node, cached, and checked against the combined generation of the registry and the mesh
  * before it is used again. Only the payload crosses (the receiving side writes the header, as
- * its client wants it: framed or payload only). Whole messages go into the pair, which never
- * interleaves them and keeps their order; a message that spans reads is assembled first (up to
- * the relay's message limit, 16 MiB; when that is 16 KiB or more it is charged to the memory
- * budget until the pair has copied it into packets). The reader waits for a pair without credit
- * exactly as for a full local receiver: after each read, until the pair has taken every message
- * routed to it. Local destinations never touch the mesh.
+ * its client wants it: framed or payload only). A pair never interleaves messages and keeps
+ * their order. A pair that streams (the ring between workers, `MeshPair.begin/append`) gets the
+ * payload of a frame that spans reads piece by piece, as the reads bring it, like a local
+ * streaming sender: copied once, from the read buffer into the ring; what the ring or the
+ * receiver cannot take yet stays a view of the read buffer, and the reader waits until the pair
+ * has copied it. A sender that ends mid-frame gives the frame up there (`abandon`: the receiver
+ * is closed `sender_aborted` once part of it was written). Into other pairs (cluster) a message
+ * that spans reads is assembled first (up to the relay's message limit, 16 MiB; when that is
+ * 16 KiB or more it is charged to the memory budget until the pair has copied it into
+ * packets). The reader waits for a pair without credit exactly as for a full local receiver:
+ * after each read, until the pair has taken every message routed to it. Local destinations
+ * never touch the mesh.
  *
  * A frame belongs to whoever holds the destination name when its header is read: if the name
  * changes hands mid-frame, the rest of that frame still goes to the connection it began on
@@ -66,7 +74,9 @@ const CLEAN_ENDS: ReadonlySet<PairCloseReason> = new Set(["sender_closed", "clos
 class RemoteRoute implements RoomWaiter {
   /** Messages handed to the pair that it has not copied into packets yet. */
   pending = 0;
-  /** Settles when every message handed to the pair so far has been copied into packets. */
+  /** Pieces of streamed messages the pair has not copied yet (views of the read buffer). */
+  streaming = 0;
+  /** Settles when everything handed to the pair so far has been copied by it. */
   tail: Promise<void> = SETTLED;
   /** The pair's backlog batch that messages were last queued into (`MeshPair.queue`). */
   batch: { done: Promise<void>; messages: number; bytes: number } | undefined;
@@ -84,7 +94,7 @@ const enum Route {
   Whole,
   /** A large frame streamed into the receiver's queue as it arrives. */
   Stream,
-  /** A frame to a name on another node: whole, through its pair. */
+  /** A frame to a name on another node: through its pair, whole or streamed. */
   Remote,
 }
 
@@ -129,6 +139,8 @@ export class Router implements FrameSink {
   #remote: RemoteRoute | undefined;
   /** Bytes of the assembled remote frame charged to the memory budget. */
   #charged = 0;
+  /** The remote frame is being streamed into its pair (begun, not yet ended). */
+  #streaming = false;
   #lastRemoteName: Uint8Array = EMPTY;
   #lastRemote: RemoteRoute | undefined;
   #lastRemoteGeneration = -1;
@@ -391,14 +403,19 @@ export class Router implements FrameSink {
     return route;
   }
 
-  /** Payload bytes of a frame to another node: sent once whole. */
+  /**
+   * Payload bytes of a frame to another node: streamed into a pair that offers it (the ring
+   * between workers: one copy, from the read buffer into the ring, as the bytes arrive),
+   * else sent once whole.
+   */
   #remotePayload(bytes: Uint8Array, end: boolean): void {
     const route = this.#remote!;
+    const pair = route.pair;
+    if (this.#streaming) return this.#remoteStream(route, bytes, end);
     if (end && this.#wholeAt === 0) {
       // The whole payload is in this read: sent now if the pair can copy it at once.
       this.#remote = undefined;
       this.#mode = Route.Drop;
-      const pair = route.pair;
       if (pair.reason === undefined && pair.trySend(bytes)) {
         this.#host.count("delivered", bytes.length);
       } else if (
@@ -409,9 +426,25 @@ export class Router implements FrameSink {
         const queued = pair.queue(bytes);
         if (queued !== undefined) this.#queued(route, queued, bytes.length);
         this.#host.count("delivered", bytes.length);
+      } else if (pair.append !== undefined && pair.reason === undefined) {
+        pair.begin!(bytes.length);
+        this.#streamed(route, pair.append(bytes), bytes.length);
       } else {
         this.#sendRemote(route, bytes.slice(), 0);
       }
+      return;
+    }
+    if (this.#wholeAt === 0 && pair.append !== undefined) {
+      if (pair.reason === undefined) {
+        this.#streaming = true;
+        pair.begin!(this.#frameLength);
+        return this.#remoteStream(route, bytes, end);
+      }
+      // The pair ended before the frame began: dropped as it arrives, counted at its end.
+      this.#mode = Route.Drop;
+      this.#remote = undefined;
+      this.#host.count("receiver_gone", this.#frameLength);
+      this.#sender.control?.lost();
       return;
     }
     if (this.#wholeAt === 0) {
@@ -432,6 +465,48 @@ export class Router implements FrameSink {
     this.#remote = undefined;
     this.#mode = Route.Drop;
     this.#sendRemote(route, whole, charged);
+  }
+
+  /** A piece of a frame streamed into its pair; `end`: its last. */
+  #remoteStream(route: RemoteRoute, bytes: Uint8Array, end: boolean): void {
+    const sent = route.pair.append!(bytes);
+    if (!end) {
+      if (sent !== true && sent !== false) this.#streamed(route, sent, -1);
+      return;
+    }
+    this.#streaming = false;
+    this.#remote = undefined;
+    this.#mode = Route.Drop;
+    this.#streamed(route, sent, this.#frameLength);
+  }
+
+  /**
+   * What a pair made of a streamed piece: counted once the last piece is taken (`length`, of
+   * the whole frame; −1 for an earlier piece); while some of it waits, the reader waits too
+   * (the piece is a view of its read buffer).
+   */
+  #streamed(route: RemoteRoute, sent: boolean | Promise<boolean>, length: number): void {
+    if (sent === true || sent === false) {
+      if (length >= 0) this.#countRemote(sent, length);
+      return;
+    }
+    route.streaming++;
+    const taken = sent.then((ok) => {
+      route.streaming--;
+      if (length >= 0) this.#countRemote(ok, length);
+    });
+    route.tail = taken;
+    if (!this.#full.includes(route)) this.#full.push(route);
+  }
+
+  /** Counts a frame to another node as delivered, or as dropped (its receiver went away). */
+  #countRemote(delivered: boolean, length: number): void {
+    if (delivered) {
+      this.#host.count("delivered", length);
+      return;
+    }
+    this.#host.count("receiver_gone", length);
+    this.#sender.control?.lost();
   }
 
   /**
@@ -480,7 +555,12 @@ export class Router implements FrameSink {
   #pairClosed(route: RemoteRoute, reason: PairCloseReason): void {
     if (this.#pairs?.get(route.name) === route) this.#pairs.delete(route.name);
     if (this.#lastRemote === route) this.#lastRemote = undefined;
-    if (CLEAN_ENDS.has(reason) || (reason === "receiver_closed" && route.pending === 0)) return;
+    // Streamed frames are counted by their own outcome (#streamed); one the sender gave up
+    // (sender_aborted) is no drop.
+    if (
+      CLEAN_ENDS.has(reason) || reason === "sender_aborted" ||
+      (reason === "receiver_closed" && route.pending === 0)
+    ) return;
     this.#host.count("receiver_gone", 0);
     this.#sender.control?.lost();
     this.#host.log.debug("Pair from {name} to {dest} on {node} ended: {reason}", {
@@ -495,7 +575,7 @@ export class Router implements FrameSink {
   #retire(route: RemoteRoute): void {
     if (this.#pairs?.get(route.name) === route) this.#pairs.delete(route.name);
     if (this.#lastRemote === route) this.#lastRemote = undefined;
-    if (route.pending === 0) route.pair.end();
+    if (route.pending === 0 && route.streaming === 0) route.pair.end();
     else route.tail.then(() => route.pair.end());
   }
 
@@ -571,7 +651,11 @@ export class Router implements FrameSink {
     this.#whole = EMPTY;
     this.#wholeAt = 0;
     this.#mode = Route.Drop;
-    this.#remote = undefined; // a remote frame is sent only once whole: nothing to undo
+    // A frame being streamed to another node is given up there; an assembled one was never
+    // handed over: nothing to undo.
+    if (this.#streaming) this.#remote?.pair.abandon?.();
+    this.#streaming = false;
+    this.#remote = undefined;
     if (this.#charged > 0) this.#host.slack?.chargeSlack(-this.#charged);
     this.#charged = 0;
     if (frame === undefined || dest === undefined) return;

@@ -190,6 +190,22 @@ export class RingWriter {
   }
 
   /**
+   * The largest payload one record could have now (0: none fits), at most
+   * {@linkcode RingWriter.maxPayloadBytes}: a streamed message fills what room there is
+   * rather than wait for a whole record's worth.
+   */
+  room(): number {
+    const ring = this.#ring;
+    this.#head = Atomics.load(ring.control, HEAD) >>> 0;
+    const free = ring.capacity - ((this.#tail - this.#head) >>> 0);
+    const toEnd = ring.capacity - (this.#tail & ring.mask);
+    // In place if it fits before the end, else after a pad word at the start.
+    const size = Math.max(Math.min(free, toEnd), free - toEnd);
+    if (size <= RECORD_HEADER_BYTES) return 0;
+    return Math.min(this.maxPayloadBytes, (size - RECORD_HEADER_BYTES) & ~3);
+  }
+
+  /**
    * Waits until the reader has taken records, or `timeoutMs` passed (callers check again
    * either way: this is a doorbell, not a promise of room).
    */

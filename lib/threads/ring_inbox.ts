@@ -12,7 +12,9 @@
  *             unbound, or the holder ended ─► dropped, counted receiver_gone (never a later
  *             holder: a new holder gets new pairs, each bound at its OPEN)
  * END(id)     unbound (a message half written: the receiver is closed sender_aborted)
- * release     the holder let go of its name ─► its pairs' cells CLOSED at once
+ * release     the holder let go of its name ─► its pairs' cells CLOSED at once; one with a
+ *             message part-way onto the holder's queue RELEASED: that message finishes there,
+ *             then CLOSED (its sender starts no other on it)
  * ```
  *
  * The reader never waits for a receiver: a stalled one only stops the pairs into it (their
@@ -29,6 +31,7 @@ import {
   CELL_BLOCKED,
   CELL_CLOSED,
   CELL_OPEN,
+  CELL_RELEASED,
   cellValue,
   MAX_RING_PAIRS,
   REC_END,
@@ -45,6 +48,8 @@ const EMPTY = new Uint8Array(0);
 const WHOLE_FLAGS = REC_OPEN | REC_END | REC_FIRST | REC_LAST;
 const WHOLE = REC_FIRST | REC_LAST;
 const decoder = new TextDecoder();
+/** A cell's flags a state change keeps. */
+const FLAGS = [0, CELL_RELEASED];
 
 /**
  * Bytes of each ring into a worker when not sized from the memory budget: the most a worker's
@@ -77,6 +82,8 @@ class Binding {
   frame: OutFrame | undefined;
   blocked = false;
   closed = false;
+  /** The receiver let go of its name mid-message: that message finishes, then the pair ends. */
+  released = false;
   /** Records that came while blocked (written before the senders saw the cell), copied. */
   held: { tag: number; aux: number; bytes: Uint8Array }[] = [];
   /** Bytes of `held` as last charged to the budget. */
@@ -96,10 +103,28 @@ class Binding {
   /** `sender|len|`, encoded once per size. */
   readonly headers: HeaderCache;
 
-  /** Sets the cell from `from` to `to` for this binding's epoch; false if it moved on. */
+  /**
+   * Sets the cell from `from` to `to` for this binding's epoch, keeping its RELEASED flag
+   * (dropped when closing); false if it moved on.
+   */
   move(from: number, to: number): boolean {
-    const want = cellValue(this.epoch, from);
-    return Atomics.compareExchange(this.cells, this.id, want, cellValue(this.epoch, to)) === want;
+    for (const flag of FLAGS) {
+      const want = cellValue(this.epoch, from) | flag;
+      const next = cellValue(this.epoch, to) | (to === CELL_CLOSED ? 0 : flag);
+      if (Atomics.compareExchange(this.cells, this.id, want, next) === want) return true;
+    }
+    return false;
+  }
+
+  /** Sets the RELEASED flag on this binding's cell; false if it moved on. */
+  release(): boolean {
+    for (const state of [CELL_OPEN, CELL_BLOCKED]) {
+      const want = cellValue(this.epoch, state);
+      if (Atomics.compareExchange(this.cells, this.id, want, want | CELL_RELEASED) === want) {
+        return true;
+      }
+    }
+    return false;
   }
 }
 
@@ -165,12 +190,26 @@ export class RingInbox {
     return this.#incoming.some((r) => !r.reader.empty);
   }
 
-  /** `name` left this worker: its pairs close at once (senders see the cell). */
+  /**
+   * `name` left this worker: its pairs close at once (senders see the cell), but one with a
+   * message part-way onto the receiver's queue finishes that message first (as a local
+   * sender finishes a frame begun to a name's old holder); its sender starts no other there.
+   */
   release(name: string): void {
     const set = this.#byName.get(name);
     if (set === undefined) return;
     this.#byName.delete(name);
-    for (const b of set) this.#unbind(b, CELL_CLOSED);
+    for (const b of set) {
+      // (A receiver that ended gets nothing more: its pairs close now, so senders know; and
+      // so do they if it ends before the message is written.)
+      const frame = b.frame;
+      if (frame !== undefined && b.conn?.closed === false && b.release()) {
+        b.released = true;
+        frame.done = (written) => {
+          if (!written) this.#unbind(b, CELL_CLOSED);
+        };
+      } else this.#unbind(b, CELL_CLOSED);
+    }
   }
 
   /** Drains once more, then stops; safe to call twice. */
@@ -221,7 +260,7 @@ export class RingInbox {
         const b = (tag & WHOLE_FLAGS) === WHOLE ? bindings[tag & REC_ID] : undefined;
         const conn = b?.conn;
         if (
-          b === undefined || conn === undefined || b.closed || b.blocked ||
+          b === undefined || conn === undefined || b.closed || b.blocked || b.released ||
           conn.closed || !conn.framed
         ) {
           return this.#record(incoming, tag, aux, bytes.subarray(start, start + length));
@@ -257,7 +296,7 @@ export class RingInbox {
       return;
     }
     this.#deliver(b, conn, tag, aux, payload);
-    if (conn.outbox.overBudget(b)) this.#block(b, conn.outbox);
+    if (!b.closed && conn.outbox.overBudget(b)) this.#block(b, conn.outbox);
   }
 
   #deliver(b: Binding, conn: Connection, tag: number, aux: number, payload: Uint8Array): void {
@@ -272,6 +311,8 @@ export class RingInbox {
       outbox.append(b.frame, payload.slice(), (tag & REC_LAST) !== 0);
       if (tag & REC_LAST) b.frame = undefined;
     }
+    // Released mid-message: that message is done, and so is the pair.
+    if (b.released && (tag & REC_LAST) !== 0) this.#unbind(b, CELL_CLOSED);
   }
 
   #open(incoming: Incoming, id: number, epoch: number, payload: Uint8Array): void {
@@ -320,7 +361,9 @@ export class RingInbox {
     let i = 0;
     while (i < b.held.length && !outbox.overBudget(b)) {
       const { tag, aux, bytes } = b.held[i++];
+      if (b.released && (tag & REC_LAST) !== 0) b.held.splice(0, i), i = 0; // not counted gone
       this.#deliver(b, conn, tag, aux, bytes);
+      if (b.closed) return;
     }
     b.held.splice(0, i);
     this.#recharge(b);

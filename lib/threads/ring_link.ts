@@ -2,17 +2,22 @@
  * The sending side of the ring path between two workers (see ring.ts for the ring itself,
  * ring_inbox.ts for the receiving side). One {@linkcode RingLink} per other worker; one
  * {@linkcode RingPair} per sender connection and receiving name on that worker, as a cluster
- * pair, with the same surface the router uses (`trySend`, `send`, `reason`, `closed`, `end`).
+ * pair, with the same surface the router uses (`trySend`, `send`, `reason`, `closed`, `end`, and the streaming `begin`, `append`,
+ * `abandon`).
  *
  * ```
  * open     id from the link's free list, cell[id] = epoch·OPEN ─► OPEN record (key, epoch)
  * message  cell[id] OPEN and room in the ring ─► DATA record(s) FIRST … LAST (one copy)
+ * stream   begin(len), append(piece)… ─► records FIRST … LAST as pieces come, each as large
+ *          as the ring's room; what does not fit stays the caller's view until it is copied
+ *          abandon (the sender left mid-message) ─► END, the receiver is closed sender_aborted
  *          cell[id] BLOCKED (receiver over its share) ─► wait on the cell (Atomics.waitAsync)
  *          ring full ─► wait for the reader to move (Atomics.waitAsync on its head)
  *          end of the task's writes ─► one doorbell to the receiving worker
  * end      END record ─► id back on the free list (records stay in ring order, so a record
  *          of the old pair is always read before the OPEN of the next one with that id)
  * closed   cell[id] CLOSED (receiver let go of the name) ─► reason receiver_closed
+ * released cell[id] | RELEASED (it let go mid-message) ─► that message finishes, no new one
  * ```
  *
  * Pair cells are Int32 in shared memory, `epoch << 2 | state`, written by the sender when it
@@ -35,6 +40,11 @@ export const CELL_OPEN = 0;
 export const CELL_BLOCKED = 1;
 /** State of a pair cell: the receiver let go of the pair. */
 export const CELL_CLOSED = 2;
+/**
+ * Flag of a pair cell (beside OPEN or BLOCKED): the receiver let go of its name while a message
+ * on this pair was part-way through; that message still finishes there, and no other starts.
+ */
+export const CELL_RELEASED = 1 << 30;
 
 /**
  * Record flag: opens pair `id` (payload: u32 the name table's generation when the sender
@@ -54,6 +64,17 @@ export const REC_ID = 0xffff;
 export function cellValue(epoch: number, state: number): number {
   return ((epoch & 0x0fffffff) << 2) | state;
 }
+
+/** The epoch of a cell value. */
+export function cellEpoch(value: number): number {
+  return (value >>> 2) & 0x0fffffff;
+}
+
+/**
+ * Bytes a streamed message waits for rather than write a smaller record (unless less is left):
+ * a record per few hundred bytes of free ring would cost more than it moves.
+ */
+const MIN_STREAM_RECORD_BYTES = 4096;
 
 const encoder = new TextEncoder();
 const RESOLVED = Promise.resolve();
@@ -155,6 +176,14 @@ export class RingPair {
   #pending = 0;
   /** The batch of {@linkcode RingPair.queue} that new messages join, while it is last in line. */
   #backlog: Backlog | undefined;
+  /** A message is part-way into the ring (its FIRST record written, not its LAST). */
+  #midMessage = false;
+  /** The streamed message being appended: its length (0: none) and bytes handed over. */
+  #streamLength = 0;
+  #streamAt = 0;
+  /** Number of the streamed message (begin), and the last one given up (abandon). */
+  #stream = 0;
+  #abandoned = 0;
   readonly #closed: Promise<PairCloseReason>;
   #resolveClosed!: (reason: PairCloseReason) => void;
 
@@ -171,10 +200,27 @@ export class RingPair {
     return this.#closed;
   }
 
-  /** Why the pair ended, or undefined while it is open (reads the shared cell). */
+  /**
+   * Why the pair ended, or undefined while it is open (reads the shared cell). A pair whose
+   * receiver let go of its name mid-message says `receiver_closed` at once, so no new message
+   * is sent on it, while that message still finishes.
+   */
   get reason(): PairCloseReason | undefined {
+    if (this.#ended()) return this.#reason;
+    return (Atomics.load(this.#link.cells, this.id) & CELL_RELEASED) !== 0
+      ? "receiver_closed"
+      : undefined;
+  }
+
+  /** Whether the pair has ended (notes a close seen in the cell). */
+  #ended(): boolean {
     if (this.#reason === undefined && this.#state() === CELL_CLOSED) this.abort("receiver_closed");
-    return this.#reason;
+    return this.#reason !== undefined;
+  }
+
+  /** Whether a message is part-way through (it may finish on a released pair). */
+  get midMessage(): boolean {
+    return this.#midMessage;
   }
 
   /** Whether sends wait for room or for the receiver. */
@@ -182,9 +228,15 @@ export class RingPair {
     return this.#pending > 0;
   }
 
+  /**
+   * The cell's state for this pair: CLOSED once the receiver let go of it, or of its name
+   * (RELEASED) when no message is part-way through (one that is still finishes there).
+   */
   #state(): number {
     const value = Atomics.load(this.#link.cells, this.id);
-    return value >>> 2 === this.#epoch ? value & 3 : CELL_CLOSED;
+    if (cellEpoch(value) !== this.#epoch) return CELL_CLOSED;
+    if ((value & CELL_RELEASED) !== 0 && !this.#midMessage) return CELL_CLOSED;
+    return value & 3;
   }
 
   /** Writes the OPEN record if it is not written yet; false when the ring has no room. */
@@ -303,7 +355,7 @@ export class RingPair {
       const length = Math.min(max, message.length - at);
       const flags = (at === 0 ? REC_FIRST : 0) | (at + length === message.length ? REC_LAST : 0);
       for (;;) {
-        if (this.reason !== undefined) throw new PairClosedError(this.#reason!);
+        if (this.#ended()) throw new PairClosedError(this.#reason!);
         if (signal?.aborted) {
           // Mid-message: the receiver cannot complete the frame; the pair ends, and its END
           // (if the ring has room; else the next OPEN of the id) gives up the frame there.
@@ -314,7 +366,7 @@ export class RingPair {
           signal.throwIfAborted();
         }
         const value = Atomics.load(link.cells, this.id);
-        if ((value & 3) === CELL_BLOCKED && value >>> 2 === this.#epoch) {
+        if ((value & 3) === CELL_BLOCKED && cellEpoch(value) === this.#epoch) {
           const waited = Atomics.waitAsync(link.cells, this.id, value, RING_WAIT_MS);
           if (waited.async) await waited.value;
           continue;
@@ -323,6 +375,7 @@ export class RingPair {
           this.#opened() &&
           link.writer.tryPut(this.id | flags, message.length, message, at, length)
         ) {
+          this.#midMessage = (flags & REC_LAST) === 0;
           link.ring();
           break;
         }
@@ -333,12 +386,129 @@ export class RingPair {
     } while (at < message.length);
   }
 
+  /**
+   * Streaming: begins a message of `length` bytes (more than 0), whose bytes follow through
+   * {@linkcode RingPair.append} as they arrive from the sender, after every message handed
+   * to the pair before it.
+   */
+  begin(length: number): void {
+    this.#streamLength = length;
+    this.#streamAt = 0;
+    this.#stream++;
+  }
+
+  /**
+   * Streaming: the next bytes of the message begun, copied into the ring now as far as the
+   * ring's room and the receiver's cell allow (records of any size up to the ring's limit);
+   * the rest is copied later, in order, from `bytes` itself.
+   * @returns true: every byte is in the ring; false: the pair has ended (these bytes and the
+   *   rest of the message are dropped); a promise of one of those when some bytes wait: then
+   *   `bytes` must stay unchanged until it settles (it never rejects)
+   */
+  append(bytes: Uint8Array): boolean | Promise<boolean> {
+    const offset = this.#streamAt;
+    const total = this.#streamLength;
+    this.#streamAt += bytes.length;
+    if (this.#streamAt >= total) this.#streamLength = 0;
+    let start = 0;
+    if (this.#pending === 0) {
+      start = this.#put(bytes, 0, offset, total);
+      if (start < 0) return false;
+      if (start === bytes.length) return true;
+    }
+    const stream = this.#stream;
+    this.#pending++;
+    const run = this.#tail.then(() => this.#pump(stream, bytes, start, offset + start, total))
+      .catch(() => false).finally(() => this.#pending--);
+    this.#tail = run.then(() => {});
+    return run;
+  }
+
+  /**
+   * Streaming: gives up the message being appended (its sender went away). What waits of it
+   * is dropped; when part of it is already in the ring, an END record follows (once there is
+   * room) so the receiving worker gives up the half frame, and the pair ends `sender_aborted`.
+   */
+  abandon(): void {
+    this.#streamLength = 0;
+    this.#abandoned = this.#stream;
+    if (this.#reason !== undefined) return;
+    const giveUp = async () => {
+      const link = this.#link;
+      while (this.#midMessage && !this.#ended()) {
+        if (link.writer.tryPut(this.id | REC_END, 0, new Uint8Array(0))) {
+          link.ring();
+          this.abort("sender_aborted");
+          return;
+        }
+        link.ring();
+        await link.writer.waitForRoom(RING_WAIT_MS);
+      }
+    };
+    if (this.#pending === 0 && !this.#midMessage) return;
+    this.#pending++;
+    this.#tail = this.#tail.then(giveUp).finally(() => this.#pending--);
+  }
+
+  /**
+   * Writes records of `bytes[at…]` (at `offset` in a message of `total` bytes) while the ring
+   * has room and the receiver takes data; rings the doorbell for what it wrote.
+   * @returns the bytes written, or −1 when the pair has ended
+   */
+  #put(bytes: Uint8Array, at: number, offset: number, total: number): number {
+    const link = this.#link;
+    const writer = link.writer;
+    let written = 0;
+    while (at + written < bytes.length) {
+      if (this.#ended()) return -1;
+      if ((Atomics.load(link.cells, this.id) & 3) === CELL_BLOCKED || !this.#opened()) break;
+      const left = bytes.length - at - written;
+      const room = writer.room();
+      if (room < left && room < MIN_STREAM_RECORD_BYTES) break;
+      const length = Math.min(left, room);
+      const from = offset + written;
+      const flags = (from === 0 ? REC_FIRST : 0) | (from + length === total ? REC_LAST : 0);
+      if (!writer.tryPut(this.id | flags, total, bytes, at + written, length)) break;
+      this.#midMessage = (flags & REC_LAST) === 0;
+      written += length;
+    }
+    if (written > 0) link.ring();
+    return written;
+  }
+
+  /** Writes the rest of a streamed piece as room comes; false when the pair ended first. */
+  async #pump(
+    stream: number,
+    bytes: Uint8Array,
+    at: number,
+    offset: number,
+    total: number,
+  ): Promise<boolean> {
+    const link = this.#link;
+    for (;;) {
+      if (this.#abandoned === stream) return false;
+      const n = this.#put(bytes, at, offset, total);
+      if (n < 0) return false;
+      at += n;
+      offset += n;
+      if (at >= bytes.length) return true;
+      const value = Atomics.load(link.cells, this.id);
+      if ((value & 3) === CELL_BLOCKED) {
+        const waited = Atomics.waitAsync(link.cells, this.id, value, RING_WAIT_MS);
+        if (waited.async) await waited.value;
+      } else {
+        link.ring(); // what is in the ring must be read for room to come
+        await link.writer.waitForRoom(RING_WAIT_MS);
+      }
+    }
+  }
+
   /** Ends the pair once every message handed to it has left (`sender_closed`). */
   end(): void {
     if (this.#reason !== undefined) return;
     const finish = async () => {
       const link = this.#link;
-      while (this.reason === undefined) {
+      while (!this.#ended()) {
         if (this.#key !== undefined) break; // never opened on the other side: nothing to end
         if (link.writer.tryPut(this.id | REC_END, 0, new Uint8Array(0))) {
           link.ring();

@@ -93,9 +93,6 @@ const IN_MEMORY_WORKER = 1;
 /** Why each ignored test cannot run against workers. */
 export type Skips = Record<string, string>;
 
-/** A large frame crosses workers whole (lib/relay/router.ts), not streamed as it arrives. */
-export const WHOLE =
-  "a frame to another worker is sent once complete, so a receiver never has part of one";
 /** Pair windows and whole-message assembly are outside the receivers' queues. */
 export const BUDGET =
   "between workers, each pair's credit window and a message being assembled come on top of the budget";

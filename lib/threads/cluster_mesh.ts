@@ -197,9 +197,14 @@ export class ThreadClusterMesh implements Mesh {
     this.#elsewhere.release(name);
   }
 
-  /** The sibling (`w<j>`) or other node holding `name`. */
+  /**
+   * The other node or the sibling (`w<j>`) holding `name`. Another node first: a name the
+   * cluster shows elsewhere can be in the name table only as a sibling's tentative claim (the
+   * cluster will refuse it), and its messages go on to the real holder meanwhile, as on a
+   * single-threaded node whose registry holds a name it has not yet claimed in the cluster.
+   */
   holder(name: string): string | undefined {
-    return this.#workers.holder(name) ?? this.#elsewhere.holder(name);
+    return this.#elsewhere.holder(name) ?? this.#workers.holder(name);
   }
 
   /** Moves whenever a name changes hands in the process or in the cluster. */

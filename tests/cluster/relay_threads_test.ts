@@ -249,6 +249,35 @@ Deno.test({
       });
 
       await t.step(
+        "messages to a name elsewhere go on while this node tries the name",
+        async () => {
+          await using holder = await RelayClient.connect({ port: q.port, name: "busy" });
+          await waitForNames(p.port, ["busy"]);
+          let trying = true;
+          let sent = 0;
+          const sending = (async () => {
+            while (trying) {
+              await p0.client.send("busy", pattern(9, sent++, 64));
+              if (sent % 20 === 0) await p0.client.ping(); // paced: all routed so far
+            }
+          })();
+          // Each try on worker 1 puts the name in the table for a KV round trip.
+          for (let i = 0; i < 20; i++) {
+            await assert.rejects(
+              () => RelayClient.connect({ port: p.port, name: "busy" }),
+              /already registered|name_taken/i,
+            );
+          }
+          trying = false;
+          await sending;
+          for (let seq = 0; seq < sent; seq++) {
+            const got = await holder.receive();
+            assert.deepEqual(checkPattern(got!.payload), { tag: 9, seq });
+          }
+        },
+      );
+
+      await t.step(
         "a name let go on one worker is taken again in the process at once",
         async () => {
           for (let round = 0; round < 4; round++) {

@@ -44,6 +44,8 @@ async function relays(node: ServeProcess): Promise<void> {
   try {
     await using alice = await RawPeer.connect(node.port, "alice");
     await using bob = await RawPeer.connect(node.port, "bob");
+    // A seed client is not told when its name is taken: wait for the claim (a KV round trip).
+    await node.waitLog(/Registered bob /);
     await alice.write("bob|5|hello");
     await expectText(bob, "alice|5|hello");
   } catch (error) {

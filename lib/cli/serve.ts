@@ -335,7 +335,7 @@ export async function main(args: string[]): Promise<number> {
   const log = getLogger(["relay", "serve"]);
   const tls = await readTls();
   const threads = flags.count("threads")!;
-  // With --threads N each worker joins the cluster as a node of its own (`<node>-w<i>`).
+  // With --threads N the process is one cluster node; worker 0 joins for every worker.
   const cluster = await clusterSettings(flags, threads);
   if (threads > 1) {
     const web = await webOptions(flags, {

@@ -93,7 +93,7 @@ export interface MeshEvents {
 
 /** Names held elsewhere, and the way to reach them. */
 export interface Mesh extends AsyncDisposable {
-  /** This node's name (cluster node name, or `<node>.w<i>` for a worker). */
+  /** This node's name: the cluster node name, or `w<i>` for a worker of the process. */
   readonly node: string;
   /** Claims `name` mesh-wide for a connection here (after the local registry took it). */
   claim(name: string): Promise<MeshClaim>;

@@ -73,7 +73,7 @@ class ThreadedTestRelay implements AsyncDisposable {
    * Runs an in-memory connection on worker 1, all of a test's on the same one: the suites
    * that hand the server connections time one sender against one receiver (held back, idle,
    * read buffers pinned by views), which holds for two connections of one worker; between
-   * two workers the ring takes a sender's frame whatever the receiver's budget (BUDGET).
+   * two workers the ring takes a sender's frame whatever the receiver's budget.
    * Bridged connections between workers are tested in conn_bridge_test.ts.
    */
   serve(conn: RelayConn): void {
@@ -92,10 +92,6 @@ const IN_MEMORY_WORKER = 1;
 
 /** Why each ignored test cannot run against workers. */
 export type Skips = Record<string, string>;
-
-/** Pair windows and whole-message assembly are outside the receivers' queues. */
-export const BUDGET =
-  "between workers, each pair's credit window and a message being assembled come on top of the budget";
 
 /**
  * From now on, `RelayServer.listen` starts `threads` workers, and `Deno.test` renames every

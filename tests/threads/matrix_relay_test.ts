@@ -4,11 +4,9 @@
  * @module
  */
 
-import { BUDGET, useThreads } from "./_matrix.ts";
+import { useThreads } from "./_matrix.ts";
 
-useThreads(4, {
-  "relay: stalled receivers stop at the memory budget and a fresh pair still talks": BUDGET,
-});
+useThreads(4, {});
 
 await import("../relay/server_test.ts");
 await import("../relay/routing_test.ts");

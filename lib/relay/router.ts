@@ -10,8 +10,8 @@
  *   len < 16 KiB     ─► assembled whole, then copied into the receiver's queue
  *   larger           ─► streamed into the receiver's queue as it arrives (views, no copy)
  *   held on another node (a mesh, see mesh.ts) ─► that node's pair (one per sender, name, node)
- *     pair streams (worker ring) ─► begin(len), append(piece) as each read brings it (one copy)
- *     else                       ─► assembled whole, then sent (cluster pairs)
+ *     large, pair streams (ring) ─► begin(len), append(piece) as each read brings it (one copy)
+ *     else                       ─► assembled whole, then sent (small ones; cluster pairs)
  * ```
  *
  * A name held on another node (cluster mode, worker threads) is reached through a
@@ -20,16 +20,16 @@
  * before it is used again. Only the payload crosses (the receiving side writes the header, as
  * its client wants it: framed or payload only). A pair never interleaves messages and keeps
  * their order. A pair that streams (the ring between workers, `MeshPair.begin/append`) gets the
- * payload of a frame that spans reads piece by piece, as the reads bring it, like a local
+ * payload of a large frame (16 KiB or more) piece by piece, as the reads bring it, like a local
  * streaming sender: copied once, from the read buffer into the ring; what the ring or the
  * receiver cannot take yet stays a view of the read buffer, and the reader waits until the pair
  * has copied it. A sender that ends mid-frame gives the frame up there (`abandon`: the receiver
- * is closed `sender_aborted` once part of it was written). Into other pairs (cluster) a message
- * that spans reads is assembled first (up to the relay's message limit, 16 MiB; when that is
- * 16 KiB or more it is charged to the memory budget until the pair has copied it into
- * packets). The reader waits for a pair without credit exactly as for a full local receiver:
- * after each read, until the pair has taken every message routed to it. Local destinations
- * never touch the mesh.
+ * is closed `sender_aborted` once part of it was written). A small frame, and any frame into
+ * other pairs (cluster), that spans reads is assembled first (up to the relay's message limit,
+ * 16 MiB; when that is 16 KiB or more it is charged to the memory budget until the pair has
+ * copied it into packets). The reader waits for a pair without credit exactly as for a full
+ * local receiver: after each read, until the pair has taken every message routed to it. Local
+ * destinations never touch the mesh.
  *
  * A frame belongs to whoever holds the destination name when its header is read: if the name
  * changes hands mid-frame, the rest of that frame still goes to the connection it began on
@@ -426,7 +426,9 @@ export class Router implements FrameSink {
         const queued = pair.queue(bytes);
         if (queued !== undefined) this.#queued(route, queued, bytes.length);
         this.#host.count("delivered", bytes.length);
-      } else if (pair.append !== undefined && pair.reason === undefined) {
+      } else if (
+        pair.append !== undefined && pair.reason === undefined && bytes.length >= COPY_BELOW_BYTES
+      ) {
         pair.begin!(bytes.length);
         this.#streamed(route, pair.append(bytes), bytes.length);
       } else {
@@ -434,7 +436,9 @@ export class Router implements FrameSink {
       }
       return;
     }
-    if (this.#wholeAt === 0 && pair.append !== undefined) {
+    // Large: streamed. A small frame is assembled first, as for a local receiver: one begun on
+    // a receiver's queue would hold back every frame behind it until its sender sends the rest.
+    if (this.#wholeAt === 0 && pair.append !== undefined && this.#frameLength >= COPY_BELOW_BYTES) {
       if (pair.reason === undefined) {
         this.#streaming = true;
         pair.begin!(this.#frameLength);

@@ -2,8 +2,8 @@
  * The sending side of the ring path between two workers (see ring.ts for the ring itself,
  * ring_inbox.ts for the receiving side). One {@linkcode RingLink} per other worker; one
  * {@linkcode RingPair} per sender connection and receiving name on that worker, as a cluster
- * pair, with the same surface the router uses (`trySend`, `send`, `reason`, `closed`, `end`, and the streaming `begin`, `append`,
- * `abandon`).
+ * pair, with the same surface the router uses (`trySend`, `send`, `reason`, `closed`, `end`,
+ * and the streaming `begin`, `append`, `abandon`).
  *
  * ```
  * open     id from the link's free list, cell[id] = epoch·OPEN ─► OPEN record (key, epoch)

@@ -136,3 +136,20 @@ Deno.test("threads: a frame begun to a name's old holder on another worker finis
     });
   }
 });
+
+Deno.test("threads: a small frame half sent from another worker holds back no other sender's frames", async () => {
+  await using relay = await listen();
+  await using rx = await onWorker(relay, 0, "rx");
+  const tx = await onWorker(relay, 1, "tx");
+  await using other = await onWorker(relay, 2, "other");
+  // Below the streaming size a frame is assembled whole first, as on one worker: had its first
+  // half been begun on rx's queue, other's frame would wait behind it for the rest.
+  await tx.write("rx|1000|" + "x".repeat(500));
+  await other.write("rx|2|ok");
+  await expectText(rx, "other|2|ok", 5_000);
+  await tx.close();
+  await waitFor(() => relay.workerOf("tx") === undefined, 5_000, "tx gone");
+  await other.write("rx|3|yes");
+  await expectText(rx, "other|3|yes", 5_000);
+  assert.ok(await rx.stillOpen(200), "nothing of tx's half frame reaches rx");
+});

@@ -142,7 +142,7 @@ Deno.test({
     const plan = relay.memoryPlan;
     assert.equal(plan.rings, 12);
     assert.ok(plan.reservedBytes > 0 && plan.reservedBytes <= budgetBytes / 2);
-    const pairs = 8;
+    const pairs = 12;
     const receivers: RawPeer[] = [];
     const senders: RawPeer[] = [];
     const pushing: Promise<unknown>[] = [];
@@ -216,7 +216,10 @@ Deno.test({
       // per sender (and what each had in a ring when its receiver was stopped).
       const bound = budgetBytes + pairs * MAX_READ_BYTES;
       assert.ok(peakUsed <= bound, `used ${peakUsed} of ${budgetBytes}`);
-      assert.ok(growth < budgetBytes + 48 * MiB, `RSS grew by ${growth} bytes`);
+      // RSS also grows by what V8's young generations take under this much allocation (five
+      // isolates here: 1–71 MiB measured on the loaded machine); without the budget, these
+      // receivers alone would hold 12 × 8 MiB (--max-buffer).
+      assert.ok(growth < budgetBytes + 64 * MiB, `RSS grew by ${growth} bytes`);
     } finally {
       stop = true;
       for (const p of [...senders, ...receivers]) await p.close();

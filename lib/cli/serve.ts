@@ -22,7 +22,7 @@ import { type Rate, RelayServer, type TlsCertificate } from "../relay/server.ts"
 import { WebServer, type WebServerOptions } from "../web/server.ts";
 import { describeError, logFlags, onShutdownSignal, parseCommand } from "./common.ts";
 import { serveThreaded } from "./serve_threads.ts";
-import { DEFAULT_THREADS } from "../threads/threads.ts";
+import { CORES, defaultThreads } from "../threads/threads.ts";
 import { CLUSTER_FLAGS, clusterSettings, joinCluster } from "./serve_cluster.ts";
 
 /** Time queued data gets to go out on SIGINT/SIGTERM before connections are closed. */
@@ -54,7 +54,7 @@ export const SERVE_FLAGS: readonly Flag[] = [
     name: "threads",
     env: "RELAY_THREADS",
     type: "count",
-    default: String(DEFAULT_THREADS),
+    defaultText: "one per core",
     help: "worker threads sharing the port and one namespace; 1 runs no workers",
     group: "Listening",
   },
@@ -334,7 +334,16 @@ export async function main(args: string[]): Promise<number> {
   });
   const log = getLogger(["relay", "serve"]);
   const tls = await readTls();
-  const threads = flags.count("threads")!;
+  const threads = threadsOf(flags);
+  if (!flags.has("threads") && threads < CORES) {
+    log.info(
+      "Running {threads} threads on {cores} cores: --max-memory holds the rings for no more",
+      {
+        threads,
+        cores: CORES,
+      },
+    );
+  }
   // With --threads N the process is one cluster node; worker 0 joins for every worker.
   const cluster = await clusterSettings(flags, threads);
   if (threads > 1) {
@@ -462,12 +471,22 @@ export function settingsText(flags: ParsedFlags): string {
   return settingsEntries(flags).map(([name, value]) => `${name}=${value}`).join(" ");
 }
 
+/** `--threads`, or when not given one per core, as many as `--max-memory` holds rings for. */
+function threadsOf(flags: ParsedFlags): number {
+  if (flags.has("threads")) return flags.count("threads")!;
+  return defaultThreads(flags.size("max-memory") ?? MAX_MEMORY_BYTES);
+}
+
 /** The settings in effect as flag names and values as typed (`off` for 0); no secrets. */
 export function settingsEntries(flags: ParsedFlags): [string, string][] {
   const shown: [string, string][] = [];
   for (const flag of SERVE_FLAGS) {
     if (flag.group === "Logging and help" || flag.name === "host" || flag.name === "port") continue;
     if (flag.name === "http-token") continue; // a secret
+    if (flag.name === "threads") {
+      shown.push([flag.name, String(threadsOf(flags))]); // the cores when not given
+      continue;
+    }
     if (flag.type === "boolean") {
       shown.push([flag.name, flags.boolean(flag.name) ? "on" : "off"]);
       continue;

@@ -471,6 +471,8 @@ async function startRelayNode(url: string, node: string) {
       node,
       "--log-level",
       "info",
+      "--threads", // the cluster rows measure one node of one thread
+      "1",
     ],
     stdout: "null",
     stderr: "piped",

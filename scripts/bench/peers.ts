@@ -147,6 +147,8 @@ export async function startRelay(options: RelayOptions = {}): Promise<Running> {
       "--port",
       String(port),
       ...(options.defaultLogLevel ? [] : ["--log-level", "warning"]),
+      // The rows named "relay" measure one thread (the scaling table adds one per core).
+      ...(options.args?.includes("--threads") ? [] : ["--threads", "1"]),
       ...(options.args ?? []),
     ], { raiseFdLimit: true, cwd: PROJECT_ROOT });
     try {

@@ -3,6 +3,9 @@ import { ThreadedRelay } from "../../lib/threads/threaded_relay.ts";
 import { delay } from "../_helpers/relay.ts";
 import { checkNumbered, frame, numbered, onWorker, readFrame } from "./_place.ts";
 
+/** Time a flooding sender has to be held back (it is within a second when the relay works). */
+const HELD_BACK_TIMEOUT_MS = 30_000;
+
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
@@ -36,7 +39,9 @@ Deno.test("threads: a stalled receiver does not hold back others' traffic throug
   })();
   // Until s1 is held back: bob's queue is full, and s1's pair waits on its cell.
   let last = -1;
+  const deadline = performance.now() + HELD_BACK_TIMEOUT_MS;
   for (let still = 0; still < 3;) {
+    assert.ok(performance.now() < deadline, `s1 never held back: ${flooded} bytes taken`);
     await delay(100);
     still = flooded === last ? still + 1 : 0;
     last = flooded;

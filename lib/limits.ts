@@ -162,6 +162,14 @@ export const MIN_RING_BYTES = 64 * 1024;
 export const RING_BUDGET_SHARE = 1 / 8;
 
 /**
+ * Share of --max-memory set aside, in cluster mode with --threads, for the messages worker 0's
+ * bridges hold whole between a sibling worker and another node (lib/threads/bridge_allowance.ts):
+ * at the default 256 MiB, 32 MiB, two 16 MiB messages at once; a message that does not fit waits,
+ * holding its sender back.
+ */
+export const BRIDGE_BUDGET_SHARE = 1 / 8;
+
+/**
  * Most of --max-memory the rings may take at their smallest before a start is refused (the
  * queues would get less than the other half).
  */

@@ -27,8 +27,9 @@
  * the process's workers. A worker that dies stops the whole relay (threaded_relay.ts), so the
  * lease never outlives the workers it speaks for. The price: traffic between a worker other
  * than 0 and another node takes one more in-process hop (a stream pair between the two
- * workers, reassembled into whole messages by the bridge; at most one message per pair is
- * held there, outside `--max-memory`, like the pair windows), and one NATS connection carries
+ * workers, reassembled into whole messages by the bridge; the bridges together hold at most
+ * an eighth of `--max-memory`, set aside from it at start, a message that does not fit holding
+ * its sender back: bridge_allowance.ts), and one NATS connection carries
  * all of the process's cross-node traffic, as for a single-threaded node.
  * @module
  */
@@ -41,6 +42,8 @@ import { DoorClient, DoorServer, type PresenceHolder } from "./cluster_door.ts";
 import type { Logger } from "@logtape/logtape";
 import { type ClusterSettings, joinCluster } from "../cluster/join.ts";
 import { CLUSTER_JOIN_TIMEOUT_MS } from "../limits.ts";
+import { BridgeAllowance } from "./bridge_allowance.ts";
+import { concat } from "../util/bytes.ts";
 
 /**
  * How long a worker other than 0 waits for worker 0 to have joined: worker 0's whole join
@@ -67,6 +70,8 @@ export interface ThreadClusterOptions {
   gather: Record<number, MessagePort>;
   /** Where the join and rejoins are logged (worker 0). */
   log: Logger;
+  /** Bytes worker 0's bridges may hold together (undefined: no budget, no limit). */
+  bridgeBytes?: number;
 }
 
 /**
@@ -83,7 +88,7 @@ export async function joinThreadCluster(
     const cluster = await joinCluster(settings, options.log);
     // The mesh follows the cluster from here on (its names now, then every change).
     const doors = new DoorServer(cluster, gather);
-    const mesh = ThreadClusterMesh.first(workers, cluster, doors);
+    const mesh = ThreadClusterMesh.first(workers, cluster, doors, options.bridgeBytes);
     await doors.othersOpened(DOOR_OPEN_TIMEOUT_MS);
     return mesh;
   }
@@ -123,6 +128,8 @@ export class ThreadClusterMesh implements Mesh {
   #closing: Promise<void> | undefined;
   /** Bridges moving messages between a pair and another (worker 0). */
   #bridges = 0;
+  /** What the bridges may hold together, reserved a whole message at a time (worker 0). */
+  #allowance = new BridgeAllowance(Infinity);
 
   private constructor(
     workers: WorkerMesh,
@@ -167,8 +174,15 @@ export class ThreadClusterMesh implements Mesh {
   }
 
   /** Worker 0's mesh: it is the process's member of the cluster and serves the others' doors. */
-  static first(workers: WorkerMesh, cluster: ClusterMesh, doors: DoorServer): ThreadClusterMesh {
-    return new ThreadClusterMesh(workers, 0, cluster.node, { cluster, doors });
+  static first(
+    workers: WorkerMesh,
+    cluster: ClusterMesh,
+    doors: DoorServer,
+    bridgeBytes?: number,
+  ): ThreadClusterMesh {
+    const mesh = new ThreadClusterMesh(workers, 0, cluster.node, { cluster, doors });
+    if (bridgeBytes !== undefined) mesh.#allowance = new BridgeAllowance(bridgeBytes);
+    return mesh;
   }
 
   /** Another worker's mesh: the cluster through worker 0's door. */
@@ -314,16 +328,25 @@ export class ThreadClusterMesh implements Mesh {
         if (chunk === undefined) chunk = await receiver.read();
         if (chunk === null) break;
         let message = chunk.bytes;
-        if (!chunk.last) {
-          const parts = [chunk.bytes];
-          do {
-            chunk = await next();
-            if (chunk === null) return; // ended mid-message: nothing of it goes on
-            parts.push(chunk.bytes);
-          } while (!chunk.last);
-          message = concat(parts, chunk.total);
+        let reserved = 0;
+        try {
+          if (!chunk.last) {
+            // The whole message is reserved before the rest of it is read (its credit
+            // returned): one that does not fit waits here, holding its sender back.
+            reserved = chunk.total;
+            await this.#allowance.take(reserved);
+            const parts = [chunk.bytes];
+            do {
+              chunk = await next();
+              if (chunk === null) return; // ended mid-message: nothing of it goes on
+              parts.push(chunk.bytes);
+            } while (!chunk.last);
+            message = concat(parts);
+          }
+          if (!out.trySend(message)) await out.send(message);
+        } finally {
+          if (reserved > 0) this.#allowance.give(reserved);
         }
-        if (!out.trySend(message)) await out.send(message);
         this.#events?.count?.("delivered", message.length);
       }
     } catch {
@@ -376,15 +399,4 @@ export function parseForwardKey(key: string): { node: string; key: string } | un
   const bar = key.indexOf("|", 1);
   if (bar < 0) return undefined;
   return { node: key.slice(1, bar), key: key.slice(bar + 1) };
-}
-
-/** The parts of one message, in one array of `total` bytes. */
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

@@ -49,6 +49,11 @@ export interface StartMessage {
   reservedBytes: number;
   /** Capacity of each ring into this worker (memory_plan.ts). */
   ringBytes: number;
+  /**
+   * Cluster mode: bytes worker 0's bridges may hold together (bridge_allowance.ts), set aside
+   * from the budget with the rings; undefined without a budget.
+   */
+  bridgeBytes?: number;
   /** The process's connection count (`--max-connections` for all workers together). */
   connections: SharedArrayBuffer;
   /** The process's per-IP counts (see `ip_table.ts`), so per-IP limits hold for all workers. */

@@ -24,6 +24,7 @@
 import { getLogger, type Logger } from "@logtape/logtape";
 import type { RelayServerOptions, RelayStats, TlsCertificate } from "../relay/server.ts";
 import {
+  BRIDGE_BUDGET_SHARE,
   DEFAULT_PORT,
   MAX_CONNECTIONS,
   MAX_MEMORY_BYTES,
@@ -124,6 +125,8 @@ export class ThreadedRelay implements AsyncDisposable {
   readonly #budgetBytes: number;
   /** The rings' size and the part of the budget set aside for them. */
   #plan: MemoryPlan = { rings: 0, ringBytes: 0, reservedBytes: 0 };
+  /** Cluster mode: what worker 0's bridges may hold (part of the plan's reserved bytes). */
+  #bridgeBytes: number | undefined;
   readonly #graceMs: number;
   readonly #auth: AuthPolicy | undefined;
   readonly #log: Logger = getLogger(["relay", "threads"]);
@@ -172,8 +175,16 @@ export class ThreadedRelay implements AsyncDisposable {
     if (!Number.isInteger(threads) || threads < 1) {
       throw new RangeError(`Invalid threads: ${threads}`);
     }
-    // The rings between workers are sized from the budget and set aside from it.
-    const plan = planMemory(options.maxMemoryBytes ?? MAX_MEMORY_BYTES, threads);
+    // The rings between workers are sized from the budget and set aside from it; in cluster
+    // mode so is what worker 0's bridges may hold (whole messages to and from other nodes).
+    const budgetBytes = options.maxMemoryBytes ?? MAX_MEMORY_BYTES;
+    let plan = planMemory(budgetBytes, threads);
+    const bridgeBytes = options.cluster && threads > 1 && budgetBytes > 0
+      ? Math.floor(budgetBytes * BRIDGE_BUDGET_SHARE)
+      : undefined;
+    if (bridgeBytes !== undefined) {
+      plan = { ...plan, reservedBytes: plan.reservedBytes + bridgeBytes };
+    }
     const hostname = options.hostname ?? "0.0.0.0";
     const ports = choosePorts(hostname, options);
     const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
@@ -181,10 +192,11 @@ export class ThreadedRelay implements AsyncDisposable {
     const budget = sharedBudgetBuffer(threads);
     const relay = new ThreadedRelay(options, ports, table, budget);
     relay.#plan = plan;
+    relay.#bridgeBytes = bridgeBytes;
     try {
       await relay.#start(options, ports, budget, maxConnections);
     } catch (error) {
-      await relay.#stopWorkers();
+      await relay.#stopWorkers(false);
       throw error;
     }
     const announce = getLogger(ANNOUNCE_CATEGORY);
@@ -204,10 +216,15 @@ export class ThreadedRelay implements AsyncDisposable {
         announce.info("Listening on {hostname}:{port} (TLS)", { hostname, port: ports.tlsPort });
       }
     }
-    if (plan.reservedBytes > 0) {
+    if (plan.reservedBytes > 0 && bridgeBytes === undefined) {
       relay.#log.info(
         "Memory budget: {reservedBytes} bytes of {budgetBytes} set aside for {rings} rings of {ringBytes} bytes between the threads",
         { ...plan, budgetBytes: relay.#budgetBytes },
+      );
+    } else if (bridgeBytes !== undefined) {
+      relay.#log.info(
+        "Memory budget: {reservedBytes} bytes of {budgetBytes} set aside for {rings} rings of {ringBytes} bytes between the threads and {bridgeBytes} for messages bridged to other nodes",
+        { ...plan, budgetBytes: relay.#budgetBytes, bridgeBytes },
       );
     }
     return relay;
@@ -278,6 +295,7 @@ export class ThreadedRelay implements AsyncDisposable {
         budget,
         reservedBytes: this.#plan.reservedBytes,
         ringBytes: this.#plan.ringBytes,
+        bridgeBytes: this.#bridgeBytes,
         connections,
         ipTable,
         peers: peers[i],
@@ -573,9 +591,15 @@ export class ThreadedRelay implements AsyncDisposable {
     return this.close();
   }
 
-  async #stopWorkers(): Promise<void> {
+  /**
+   * @param started whether the relay started: a start that failed (a worker could not listen
+   *   or join the cluster) has no clients to give a grace to, and a worker still waiting for
+   *   the others (for worker 0's cluster door) would answer nothing, so it is not waited for
+   */
+  async #stopWorkers(started = true): Promise<void> {
     this.#closing ??= Promise.resolve();
-    const started = performance.now();
+    const graceMs = started ? this.#graceMs : 0;
+    const since = performance.now();
     // Every worker stops taking connections at once; those open have the grace.
     for (const worker of this.#workers) {
       try {
@@ -584,7 +608,7 @@ export class ThreadedRelay implements AsyncDisposable {
         // Already gone.
       }
     }
-    if (this.#graceMs > 0) await this.#settle(started + this.#graceMs);
+    if (graceMs > 0) await this.#settle(since + graceMs);
     for (const worker of this.#workers) {
       try {
         worker.postMessage({ type: "close" });
@@ -595,7 +619,9 @@ export class ThreadedRelay implements AsyncDisposable {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       Promise.all(this.#closed),
-      new Promise((resolve) => timer = setTimeout(resolve, this.#graceMs + WORKER_STOP_MARGIN_MS)),
+      new Promise((resolve) =>
+        timer = setTimeout(resolve, started ? graceMs + WORKER_STOP_MARGIN_MS : 0)
+      ),
     ]);
     clearTimeout(timer);
     for (const worker of this.#workers) worker.terminate();

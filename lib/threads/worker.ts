@@ -129,6 +129,7 @@ async function start(message: StartMessage): Promise<void> {
         workers,
         gather: message.gather,
         log: getLogger(["relay", "cluster"]),
+        bridgeBytes: message.bridgeBytes,
       });
       mesh = joined;
       busy = () => joined.busy;

@@ -53,6 +53,15 @@ async function relays(node: ServeProcess): Promise<void> {
   }
 }
 
+/** `relay serve ARGS` exits 1 at once with one line matching `reason`, never an uncaught error. */
+async function refused(args: string[], reason: RegExp): Promise<void> {
+  await using node = new ServeProcess(["serve", "--host", "127.0.0.1", "--port", "0", ...args]);
+  const status = await node.exited(REFUSED_EXIT_MS);
+  assert.equal(status.code, 1, node.stderr);
+  assert.match(node.stderr, reason);
+  assert.doesNotMatch(node.stderr, /Uncaught|ECONNRESET/, node.stderr);
+}
+
 Deno.test({
   name: "--cluster-creds: a node joins a NATS server that requires an NKey user, and relays",
   ignore: NATS_SKIP !== undefined,
@@ -79,24 +88,10 @@ Deno.test({
       });
 
       await t.step("a user the server does not know: exit 1, one line, no crash", async () => {
-        await using node = new ServeProcess([
-          "serve",
-          "--host",
-          "127.0.0.1",
-          "--port",
-          "0",
-          "--cluster",
-          nats.url,
-          "--cluster-creds",
-          wrong,
-        ]);
-        const status = await node.exited(REFUSED_EXIT_MS);
-        assert.equal(status.code, 1, node.stderr);
-        assert.match(
-          node.stderr,
+        await refused(
+          ["--cluster", nats.url, "--cluster-creds", wrong],
           /Cannot join the cluster at nats:\/\/127\.0\.0\.1:\d+: authorization violation: .*--cluster-creds/i,
         );
-        assert.doesNotMatch(node.stderr, /Uncaught|ECONNRESET/, node.stderr);
       });
     } finally {
       await Deno.remove(good);
@@ -153,24 +148,10 @@ Deno.test({
     await t.step("without it: the server's certificate is refused, exit 1, one line", async () => {
       // A certificate that did not sign the server's.
       const untrusted = new URL("untrusted.pem", FIXTURES).pathname;
-      await using node = new ServeProcess([
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--cluster",
-        nats.url,
-        "--cluster-tls-ca",
-        untrusted,
-      ]);
-      const status = await node.exited(REFUSED_EXIT_MS);
-      assert.equal(status.code, 1, node.stderr);
-      assert.match(
-        node.stderr,
+      await refused(
+        ["--cluster", nats.url, "--cluster-tls-ca", untrusted],
         /Cannot join the cluster at tls:\/\/127\.0\.0\.1:\d+: .*certificate.*--cluster-tls-ca/,
       );
-      assert.doesNotMatch(node.stderr, /Uncaught/, node.stderr);
     });
   },
 });

@@ -47,6 +47,7 @@ import {
 } from "./errors.ts";
 import { abortable, connectTo, readWelcome } from "./handshake.ts";
 import { closeQuietly, writeAll } from "../util/io.ts";
+import { waitAtMost } from "../util/async.ts";
 
 export type { WelcomeEvent };
 export { ControlRequestError, RegistrationError, type RegistrationFailure };
@@ -503,12 +504,7 @@ export class RelayClient implements AsyncDisposable, AsyncIterable<RelayMessage>
   close(): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#timer);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#outbox.drained(),
-        new Promise((resolve) => timer = setTimeout(resolve, CLOSE_DRAIN_MS)),
-      ]);
-      clearTimeout(timer);
+      await waitAtMost(this.#outbox.drained(), CLOSE_DRAIN_MS);
       this.#end();
       await this.#reading?.catch(() => {});
     })();

@@ -150,6 +150,11 @@ export class NameClaims implements AsyncDisposable {
     return new Set(this.#held.keys());
   }
 
+  /** Whether this node holds `name` (without copying the set {@linkcode held} returns). */
+  holds(name: string): boolean {
+    return this.#held.has(name);
+  }
+
   /**
    * Claims `name` cluster-wide for this node.
    * @returns ok (and whether a stale claim was taken over), `name_taken` with the holder, or

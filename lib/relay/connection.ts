@@ -30,6 +30,7 @@ import { type FrameSink, SEP } from "../wire/relay.ts";
 
 import type { DisconnectReason } from "../wire/reasons.ts";
 import type { Mesh } from "./mesh.ts";
+import { waitAtMost } from "../util/async.ts";
 
 export type { DisconnectReason };
 
@@ -318,14 +319,7 @@ export class Connection {
 
   /** Closes once the queue is written (the `bye`), or after {@linkcode BYE_LINGER_MS}. */
   #linger(): void {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    Promise.race([
-      this.outbox.drained(),
-      new Promise((resolve) => timer = setTimeout(resolve, BYE_LINGER_MS)),
-    ]).then(() => {
-      clearTimeout(timer);
-      this.#shut();
-    });
+    waitAtMost(this.outbox.drained(), BYE_LINGER_MS).then(() => this.#shut());
   }
 
   /** Reads and checks the registration; returns the bytes after it, or undefined if refused. */

@@ -33,7 +33,7 @@ import type { Page, PageRequest } from "./directory.ts";
 import { VERSION } from "../version.ts";
 import { MemoryBudget, type SharedBudget } from "./memory_budget.ts";
 import { ANNOUNCE_CATEGORY } from "../util/log_category.ts";
-import { sleep } from "../util/async.ts";
+import { sleep, waitAtMost } from "../util/async.ts";
 import type { Mesh } from "./mesh.ts";
 import { MeshInbox } from "./mesh_inbox.ts";
 
@@ -269,7 +269,10 @@ export class RelayServer implements AsyncDisposable {
   readonly #options: Options;
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #stop = new AbortController();
-  /** Set by `stopAccepting`: listeners closed, new connections refused, open ones served. */
+  /**
+   * Set by `stopAccepting` (and so by `close`): listeners closed, new connections refused, open
+   * ones served.
+   */
   #refusing = false;
   #closing: Promise<void> | undefined;
   #nextId = 1;
@@ -459,7 +462,7 @@ export class RelayServer implements AsyncDisposable {
   }
 
   async #reload(tls: TlsCertificate): Promise<void> {
-    if (this.#stop.signal.aborted || this.#refusing) return;
+    if (this.#refusing) return;
     // Fails on a bad certificate or key before anything changes.
     Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...tls }).close();
     const old = this.#secure!;
@@ -468,7 +471,7 @@ export class RelayServer implements AsyncDisposable {
     // The port is free only once the old accept loop has seen its listener close.
     await this.#acceptLoops.get(old);
     // Shutdown may have begun while the old listener closed: then nothing is reopened.
-    if (this.#stop.signal.aborted || this.#refusing) return;
+    if (this.#refusing) return;
     const reuse = this.#options.reusePort ? { reusePort: true } : {};
     this.#secure = Deno.listenTls({ hostname, port, ...reuse, ...tls });
     this.#startAccepting(this.#secure);
@@ -527,7 +530,7 @@ export class RelayServer implements AsyncDisposable {
    * HTTP side) exactly like an accepted one: same limits, registry and shutdown.
    */
   serve(conn: RelayConn): void {
-    if (this.#stop.signal.aborted || this.#refusing) {
+    if (this.#refusing) {
       try {
         conn.close();
       } catch {
@@ -572,21 +575,12 @@ export class RelayServer implements AsyncDisposable {
 
   async #shutdown(): Promise<void> {
     this.#stop.abort();
-    for (const listener of [this.#plain, this.#secure]) {
-      try {
-        listener?.close();
-      } catch {
-        // Already closed.
-      }
-    }
+    this.stopAccepting();
     await this.#reloading;
     await Promise.all([...this.#acceptLoops.values()]);
     const grace = this.#options.shutdownGraceMs;
     if (grace > 0 && this.#connections.size > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const drained = Promise.all([...this.#connections].map((c) => c.outbox.drained()));
-      await Promise.race([drained, new Promise((r) => timer = setTimeout(r, grace))]);
-      clearTimeout(timer);
+      await waitAtMost(Promise.all([...this.#connections].map((c) => c.outbox.drained())), grace);
     }
     clearInterval(this.#sweep);
     for (const conn of [...this.#connections]) conn.close("server_shutdown");
@@ -626,7 +620,7 @@ export class RelayServer implements AsyncDisposable {
 
   #admitConnection(conn: RelayConn): void {
     this.#stats.accepted++;
-    if (this.#stop.signal.aborted || this.#refusing) {
+    if (this.#refusing) {
       // Accepted just as shutdown began (or handed over by serve() too late): never run it.
       this.#refuse(conn, "server_shutdown");
       return;

@@ -27,6 +27,7 @@
 
 import type { MeshClaim } from "../relay/mesh.ts";
 import type { ClusterMesh } from "../cluster/mesh.ts";
+import { waitAtMost } from "../util/async.ts";
 
 /** Messages from a worker to worker 0. */
 export type ToDoor =
@@ -129,7 +130,7 @@ export class DoorServer {
     if (owner !== undefined && owner !== worker) {
       if (!this.#cluster.live) return UNAVAILABLE;
       // Handed over inside the process: the table says `owner` let go of it.
-      if (this.#cluster.current?.claims.held.has(name)) {
+      if (this.#cluster.current?.claims.holds(name)) {
         this.#owners.set(name, worker);
         this.#confirmed.set(name, worker);
         this.#recompute(name);
@@ -213,12 +214,7 @@ export class DoorServer {
    */
   async othersOpened(timeoutMs: number): Promise<void> {
     if (this.#unopened.size === 0) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#allOpened.promise,
-      new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
-    ]);
-    clearTimeout(timer);
+    await waitAtMost(this.#allOpened.promise, timeoutMs);
   }
 
   /**
@@ -227,12 +223,7 @@ export class DoorServer {
    */
   async othersGone(timeoutMs: number): Promise<void> {
     if (this.#staying.size === 0) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#allGone.promise,
-      new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs)),
-    ]);
-    clearTimeout(timer);
+    await waitAtMost(this.#allGone.promise, timeoutMs);
   }
 
   /** Tells every worker that a name elsewhere came or went (for routing and presence). */

@@ -46,7 +46,7 @@ import { sumStats } from "./sum_stats.ts";
 import type { WebServerOptions } from "../web/server.ts";
 import { connectionGateBuffer } from "./connection_gate.ts";
 import { SharedIpLimits } from "./ip_table.ts";
-import { sleep } from "../util/async.ts";
+import { sleep, waitAtMost } from "../util/async.ts";
 import type { AuthPolicy } from "../relay/auth.ts";
 import type { ClusterSettings } from "../cluster/join.ts";
 
@@ -616,14 +616,7 @@ export class ThreadedRelay implements AsyncDisposable {
         // Already gone.
       }
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.all(this.#closed),
-      new Promise((resolve) =>
-        timer = setTimeout(resolve, started ? graceMs + WORKER_STOP_MARGIN_MS : 0)
-      ),
-    ]);
-    clearTimeout(timer);
+    await waitAtMost(Promise.all(this.#closed), started ? graceMs + WORKER_STOP_MARGIN_MS : 0);
     for (const worker of this.#workers) worker.terminate();
     // Handed-over connections a worker did not close on its way out.
     for (const bridge of [...this.#bridges.keys()]) bridge.close();

@@ -39,8 +39,10 @@ async function writeTemp(text: string, suffix: string): Promise<string> {
   return path;
 }
 
-/** Two clients on the node exchange a message (it is serving); its log is kept when not. */
-async function relays(node: ServeProcess): Promise<void> {
+/** `relay serve ARGS` joins the cluster and two of its clients exchange a message. */
+async function joinsAndRelays(args: string[]): Promise<void> {
+  await using node = await ServeProcess.start(args);
+  await node.waitLog(/Joined cluster as node/);
   try {
     await using alice = await RawPeer.connect(node.port, "alice");
     await using bob = await RawPeer.connect(node.port, "bob");
@@ -77,14 +79,7 @@ Deno.test({
     const wrong = await writeTemp(credsFor(other.getSeed()), ".creds");
     try {
       await t.step("the right creds file: joined, and messages flow", async () => {
-        await using node = await ServeProcess.start([
-          "--cluster",
-          nats.url,
-          "--cluster-creds",
-          good,
-        ]);
-        await node.waitLog(/Joined cluster as node/);
-        await relays(node);
+        await joinsAndRelays(["--cluster", nats.url, "--cluster-creds", good]);
       });
 
       await t.step("a user the server does not know: exit 1, one line, no crash", async () => {
@@ -135,14 +130,7 @@ Deno.test({
     });
 
     await t.step("with the CA: joined over TLS, and messages flow", async () => {
-      await using node = await ServeProcess.start([
-        "--cluster",
-        nats.url,
-        "--cluster-tls-ca",
-        CA,
-      ]);
-      await node.waitLog(/Joined cluster as node/);
-      await relays(node);
+      await joinsAndRelays(["--cluster", nats.url, "--cluster-tls-ca", CA]);
     });
 
     await t.step("without it: the server's certificate is refused, exit 1, one line", async () => {

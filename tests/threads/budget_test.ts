@@ -11,6 +11,7 @@ import {
 import { MAX_READ_BYTES, MAX_RING_BYTES, MIN_RING_BYTES } from "../../lib/limits.ts";
 import { bytes, expectText, RawPeer, runCli, waitFor } from "../_helpers/relay.ts";
 import { frame, onWorker } from "./_place.ts";
+import { freePort } from "../../scripts/_shared/processes.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -124,13 +125,6 @@ const RECEIVER_CAP_BYTES = 64 * MiB;
 const PUSH_ON_MS = 3_000;
 /** RSS growth allowed beyond the budget: V8's young generations and the other test files. */
 const RSS_NOISE_BYTES = 128 * MiB;
-
-function freePort(): number {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
 
 Deno.test({
   name:

@@ -108,10 +108,6 @@ Deno.test("a large frame begun too small to stream still finishes when its recei
   assert.deepEqual(await r.read(payload.length, 5_000), payload);
 });
 
-function rssBytes(): number {
-  return Deno.memoryUsage().rss;
-}
-
 /** The value of one gauge in a /metrics text. */
 function gauge(text: string, name: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));
@@ -123,8 +119,6 @@ function gauge(text: string, name: string): number {
 const RECEIVER_CAP_BYTES = 64 * MiB;
 /** Time the senders keep pushing once the budget is reached. */
 const PUSH_ON_MS = 3_000;
-/** RSS growth allowed beyond the budget: V8's young generations and the other test files. */
-const RSS_NOISE_BYTES = 128 * MiB;
 
 Deno.test({
   name:
@@ -163,11 +157,8 @@ Deno.test({
       await using a = await onWorker(relay, 1, "fresh-a");
       await using b = await onWorker(relay, 2, "fresh-b");
       await relay.stats(); // every worker has seen the names
-      const baseline = rssBytes();
-      let peakRss = baseline;
       let peakUsed = 0;
       const sampler = setInterval(() => {
-        peakRss = Math.max(peakRss, rssBytes());
         peakUsed = Math.max(peakUsed, relay.memoryUsedBytes());
       }, 5);
       try {
@@ -209,22 +200,18 @@ Deno.test({
       } finally {
         clearInterval(sampler);
       }
-      const growth = peakRss - baseline;
       console.log(
         `4 threads, ${pairs} stalled receivers on worker 0: budget used at most ` +
           `${(peakUsed / MiB).toFixed(1)} MiB of ${budgetBytes / MiB} MiB ` +
           `(${(plan.reservedBytes / MiB).toFixed(2)} MiB set aside for ${plan.rings} rings of ` +
-          `${plan.ringBytes / KiB} KiB); RSS grew by ${(growth / MiB).toFixed(1)} MiB`,
+          `${plan.ringBytes / KiB} KiB)`,
       );
       // Queued and held bytes stay within what the rings leave, passed by at most one read
       // per sender (and what each had in a ring when its receiver was stopped).
       const bound = budgetBytes + pairs * MAX_READ_BYTES;
       assert.ok(peakUsed <= bound, `used ${peakUsed} of ${budgetBytes}`);
-      // RSS also grows by what V8's young generations take under this much allocation (five
-      // isolates here: 1–71 MiB measured on the loaded machine), and it is the test process's:
-      // the test files run beside this one (--parallel) allocate in it too. Without the budget
-      // the queues would take up to 12 × 64 MiB in the seconds of pushing.
-      assert.ok(growth < budgetBytes + RSS_NOISE_BYTES, `RSS grew by ${growth} bytes`);
+      // The RSS this bounds is checked on a relay process of its own (budget_rss_test.ts): here
+      // it would be the test runner's, shared with the test files running beside this one.
     } finally {
       stop = true;
       for (const p of [...senders, ...receivers]) await p.close();
